@@ -1,0 +1,306 @@
+//! Types shared by ctscope's eBPF programs and its userspace loader.
+//!
+//! Every type here crosses the kernel/user boundary through a map, a ring
+//! buffer or a read-only global, so each is `#[repr(C)]` with its padding
+//! spelled out: both sides must agree byte for byte, and the compile-time
+//! size checks at the bottom fail the build if a field is added carelessly.
+#![no_std]
+
+/// What an [`Event`] reports.
+pub mod kind {
+    /// A conntrack entry was allocated. Sent once its network namespace and
+    /// tuple are known (see `resolve` in the eBPF crate), with the allocation
+    /// time in `Event::alloc_ts_ns`.
+    pub const ALLOC: u8 = 1;
+    /// A conntrack entry went back to the slab.
+    pub const FREE: u8 = 2;
+    /// Netfilter dropped a packet (`SKB_DROP_REASON_NETFILTER_DROP`).
+    pub const DROP: u8 = 3;
+}
+
+/// Why a packet was dropped. The numbering is part of the trace format.
+pub mod cause {
+    /// No entry could be allocated: the namespace's count was at
+    /// `nf_conntrack_max` and early drop freed nothing.
+    pub const TABLE_FULL: u8 = 0;
+    /// Conntrack judged the packet invalid (no entry attached, table not full):
+    /// dropped by conntrack itself or by a `ct state invalid drop` rule.
+    pub const INVALID: u8 = 1;
+    /// The new entry could not be inserted at confirm time (a clash that could
+    /// not be resolved, or the entry died first).
+    pub const INSERT_FAILED: u8 = 2;
+    /// The new entry could not be inserted because a hash chain was longer
+    /// than the kernel's limit.
+    pub const CHAIN_TOO_LONG: u8 = 3;
+    /// A ruleset dropped a packet that conntrack had accepted ("policy").
+    pub const RULESET: u8 = 4;
+    /// Number of causes.
+    pub const COUNT: usize = 5;
+}
+
+/// Bits of `Event::flags`.
+pub mod flag {
+    /// The packet carried a conntrack entry when it was dropped.
+    pub const HAS_CT: u8 = 1;
+    /// The entry carried the kernel's IPS_CONFIRMED bit.
+    pub const CONFIRMED: u8 = 2;
+    /// The packet's headers could not be read in full.
+    pub const TRUNCATED: u8 = 4;
+    /// The packet is neither IPv4 nor IPv6.
+    pub const NON_IP: u8 = 8;
+    /// The namespace could not be determined.
+    pub const NO_NETNS: u8 = 16;
+}
+
+/// Indexes into the per-CPU `COUNTERS` array.
+pub mod counter {
+    /// Entries allocated from the `nf_conntrack` slab.
+    pub const ALLOC: u32 = 0;
+    /// Entries returned to the slab.
+    pub const FREE: u32 = 1;
+    /// First of [`super::cause::COUNT`] drop counters, indexed by cause.
+    pub const DROP_FIRST: u32 = 2;
+    /// Events that did not fit in the ring buffer.
+    pub const LOST_EVENTS: u32 = 7;
+    /// Allocations that could not be queued for namespace attribution
+    /// because the pending map was full; they count in the totals but not
+    /// in any namespace.
+    pub const PENDING_OVERFLOW: u32 = 8;
+    /// Events whose namespace had no room in the per-namespace map.
+    pub const NETNS_OVERFLOW: u32 = 9;
+    /// Pending allocations attributed by the periodic resolver.
+    pub const RESOLVED: u32 = 10;
+    /// Pending allocations attributed when they were freed.
+    pub const RESOLVED_AT_FREE: u32 = 11;
+    /// Drop details not sent because of in-kernel sampling (counts stay exact).
+    pub const SAMPLED_OUT: u32 = 12;
+    /// Size of the array.
+    pub const COUNT: u32 = 16;
+}
+
+/// A connection's identity, as conntrack keeps it (`struct nf_conntrack_tuple`)
+/// or as parsed from a dropped packet.
+///
+/// Ports are in host byte order. For ICMP and ICMPv6, `sport` is the echo
+/// identifier and `dport` is `type << 8 | code`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Tuple {
+    /// Source address: IPv4 in the first four bytes, or IPv6.
+    pub src: [u8; 16],
+    /// Destination address.
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    /// `AF_INET` (2) or `AF_INET6` (10); 0 when unknown.
+    pub family: u8,
+    /// IP protocol number.
+    pub proto: u8,
+    pub _pad: [u8; 2],
+}
+
+/// One record in the `EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the event was produced.
+    pub ts_ns: u64,
+    /// Address of the conntrack entry; 0 for drops without one.
+    pub ct: u64,
+    /// For [`kind::ALLOC`], when the slab allocation happened.
+    pub alloc_ts_ns: u64,
+    /// One of [`kind`].
+    pub kind: u8,
+    /// For drops, one of [`cause`].
+    pub cause: u8,
+    /// TCP flags byte (FIN=1, SYN=2, RST=4, PSH=8, ACK=16, URG=32, ECE=64, CWR=128).
+    pub tcp_flags: u8,
+    /// Bits of [`flag`].
+    pub flags: u8,
+    pub cpu: u32,
+    /// Network namespace inode number; 0 if unknown.
+    pub netns: u32,
+    /// Interface of the dropped packet; 0 if none.
+    pub ifindex: u32,
+    /// Packet length (`skb->len`).
+    pub len: u32,
+    /// Conntrack mark.
+    pub mark: u32,
+    /// Low 32 bits of the conntrack status (`enum ip_conntrack_status`).
+    pub status: u32,
+    /// Conntrack zone id.
+    pub zone: u16,
+    pub _pad: u16,
+    /// Interface name, NUL padded.
+    pub ifname: [u8; 16],
+    pub tuple: Tuple,
+}
+
+/// Per-namespace counters (a per-CPU hash map keyed by namespace inode).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetnsCounters {
+    pub alloc: u64,
+    pub free: u64,
+    pub drops: [u64; cause::COUNT],
+}
+
+/// An allocation waiting for its namespace to be known: `__nf_conntrack_alloc`
+/// writes `ct_net` only after `kmem_cache_alloc` returns, so the allocation
+/// probe cannot read it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pending {
+    pub alloc_ts_ns: u64,
+    pub cpu: u32,
+    pub _pad: u32,
+}
+
+/// Result of the start-up discovery programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Discovery {
+    /// Address of the `nf_conntrack` kmem_cache; 0 if not found.
+    pub ct_cache: u64,
+    /// Address of the calling namespace's `struct nf_conntrack_net`.
+    pub cnet: u64,
+    /// Number of kmem_caches walked.
+    pub caches_walked: u32,
+    /// `net_generic` id of `struct nf_conntrack_net`; 0 if not found.
+    pub cnet_id: u32,
+    /// Entries of the conntrack sysctl table copied to `SYSCTLS`.
+    pub sysctl_count: u32,
+    /// Set to 1 by the cache walk once it has run.
+    pub cache_walk_done: u32,
+}
+
+/// One entry of the namespace's conntrack sysctl table, read at discovery so
+/// userspace can find the address of `nf_conntrack_max` (a data symbol that
+/// is not in kallsyms on kernels without CONFIG_KALLSYMS_ALL).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SysctlSlot {
+    pub procname: [u8; 32],
+    pub data: u64,
+}
+
+/// Largest number of sysctl entries discovery copies.
+pub const MAX_SYSCTLS: u32 = 64;
+
+/// Configuration written into the eBPF object's read-only `CONFIG` global at
+/// load time: addresses found at start-up and kernel struct member offsets
+/// read from the running kernel's BTF. Nothing here is a compile-time guess.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// `nf_conntrack` kmem_cache address; the probes compare against it.
+    pub ct_cache: u64,
+    /// Address of `nf_conntrack_max` (0 if unknown).
+    pub max_ptr: u64,
+    /// Address of the kernel function `ecache_work`, which every
+    /// `struct nf_conntrack_net` points to; it identifies that struct.
+    pub ecache_work: u64,
+    /// Text range of `nf_hook_slow`: a `kfree_skb` from here means a hook
+    /// (conntrack, NAT, legacy iptables) returned `NF_DROP`.
+    pub loc_hook_lo: u64,
+    pub loc_hook_hi: u64,
+    /// Text range of `nft_do_chain`: since 6.7 nftables frees the packets its
+    /// rules drop itself (net/netfilter/nf_tables_core.c).
+    pub loc_nft_lo: u64,
+    pub loc_nft_hi: u64,
+
+    /// Number of possible CPUs.
+    pub ncpus: u32,
+    /// `SKB_DROP_REASON_NETFILTER_DROP`.
+    pub reason_netfilter_drop: u32,
+    /// Bit number of `IPS_CONFIRMED`.
+    pub ips_confirmed_bit: u32,
+    /// Bit number of `IPS_TEMPLATE`.
+    pub ips_template_bit: u32,
+    /// `IP_CT_UNTRACKED` from `enum ip_conntrack_info`.
+    pub ip_ct_untracked: u32,
+    /// `net_generic` id of `struct nf_conntrack_net` (0 if unknown).
+    pub cnet_id: u32,
+    /// A namespace whose count is within this many entries of
+    /// `nf_conntrack_max` is full (frees on other CPUs race with the probe).
+    pub full_slack: u32,
+
+    // struct kmem_cache
+    pub kc_name: u32,
+    pub kc_list: u32,
+    // struct task_struct, struct nsproxy
+    pub task_nsproxy: u32,
+    pub nsproxy_net: u32,
+    // struct sk_buff
+    pub skb_nfct: u32,
+    pub skb_dev: u32,
+    pub skb_sk: u32,
+    pub skb_refdst: u32,
+    pub skb_head: u32,
+    pub skb_network_header: u32,
+    pub skb_transport_header: u32,
+    pub skb_len: u32,
+    pub skb_protocol: u32,
+    // struct dst_entry, struct sock_common, struct net_device
+    pub dst_dev: u32,
+    pub sk_net: u32,
+    pub dev_net: u32,
+    pub dev_ifindex: u32,
+    pub dev_name: u32,
+    // struct net, struct net_generic
+    pub net_inum: u32,
+    pub net_gen: u32,
+    pub gen_len: u32,
+    pub gen_ptr: u32,
+    // struct nf_conntrack_net
+    pub cnet_count: u32,
+    pub cnet_users4: u32,
+    pub cnet_users6: u32,
+    pub cnet_ecache_func: u32,
+    pub cnet_sysctl_header: u32,
+    // struct ctl_table_header, struct ctl_table
+    pub hdr_table: u32,
+    pub hdr_size: u32,
+    pub ctl_procname: u32,
+    pub ctl_data: u32,
+    pub ctl_sizeof: u32,
+    // struct nf_conn
+    pub ct_status: u32,
+    pub ct_net: u32,
+    pub ct_tuplehash: u32,
+    pub ct_zone: u32,
+    pub ct_mark: u32,
+    // struct nf_conntrack_tuple_hash, struct hlist_nulls_node
+    pub th_tuple: u32,
+    pub th_sizeof: u32,
+    pub hn_next: u32,
+    pub hn_pprev: u32,
+    // struct nf_conntrack_tuple
+    pub tup_src_u3: u32,
+    pub tup_src_port: u32,
+    pub tup_l3num: u32,
+    pub tup_dst_u3: u32,
+    pub tup_dst_port: u32,
+    pub tup_protonum: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C), made only of integers and byte
+    // arrays, with explicit padding, so every bit pattern is valid.
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::NetnsCounters {}
+    unsafe impl aya::Pod for super::Pending {}
+    unsafe impl aya::Pod for super::Discovery {}
+    unsafe impl aya::Pod for super::SysctlSlot {}
+    unsafe impl aya::Pod for super::Config {}
+}
+
+// Layout checks: a change that introduces implicit padding fails here.
+const _: () = assert!(core::mem::size_of::<Tuple>() == 40);
+const _: () = assert!(core::mem::size_of::<Event>() == 112);
+const _: () = assert!(core::mem::size_of::<NetnsCounters>() == 8 * (2 + cause::COUNT));
+const _: () = assert!(core::mem::size_of::<Pending>() == 16);
+const _: () = assert!(core::mem::size_of::<Discovery>() == 32);
+const _: () = assert!(core::mem::size_of::<SysctlSlot>() == 40);
+const _: () = assert!(core::mem::size_of::<Config>() == 7 * 8 + 54 * 4);

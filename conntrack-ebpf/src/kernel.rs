@@ -1,0 +1,329 @@
+//! Reading kernel structures: conntrack entries, packets' namespaces, and the
+//! start-up discovery walks. All offsets come from `CONFIG`.
+
+use aya_ebpf::helpers::{
+    bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    bpf_probe_read_kernel_str_bytes,
+};
+use conntrack_common::{Config, Discovery, Event, MAX_SYSCTLS, SysctlSlot, Tuple, cause, flag};
+
+use crate::maps::{DISCOVERY, SYSCTLS};
+
+/// Filled in by the loader before the programs are verified; the zero value
+/// here is never used (the loader refuses to run without a complete config).
+#[unsafe(no_mangle)]
+pub static CONFIG: Config = unsafe { core::mem::zeroed() };
+
+/// Reads one `CONFIG` field. The volatile read stops the compiler from
+/// folding the zero initialiser; the verifier then sees the loaded constant.
+macro_rules! conf {
+    ($field:ident) => {
+        // SAFETY: CONFIG is a plain static; reading a field is always valid.
+        unsafe { core::ptr::read_volatile(&raw const $crate::kernel::CONFIG.$field) }
+    };
+}
+pub(crate) use conf;
+
+/// Marker for a struct member the running kernel does not have.
+const ABSENT: u32 = u32::MAX;
+
+/// `bpf_probe_read_kernel` of a `T` at a kernel address.
+#[inline(always)]
+pub fn read<T>(addr: u64) -> Result<T, i32> {
+    // SAFETY: bpf_probe_read_kernel validates the address and fails cleanly.
+    unsafe { bpf_probe_read_kernel(addr as *const T) }
+}
+
+/// Reads a member at `base + off`, or `None` when the member is absent.
+#[inline(always)]
+fn member<T>(base: u64, off: u32) -> Option<T> {
+    if off == ABSENT || base == 0 {
+        return None;
+    }
+    read::<T>(base + off as u64).ok()
+}
+
+/// Original-direction tuple of a conntrack entry.
+#[inline(always)]
+fn ct_tuple(ct: u64) -> Tuple {
+    let mut t = Tuple::default();
+    let base = ct + conf!(ct_tuplehash) as u64 + conf!(th_tuple) as u64;
+    t.src = read(base + conf!(tup_src_u3) as u64).unwrap_or([0; 16]);
+    t.dst = read(base + conf!(tup_dst_u3) as u64).unwrap_or([0; 16]);
+    t.sport = u16::from_be(read(base + conf!(tup_src_port) as u64).unwrap_or(0));
+    t.dport = u16::from_be(read(base + conf!(tup_dst_port) as u64).unwrap_or(0));
+    t.family = read::<u16>(base + conf!(tup_l3num) as u64).unwrap_or(0) as u8;
+    t.proto = read(base + conf!(tup_protonum) as u64).unwrap_or(0);
+    t
+}
+
+/// An event describing a conntrack entry: namespace, tuple, zone, mark,
+/// status.
+#[inline(always)]
+pub fn ct_event(ct: u64, kind: u8) -> Event {
+    let net: u64 = member(ct, conf!(ct_net)).unwrap_or(0);
+    let status: u64 = member(ct, conf!(ct_status)).unwrap_or(0);
+    let mut flags = flag::HAS_CT;
+    if status & (1 << (conf!(ips_confirmed_bit) & 63)) != 0 {
+        flags |= flag::CONFIRMED;
+    }
+    let netns = member::<u32>(net, conf!(net_inum)).unwrap_or(0);
+    if netns == 0 {
+        flags |= flag::NO_NETNS;
+    }
+    Event {
+        // SAFETY: helpers without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        ct,
+        kind,
+        flags,
+        netns,
+        status: status as u32,
+        mark: member(ct, conf!(ct_mark)).unwrap_or(0),
+        zone: member(ct, conf!(ct_zone)).unwrap_or(0),
+        tuple: ct_tuple(ct),
+        ..Event::default()
+    }
+}
+
+/// The network namespace a dropped packet belongs to, and its interface.
+///
+/// `skb->dev` is not set yet for locally generated packets at LOCAL_OUT (it
+/// is assigned in ip_output), so fall back to the socket, then to the route's
+/// device.
+#[inline(always)]
+pub fn skb_net(skb: u64, ev: &mut Event) -> u64 {
+    let mut dev: u64 = member(skb, conf!(skb_dev)).unwrap_or(0);
+    if dev == 0 {
+        let refdst: u64 = member(skb, conf!(skb_refdst)).unwrap_or(0);
+        // SKB_DST_NOREF is bit 0 of _skb_refdst (include/linux/skbuff.h).
+        dev = member(refdst & !1, conf!(dst_dev)).unwrap_or(0);
+    }
+    if dev != 0 {
+        ev.ifindex = member(dev, conf!(dev_ifindex)).unwrap_or(0);
+        ev.ifname = member(dev, conf!(dev_name)).unwrap_or([0; 16]);
+        if let Some(net) = member::<u64>(dev, conf!(dev_net))
+            && net != 0
+        {
+            return net;
+        }
+    }
+    let sk: u64 = member(skb, conf!(skb_sk)).unwrap_or(0);
+    member(sk, conf!(sk_net)).unwrap_or(0)
+}
+
+/// `struct nf_conntrack_net` of a namespace: `net_generic(net, id)`.
+#[inline(always)]
+fn cnet_of(net: u64) -> u64 {
+    let id = conf!(cnet_id);
+    if id == 0 || net == 0 {
+        return 0;
+    }
+    let generic: u64 = member(net, conf!(net_gen)).unwrap_or(0);
+    let len: u32 = member(generic, conf!(gen_len)).unwrap_or(0);
+    if id >= len {
+        return 0;
+    }
+    member(generic, conf!(gen_ptr) + 8 * id).unwrap_or(0)
+}
+
+#[inline(always)]
+fn in_range(addr: u64, lo: u64, hi: u64) -> bool {
+    lo != 0 && addr >= lo && addr < hi
+}
+
+/// Why netfilter dropped this packet (see ../shared/kernel-notes.md and
+/// docs/drop-causes.md for how exact each answer is).
+///
+/// * Since 6.7, nftables frees the packets its rules drop inside
+///   `nft_do_chain`; a plain `NF_DROP` from a hook (conntrack, NAT, legacy
+///   iptables) is freed by `nf_hook_slow`.
+/// * No entry attached (`_nfct == 0`): conntrack refused it. Table full when
+///   the namespace's count is at `nf_conntrack_max` — early drop freed
+///   nothing and no entry was allocated — otherwise it was invalid.
+/// * An unconfirmed entry attached when a hook dropped it: the insert at
+///   confirm time failed (`__nf_conntrack_confirm`). A rule drop of a new
+///   flow's first packet also carries an unconfirmed entry, but comes from
+///   `nft_do_chain`.
+#[inline(always)]
+pub fn classify(skb: u64, net: u64, location: u64, ev: &mut Event) -> u8 {
+    let from_rule = in_range(location, conf!(loc_nft_lo), conf!(loc_nft_hi));
+    let nfct: u64 = member(skb, conf!(skb_nfct)).unwrap_or(0);
+    let ct = nfct & !7;
+    if ct == 0 {
+        if nfct & 7 == conf!(ip_ct_untracked) as u64 && nfct != 0 {
+            return cause::RULESET;
+        }
+        let cnet = cnet_of(net);
+        if !from_rule && table_full(cnet) {
+            return cause::TABLE_FULL;
+        }
+        // Conntrack not in use for this family: nothing of ours to blame.
+        let users_off = if ev.tuple.family == 10 {
+            conf!(cnet_users6)
+        } else {
+            conf!(cnet_users4)
+        };
+        if cnet != 0 && member::<u32>(cnet, users_off).unwrap_or(1) == 0 {
+            return cause::RULESET;
+        }
+        return cause::INVALID;
+    }
+    ev.ct = ct;
+    ev.flags |= flag::HAS_CT;
+    let status: u64 = member(ct, conf!(ct_status)).unwrap_or(0);
+    ev.status = status as u32;
+    ev.mark = member(ct, conf!(ct_mark)).unwrap_or(0);
+    ev.zone = member(ct, conf!(ct_zone)).unwrap_or(0);
+    let confirmed = status & (1 << (conf!(ips_confirmed_bit) & 63)) != 0;
+    if confirmed {
+        ev.flags |= flag::CONFIRMED;
+    }
+    if from_rule || status & (1 << (conf!(ips_template_bit) & 63)) != 0 {
+        return cause::RULESET;
+    }
+    // Never linked into the table: ORIGINAL hnnode.pprev is still the NULL
+    // that __nf_conntrack_alloc wrote. Before 6.16 (2d72afb34065) confirm
+    // set IPS_CONFIRMED before the failing checks, so that bit alone does
+    // not tell.
+    let pprev: u64 =
+        member(ct, conf!(ct_tuplehash) + conf!(hn_pprev)).unwrap_or(1);
+    if pprev == 0 {
+        return cause::INSERT_FAILED;
+    }
+    cause::RULESET
+}
+
+/// Is the namespace's conntrack count at `nf_conntrack_max`? When the table
+/// is full, `__nf_conntrack_alloc` raises and lowers the count again, so it
+/// reads exactly max; a free on another CPU between the refusal and this
+/// probe can lower it by one per CPU.
+#[inline(always)]
+fn table_full(cnet: u64) -> bool {
+    let max_ptr = conf!(max_ptr);
+    if cnet == 0 || max_ptr == 0 {
+        // Without the count, a refusal by a hook is most likely the table.
+        return true;
+    }
+    let max = read::<i32>(max_ptr).unwrap_or(0);
+    if max <= 0 {
+        return false;
+    }
+    let count = member::<i32>(cnet, conf!(cnet_count)).unwrap_or(0);
+    count + conf!(full_slack) as i32 >= max
+}
+
+/// Upper bound on the kmem_caches walked at discovery.
+const MAX_CACHES: u32 = 2048;
+
+/// "nf_conntrack\0" as two little-endian words: bytes 0..8 and 8..13.
+const NAME_LO: u64 = u64::from_le_bytes(*b"nf_connt");
+const NAME_HI: u64 = u64::from_le_bytes(*b"rack\0\0\0\0");
+const NAME_HI_MASK: u64 = 0x00ff_ffff_ffff;
+
+pub fn discover_cache(first: u64) {
+    let Some(d) = DISCOVERY.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: map value pointer from a successful lookup.
+    let d: &mut Discovery = unsafe { &mut *d };
+    if d.cache_walk_done != 0 || first == 0 {
+        return;
+    }
+    let list_off = conf!(kc_list) as u64;
+    let start = first + list_off;
+    let mut node = start;
+    let mut walked = 0;
+    for _ in 0..MAX_CACHES {
+        let Ok(next) = read::<u64>(node) else {
+            break;
+        };
+        if next == 0 || next == start {
+            break;
+        }
+        walked += 1;
+        let cache = next - list_off;
+        let name: u64 = member(cache, conf!(kc_name)).unwrap_or(0);
+        if let (Ok(lo), Ok(hi)) = (read::<u64>(name), read::<u64>(name + 8))
+            && lo == NAME_LO
+            && hi & NAME_HI_MASK == NAME_HI
+        {
+            d.ct_cache = cache;
+            break;
+        }
+        node = next;
+    }
+    // The starting cache itself is only compared if the walk wraps to it.
+    if d.ct_cache == 0 {
+        let name: u64 = member(first, conf!(kc_name)).unwrap_or(0);
+        if let (Ok(lo), Ok(hi)) = (read::<u64>(name), read::<u64>(name + 8))
+            && lo == NAME_LO
+            && hi & NAME_HI_MASK == NAME_HI
+        {
+            d.ct_cache = first;
+        }
+    }
+    d.caches_walked = walked;
+    d.cache_walk_done = 1;
+}
+
+/// Upper bound on `net_generic` slots scanned.
+const MAX_GENERIC: u32 = 256;
+
+pub fn discover_net() {
+    let Some(d) = DISCOVERY.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: map value pointer from a successful lookup.
+    let d: &mut Discovery = unsafe { &mut *d };
+    // SAFETY: helper without preconditions.
+    let task = unsafe { bpf_get_current_task() };
+    let nsproxy: u64 = member(task, conf!(task_nsproxy)).unwrap_or(0);
+    let net: u64 = member(nsproxy, conf!(nsproxy_net)).unwrap_or(0);
+    let generic: u64 = member(net, conf!(net_gen)).unwrap_or(0);
+    let len: u32 = member(generic, conf!(gen_len)).unwrap_or(0);
+    let want = conf!(ecache_work);
+    let mut cnet = 0;
+    for id in 1..MAX_GENERIC {
+        if id >= len {
+            break;
+        }
+        let p: u64 = member(generic, conf!(gen_ptr) + 8 * id).unwrap_or(0);
+        if p == 0 {
+            continue;
+        }
+        if member::<u64>(p, conf!(cnet_ecache_func)) == Some(want) {
+            d.cnet_id = id;
+            cnet = p;
+            break;
+        }
+    }
+    d.cnet = cnet;
+    let header: u64 = member(cnet, conf!(cnet_sysctl_header)).unwrap_or(0);
+    let table: u64 = member(header, conf!(hdr_table)).unwrap_or(0);
+    let size: u32 = member(header, conf!(hdr_size)).unwrap_or(0);
+    let mut copied = 0;
+    for i in 0..MAX_SYSCTLS {
+        if i >= size || table == 0 {
+            break;
+        }
+        let entry = table + i as u64 * conf!(ctl_sizeof) as u64;
+        let Some(slot) = SYSCTLS.get_ptr_mut(i) else {
+            break;
+        };
+        // SAFETY: map value pointer from a successful lookup.
+        let slot: &mut SysctlSlot = unsafe { &mut *slot };
+        slot.data = member(entry, conf!(ctl_data)).unwrap_or(0);
+        let name: u64 = member(entry, conf!(ctl_procname)).unwrap_or(0);
+        if name == 0
+            // SAFETY: the helper checks the kernel address.
+            || unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, &mut slot.procname) }
+                .is_err()
+        {
+            slot.procname = [0; 32];
+        }
+        copied += 1;
+    }
+    d.sysctl_count = copied;
+}

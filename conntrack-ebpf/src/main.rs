@@ -1,0 +1,171 @@
+//! ctscope's eBPF programs.
+//!
+//! The build/CI kernel has neither kprobes nor fentry, so everything hangs off
+//! BTF tracepoints (see ../shared/platform.md):
+//!
+//! * `ct_alloc` — `kmem:kmem_cache_alloc`, restricted to the `nf_conntrack`
+//!   slab by comparing the cache pointer with a load-time constant;
+//! * `ct_free` — `kmem:kmem_cache_free` on the same slab;
+//! * `ct_drop` — `skb:kfree_skb` with `SKB_DROP_REASON_NETFILTER_DROP`,
+//!   classified by what the packet carries (net/netfilter/nf_conntrack_core.c);
+//! * `resolve` — run from userspace with BPF_PROG_TEST_RUN: attributes queued
+//!   allocations to their network namespace once `__nf_conntrack_alloc` has
+//!   written `ct_net`;
+//! * `discover_cache`, `discover_net` — start-up discovery of the slab and of
+//!   `struct nf_conntrack_net`, whose addresses are not in kallsyms.
+//!
+//! Every kernel struct offset comes from the read-only `CONFIG` global, filled
+//! in from the running kernel's BTF by the loader. Loops are bounded, memory
+//! is read with `bpf_probe_read_kernel`, and nothing here can panic.
+#![no_std]
+#![no_main]
+
+mod kernel;
+mod maps;
+mod packet;
+
+use aya_ebpf::{
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    macros::{btf_tracepoint, raw_tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext},
+};
+use conntrack_common::{Event, Pending, counter, flag, kind};
+
+use crate::{
+    kernel::{conf, read},
+    maps::{NS_ALLOC, NS_DROP_FIRST, NS_FREE, PENDING, count, emit, netns_add},
+};
+
+/// `kmem_cache_alloc(call_site, ptr, s, gfp_flags, node)`.
+///
+/// This fires for every slab allocation on the machine, so the common path is
+/// one comparison against a constant the verifier knows.
+#[btf_tracepoint(function = "kmem_cache_alloc")]
+pub fn ct_alloc(ctx: BtfTracePointContext) -> i32 {
+    let cache: u64 = ctx.arg(2);
+    if cache != conf!(ct_cache) {
+        return 0;
+    }
+    let ct: u64 = ctx.arg(1);
+    if ct == 0 {
+        return 0;
+    }
+    count(counter::ALLOC);
+    // SAFETY: helpers without preconditions.
+    let pending = Pending {
+        alloc_ts_ns: unsafe { bpf_ktime_get_ns() },
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        _pad: 0,
+    };
+    if PENDING.insert(&ct, &pending, 0).is_err() {
+        count(counter::PENDING_OVERFLOW);
+    }
+    0
+}
+
+/// `kmem_cache_free(call_site, ptr, s)`. Called before the object is freed,
+/// so the entry is still intact (nf_conntrack_free in nf_conntrack_core.c).
+#[btf_tracepoint(function = "kmem_cache_free")]
+pub fn ct_free(ctx: BtfTracePointContext) -> i32 {
+    let cache: u64 = ctx.arg(2);
+    if cache != conf!(ct_cache) {
+        return 0;
+    }
+    let ct: u64 = ctx.arg(1);
+    if ct == 0 {
+        return 0;
+    }
+    count(counter::FREE);
+    let mut ev = kernel::ct_event(ct, kind::FREE);
+    // An allocation still queued for attribution is attributed now: the
+    // entry was fully initialised long before it is freed.
+    if let Some(p) = PENDING.get_ptr(&ct) {
+        // SAFETY: value pointer from a successful lookup.
+        let alloc_ts_ns = unsafe { (*p).alloc_ts_ns };
+        if PENDING.remove(&ct).is_ok() {
+            count(counter::RESOLVED_AT_FREE);
+            netns_add(ev.netns, NS_ALLOC);
+            let mut alloc = ev;
+            alloc.kind = kind::ALLOC;
+            alloc.alloc_ts_ns = alloc_ts_ns;
+            emit(&alloc);
+        }
+    }
+    netns_add(ev.netns, NS_FREE);
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    emit(&ev);
+    0
+}
+
+/// `kfree_skb(skb, location, reason, rx_sk)`: every packet netfilter drops
+/// is freed here by `nf_hook_slow` with `SKB_DROP_REASON_NETFILTER_DROP`.
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn ct_drop(ctx: BtfTracePointContext) -> i32 {
+    let reason: u64 = ctx.arg(2);
+    if reason as u32 != conf!(reason_netfilter_drop) {
+        return 0;
+    }
+    let skb: u64 = ctx.arg(0);
+    let location: u64 = ctx.arg(1);
+    let mut ev = Event {
+        kind: kind::DROP,
+        // SAFETY: helpers without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        ..Event::default()
+    };
+    let net = kernel::skb_net(skb, &mut ev);
+    if net != 0 {
+        ev.netns = read::<u32>(net + conf!(net_inum) as u64).unwrap_or(0);
+    }
+    if ev.netns == 0 {
+        ev.flags |= flag::NO_NETNS;
+    }
+    packet::parse(skb, &mut ev);
+    ev.cause = kernel::classify(skb, net, location, &mut ev);
+    count(counter::DROP_FIRST + ev.cause as u32);
+    netns_add(ev.netns, NS_DROP_FIRST + ev.cause as u32);
+    if maps::sampled(counter::DROP_FIRST + ev.cause as u32) {
+        emit(&ev);
+    } else {
+        count(counter::SAMPLED_OUT);
+    }
+    0
+}
+
+/// Attributes every queued allocation whose entry is initialised by now.
+/// Userspace runs it with BPF_PROG_TEST_RUN a few times a second.
+#[raw_tracepoint(tracepoint = "ctscope_resolve")]
+pub fn resolve(_ctx: RawTracePointContext) -> i32 {
+    maps::for_each_pending();
+    0
+}
+
+/// Finds the `nf_conntrack` kmem_cache by walking the list of all caches from
+/// the first one allocated from, comparing names once. Attached briefly at
+/// start-up; the hot probes then compare pointers only.
+#[btf_tracepoint(function = "kmem_cache_alloc")]
+pub fn discover_cache(ctx: BtfTracePointContext) -> i32 {
+    let cache: u64 = ctx.arg(2);
+    kernel::discover_cache(cache);
+    0
+}
+
+/// Finds the calling task's `struct nf_conntrack_net` and copies its sysctl
+/// table (names and data addresses). Run once with BPF_PROG_TEST_RUN.
+#[raw_tracepoint(tracepoint = "ctscope_discover")]
+pub fn discover_net(_ctx: RawTracePointContext) -> i32 {
+    kernel::discover_net();
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any program that could reach this.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

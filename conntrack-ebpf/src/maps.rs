@@ -1,0 +1,161 @@
+//! Maps shared with userspace, and the small operations on them.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_ktime_get_ns, generated::bpf_for_each_map_elem},
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+};
+use conntrack_common::{
+    Discovery, Event, MAX_SYSCTLS, NetnsCounters, Pending, SysctlSlot, counter, kind,
+};
+
+use crate::kernel;
+
+/// Events for userspace. The loader sizes it (`--ring-size`); a full ring is
+/// counted in `COUNTERS[LOST_EVENTS]`, never silently.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
+
+/// Machine-wide counters, one slot per CPU so the probes never contend.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Counters per network namespace inode.
+#[map]
+pub static NETNS: PerCpuHashMap<u32, NetnsCounters> = PerCpuHashMap::with_max_entries(8192, 0);
+
+/// Allocations waiting for their namespace, keyed by entry address. Sized
+/// for about a second of the fastest allocation rate measured here; the
+/// resolver empties it several times a second.
+#[map]
+pub static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(1 << 17, 0);
+
+/// Runtime settings written by userspace: `[0]` = send one drop in N.
+#[map]
+pub static SETTINGS: Array<u32> = Array::with_max_entries(4, 0);
+
+/// Output of the discovery programs.
+#[map]
+pub static DISCOVERY: Array<Discovery> = Array::with_max_entries(1, 0);
+
+/// The conntrack sysctl table, copied at discovery.
+#[map]
+pub static SYSCTLS: Array<SysctlSlot> = Array::with_max_entries(MAX_SYSCTLS, 0);
+
+/// Adds one to a machine-wide counter.
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(p) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot from a successful lookup; nothing else on this
+        // CPU runs this program concurrently.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Sends an event, counting it as lost when the ring buffer is full.
+#[inline(always)]
+pub fn emit(ev: &Event) {
+    match EVENTS.reserve::<Event>(0) {
+        Some(mut entry) => {
+            entry.write(*ev);
+            entry.submit(0);
+        }
+        None => count(counter::LOST_EVENTS),
+    }
+}
+
+/// Whether to send the details of a drop whose per-CPU counter is `index`.
+#[inline(always)]
+pub fn sampled(index: u32) -> bool {
+    let rate = SETTINGS.get(0).copied().unwrap_or(1);
+    if rate <= 1 {
+        return true;
+    }
+    match COUNTERS.get(index) {
+        Some(n) => *n % rate as u64 == 0,
+        None => true,
+    }
+}
+
+/// Adds one to field `field` of a namespace's counters (viewed as `[u64; 7]`).
+#[inline(always)]
+pub fn netns_add(netns: u32, field: u32) {
+    const FIELDS: u32 = (core::mem::size_of::<NetnsCounters>() / 8) as u32;
+    if field >= FIELDS {
+        return;
+    }
+    if let Some(p) = NETNS.get_ptr_mut(&netns) {
+        // SAFETY: per-CPU value from a successful lookup, `field` in bounds.
+        unsafe { *(p as *mut u64).add(field as usize) += 1 };
+        return;
+    }
+    let mut fresh = NetnsCounters::default();
+    // SAFETY: `field` is in bounds of the local struct.
+    unsafe { *(&raw mut fresh as *mut u64).add(field as usize) = 1 };
+    if NETNS.insert(&netns, &fresh, BPF_NOEXIST as u64).is_ok() {
+        return;
+    }
+    // Another CPU created it first, or the map is full.
+    match NETNS.get_ptr_mut(&netns) {
+        // SAFETY: as above.
+        Some(p) => unsafe { *(p as *mut u64).add(field as usize) += 1 },
+        None => count(counter::NETNS_OVERFLOW),
+    }
+}
+
+/// Entries younger than this may still be inside `__nf_conntrack_alloc`,
+/// with `ct_net` not yet written; they wait for the next round.
+const MIN_AGE_NS: u64 = 1_000_000;
+
+/// Index of the `alloc` field of `NetnsCounters` viewed as `[u64; 7]`.
+pub const NS_ALLOC: u32 = 0;
+/// Index of the `free` field.
+pub const NS_FREE: u32 = 1;
+/// Index of the first drop counter; causes follow in order.
+pub const NS_DROP_FIRST: u32 = 2;
+
+pub fn for_each_pending() {
+    // SAFETY: PENDING is a hash map and `resolve_one` has the callback
+    // signature bpf_for_each_map_elem requires.
+    unsafe {
+        bpf_for_each_map_elem(
+            &raw const PENDING as *mut c_void,
+            resolve_one as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        )
+    };
+}
+
+extern "C" fn resolve_one(
+    _map: *mut c_void,
+    key: *const u64,
+    value: *const Pending,
+    _ctx: *mut c_void,
+) -> i64 {
+    // SAFETY: the kernel passes valid key and value pointers.
+    let (ct, alloc_ts_ns) = unsafe { (*key, (*value).alloc_ts_ns) };
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if now.wrapping_sub(alloc_ts_ns) < MIN_AGE_NS {
+        return 0;
+    }
+    let mut ev = kernel::ct_event(ct, kind::ALLOC);
+    // The element may have been freed and its address reused since the
+    // iteration reached it; only the allocation we read is resolved here.
+    // SAFETY: value pointer from a successful lookup.
+    let current = PENDING.get_ptr(&ct).map(|p| unsafe { (*p).alloc_ts_ns });
+    if current != Some(alloc_ts_ns) {
+        return 0;
+    }
+    if PENDING.remove(&ct).is_ok() {
+        count(counter::RESOLVED);
+        netns_add(ev.netns, NS_ALLOC);
+        ev.alloc_ts_ns = alloc_ts_ns;
+        emit(&ev);
+    }
+    0
+}

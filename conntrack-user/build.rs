@@ -1,0 +1,84 @@
+//! Builds the eBPF programs (conntrack-ebpf) for bpfel-unknown-none with the
+//! nightly toolchain and bpf-linker, and hands the object to the `ctscope`
+//! binary, which embeds it. `cargo xtask build` installs what this needs.
+use std::{
+    env,
+    ffi::OsString,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+const SKIP: &str = "CTSCOPE_SKIP_EBPF";
+
+fn main() -> anyhow::Result<()> {
+    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?);
+    let ebpf_dir = manifest.join("../conntrack-ebpf");
+    for path in ["src", "Cargo.toml", "common/src", "common/Cargo.toml"] {
+        println!("cargo:rerun-if-changed={}", ebpf_dir.join(path).display());
+    }
+    println!("cargo:rerun-if-env-changed={SKIP}");
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR")?);
+    let object = out_dir.join("conntrack.bpf.o");
+
+    if env::var_os(SKIP).is_some_and(|v| v == "1") {
+        println!("cargo:warning={SKIP}=1: building ctscope without its eBPF programs");
+        fs::write(&object, [])?;
+    } else {
+        build(&ebpf_dir, &out_dir, &object)?;
+    }
+    let bytes = fs::read(&object)?;
+    println!("cargo:rustc-env=CTSCOPE_EBPF_BUILD_ID={:016x}", fnv1a(&bytes));
+    Ok(())
+}
+
+fn build(ebpf_dir: &Path, out_dir: &Path, object: &Path) -> anyhow::Result<()> {
+    let target_dir = out_dir.join("ebpf-target");
+    let mut cmd = Command::new("rustup");
+    cmd.args(["run", "nightly", "cargo", "build", "--quiet", "--release"])
+        .args(["--package", "conntrack-ebpf", "--bin", "conntrack"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(ebpf_dir);
+    // BTF lets the kernel verify the callbacks and show source lines in
+    // verifier logs; debuginfo is what bpf-linker turns into BTF.
+    let mut flags = OsString::from("-Cdebuginfo=2");
+    flags.push("\x1f-Clink-arg=--btf");
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", flags);
+    // The outer (stable) build's settings must not leak into the nightly one.
+    for key in [
+        "RUSTC",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTFLAGS",
+    ] {
+        cmd.env_remove(key);
+    }
+    let status = cmd.status().context(
+        "could not run `rustup run nightly cargo`; run `cargo xtask build`, which installs the \
+         nightly toolchain pieces and bpf-linker",
+    )?;
+    if !status.success() {
+        bail!(
+            "building the eBPF programs failed ({status}). If nightly's rust-src or bpf-linker \
+             is missing, `cargo xtask build` installs them (see README.md)"
+        );
+    }
+    let built = target_dir.join("bpfel-unknown-none/release/conntrack");
+    fs::copy(&built, object)
+        .with_context(|| format!("copying {} to {}", built.display(), object.display()))?;
+    Ok(())
+}
+
+/// A stable, dependency-free fingerprint of the object for `--version`.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

@@ -1,0 +1,1 @@
+//! Reading the kernel's own conntrack counters and sysctls.

@@ -1,0 +1,2 @@
+//! ctscope: a live observer of the Linux conntrack table.
+pub mod kernel;
