@@ -1,9 +1,11 @@
 //! Reading kernel structures: conntrack entries, packets' namespaces, and the
 //! start-up discovery walks. All offsets come from `CONFIG`.
 
+use core::ffi::c_void;
+
 use aya_ebpf::helpers::{
     bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
-    bpf_probe_read_kernel_str_bytes,
+    bpf_probe_read_kernel_str_bytes, generated::bpf_loop,
 };
 use conntrack_common::{Config, Discovery, Event, MAX_SYSCTLS, SysctlSlot, Tuple, cause, flag};
 
@@ -215,12 +217,50 @@ fn table_full(cnet: u64) -> bool {
 }
 
 /// Upper bound on the kmem_caches walked at discovery.
-const MAX_CACHES: u32 = 2048;
+const MAX_CACHES: u32 = 4096;
 
 /// "nf_conntrack\0" as two little-endian words: bytes 0..8 and 8..13.
 const NAME_LO: u64 = u64::from_le_bytes(*b"nf_connt");
 const NAME_HI: u64 = u64::from_le_bytes(*b"rack\0\0\0\0");
 const NAME_HI_MASK: u64 = 0x00ff_ffff_ffff;
+
+fn is_conntrack_cache(cache: u64) -> bool {
+    let name: u64 = member(cache, conf!(kc_name)).unwrap_or(0);
+    matches!(
+        (read::<u64>(name), read::<u64>(name + 8)),
+        (Ok(lo), Ok(hi)) if lo == NAME_LO && hi & NAME_HI_MASK == NAME_HI
+    )
+}
+
+/// State of the kmem_cache list walk, on the stack for `bpf_loop`.
+#[repr(C)]
+struct CacheWalk {
+    start: u64,
+    node: u64,
+    found: u64,
+    walked: u32,
+    _pad: u32,
+}
+
+/// One step of the walk along `kmem_cache.list` (mm/slab.h); returns 1 to stop.
+extern "C" fn cache_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the pointer to our stack struct.
+    let w = unsafe { &mut *(ctx as *mut CacheWalk) };
+    let Ok(next) = read::<u64>(w.node) else {
+        return 1;
+    };
+    if next == 0 || next == w.start {
+        return 1;
+    }
+    w.walked += 1;
+    let cache = next - conf!(kc_list) as u64;
+    if is_conntrack_cache(cache) {
+        w.found = cache;
+        return 1;
+    }
+    w.node = next;
+    0
+}
 
 pub fn discover_cache(first: u64) {
     let Some(d) = DISCOVERY.get_ptr_mut(0) else {
@@ -231,45 +271,100 @@ pub fn discover_cache(first: u64) {
     if d.cache_walk_done != 0 || first == 0 {
         return;
     }
-    let list_off = conf!(kc_list) as u64;
-    let start = first + list_off;
-    let mut node = start;
-    let mut walked = 0;
-    for _ in 0..MAX_CACHES {
-        let Ok(next) = read::<u64>(node) else {
-            break;
-        };
-        if next == 0 || next == start {
-            break;
-        }
-        walked += 1;
-        let cache = next - list_off;
-        let name: u64 = member(cache, conf!(kc_name)).unwrap_or(0);
-        if let (Ok(lo), Ok(hi)) = (read::<u64>(name), read::<u64>(name + 8))
-            && lo == NAME_LO
-            && hi & NAME_HI_MASK == NAME_HI
-        {
-            d.ct_cache = cache;
-            break;
-        }
-        node = next;
+    let start = first + conf!(kc_list) as u64;
+    let mut walk = CacheWalk {
+        start,
+        node: start,
+        found: 0,
+        walked: 0,
+        _pad: 0,
+    };
+    // SAFETY: cache_step has the bpf_loop callback signature and `walk`
+    // outlives the call.
+    unsafe {
+        bpf_loop(
+            MAX_CACHES,
+            cache_step as *mut c_void,
+            &raw mut walk as *mut c_void,
+            0,
+        )
+    };
+    // The walk stops before comparing the cache it started from.
+    if walk.found == 0 && is_conntrack_cache(first) {
+        walk.found = first;
     }
-    // The starting cache itself is only compared if the walk wraps to it.
-    if d.ct_cache == 0 {
-        let name: u64 = member(first, conf!(kc_name)).unwrap_or(0);
-        if let (Ok(lo), Ok(hi)) = (read::<u64>(name), read::<u64>(name + 8))
-            && lo == NAME_LO
-            && hi & NAME_HI_MASK == NAME_HI
-        {
-            d.ct_cache = first;
-        }
-    }
-    d.caches_walked = walked;
+    d.ct_cache = walk.found;
+    d.caches_walked = walk.walked;
     d.cache_walk_done = 1;
 }
 
 /// Upper bound on `net_generic` slots scanned.
-const MAX_GENERIC: u32 = 256;
+const MAX_GENERIC: u32 = 512;
+
+#[repr(C)]
+struct GenericScan {
+    generic: u64,
+    len: u32,
+    id: u32,
+    found: u64,
+}
+
+/// Checks `net_generic` slot `index`: is it a `struct nf_conntrack_net`, i.e.
+/// does its `ecache.dwork.work.func` point at `ecache_work`?
+extern "C" fn generic_step(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the pointer to our stack struct.
+    let s = unsafe { &mut *(ctx as *mut GenericScan) };
+    let id = index as u32;
+    if id >= s.len {
+        return 1;
+    }
+    let p: u64 = member(s.generic, conf!(gen_ptr) + 8 * id).unwrap_or(0);
+    if p != 0 && member::<u64>(p, conf!(cnet_ecache_func)) == Some(conf!(ecache_work)) {
+        s.id = id;
+        s.found = p;
+        return 1;
+    }
+    0
+}
+
+#[repr(C)]
+struct SysctlCopy {
+    table: u64,
+    size: u32,
+    copied: u32,
+}
+
+/// Copies entry `index` of the conntrack sysctl table into `SYSCTLS`.
+extern "C" fn sysctl_step(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the pointer to our stack struct.
+    let c = unsafe { &mut *(ctx as *mut SysctlCopy) };
+    let i = index as u32;
+    if i >= c.size || c.table == 0 {
+        return 1;
+    }
+    let Some(slot) = SYSCTLS.get_ptr_mut(i) else {
+        return 1;
+    };
+    // SAFETY: map value pointer from a successful lookup.
+    let slot: &mut SysctlSlot = unsafe { &mut *slot };
+    let entry = c.table + index * conf!(ctl_sizeof) as u64;
+    slot.data = member(entry, conf!(ctl_data)).unwrap_or(0);
+    slot.value = if slot.data == 0 {
+        0
+    } else {
+        read(slot.data).unwrap_or(0)
+    };
+    let name: u64 = member(entry, conf!(ctl_procname)).unwrap_or(0);
+    if name == 0
+        // SAFETY: the helper checks the kernel address.
+        || unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, &mut slot.procname) }
+            .is_err()
+    {
+        slot.procname = [0; 32];
+    }
+    c.copied += 1;
+    0
+}
 
 pub fn discover_net() {
     let Some(d) = DISCOVERY.get_ptr_mut(0) else {
@@ -282,48 +377,39 @@ pub fn discover_net() {
     let nsproxy: u64 = member(task, conf!(task_nsproxy)).unwrap_or(0);
     let net: u64 = member(nsproxy, conf!(nsproxy_net)).unwrap_or(0);
     let generic: u64 = member(net, conf!(net_gen)).unwrap_or(0);
-    let len: u32 = member(generic, conf!(gen_len)).unwrap_or(0);
-    let want = conf!(ecache_work);
-    let mut cnet = 0;
-    for id in 1..MAX_GENERIC {
-        if id >= len {
-            break;
-        }
-        let p: u64 = member(generic, conf!(gen_ptr) + 8 * id).unwrap_or(0);
-        if p == 0 {
-            continue;
-        }
-        if member::<u64>(p, conf!(cnet_ecache_func)) == Some(want) {
-            d.cnet_id = id;
-            cnet = p;
-            break;
-        }
-    }
-    d.cnet = cnet;
-    let header: u64 = member(cnet, conf!(cnet_sysctl_header)).unwrap_or(0);
-    let table: u64 = member(header, conf!(hdr_table)).unwrap_or(0);
-    let size: u32 = member(header, conf!(hdr_size)).unwrap_or(0);
-    let mut copied = 0;
-    for i in 0..MAX_SYSCTLS {
-        if i >= size || table == 0 {
-            break;
-        }
-        let entry = table + i as u64 * conf!(ctl_sizeof) as u64;
-        let Some(slot) = SYSCTLS.get_ptr_mut(i) else {
-            break;
+    let mut scan = GenericScan {
+        generic,
+        len: member(generic, conf!(gen_len)).unwrap_or(0),
+        id: 0,
+        found: 0,
+    };
+    if generic != 0 && conf!(ecache_work) != 0 {
+        // SAFETY: callback signature and context as bpf_loop requires.
+        unsafe {
+            bpf_loop(
+                MAX_GENERIC,
+                generic_step as *mut c_void,
+                &raw mut scan as *mut c_void,
+                0,
+            )
         };
-        // SAFETY: map value pointer from a successful lookup.
-        let slot: &mut SysctlSlot = unsafe { &mut *slot };
-        slot.data = member(entry, conf!(ctl_data)).unwrap_or(0);
-        let name: u64 = member(entry, conf!(ctl_procname)).unwrap_or(0);
-        if name == 0
-            // SAFETY: the helper checks the kernel address.
-            || unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, &mut slot.procname) }
-                .is_err()
-        {
-            slot.procname = [0; 32];
-        }
-        copied += 1;
     }
-    d.sysctl_count = copied;
+    d.cnet_id = scan.id;
+    d.cnet = scan.found;
+    let header: u64 = member(scan.found, conf!(cnet_sysctl_header)).unwrap_or(0);
+    let mut copy = SysctlCopy {
+        table: member(header, conf!(hdr_table)).unwrap_or(0),
+        size: member(header, conf!(hdr_size)).unwrap_or(0),
+        copied: 0,
+    };
+    // SAFETY: callback signature and context as bpf_loop requires.
+    unsafe {
+        bpf_loop(
+            MAX_SYSCTLS,
+            sysctl_step as *mut c_void,
+            &raw mut copy as *mut c_void,
+            0,
+        )
+    };
+    d.sysctl_count = copy.copied;
 }

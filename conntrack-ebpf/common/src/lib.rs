@@ -181,7 +181,11 @@ pub struct Discovery {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SysctlSlot {
     pub procname: [u8; 32],
+    /// `ctl_table.data`: the address of the variable behind the sysctl.
     pub data: u64,
+    /// The first 8 bytes at `data`, so userspace can check the address
+    /// against the value it reads from /proc/sys.
+    pub value: u64,
 }
 
 /// Largest number of sysctl entries discovery copies.
@@ -302,5 +306,5 @@ const _: () = assert!(core::mem::size_of::<Event>() == 112);
 const _: () = assert!(core::mem::size_of::<NetnsCounters>() == 8 * (2 + cause::COUNT));
 const _: () = assert!(core::mem::size_of::<Pending>() == 16);
 const _: () = assert!(core::mem::size_of::<Discovery>() == 32);
-const _: () = assert!(core::mem::size_of::<SysctlSlot>() == 40);
+const _: () = assert!(core::mem::size_of::<SysctlSlot>() == 48);
 const _: () = assert!(core::mem::size_of::<Config>() == 7 * 8 + 54 * 4);

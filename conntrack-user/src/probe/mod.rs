@@ -1,0 +1,331 @@
+//! Loads and attaches the eBPF programs, and reads what they collect.
+//!
+//! Start-up is two loads of the same object: the first runs the discovery
+//! programs (find the `nf_conntrack` slab and `struct nf_conntrack_net`, whose
+//! addresses are not in kallsyms), the second bakes what they found into the
+//! read-only `CONFIG` so the hot probes compare against constants. All links
+//! are owned by this process and nothing is pinned, so the kernel detaches
+//! everything when ctscope exits, however it exits (SIGKILL included).
+
+pub mod config;
+mod error;
+mod progstats;
+
+use std::{
+    thread,
+    time::{Duration, Instant},
+};
+
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{BtfTracePoint, RawTracePoint, TestRun as _, RawTracePointRunOptions},
+};
+use conntrack_common::{Config, Discovery, NetnsCounters, SysctlSlot, counter};
+pub use error::ProbeError;
+
+use crate::{btf::KernelBtf, kallsyms::Kallsyms};
+
+/// The eBPF object built by build.rs from conntrack-ebpf.
+pub static EBPF_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/conntrack.bpf.o"));
+/// Fingerprint of [`EBPF_OBJECT`], shown by `--version`.
+pub const EBPF_BUILD_ID: &str = env!("CTSCOPE_EBPF_BUILD_ID");
+
+/// The hot probes, in attach order: (program, tracepoint).
+const PROBES: [(&str, &str); 3] = [
+    ("ct_alloc", "kmem_cache_alloc"),
+    ("ct_free", "kmem_cache_free"),
+    ("ct_drop", "kfree_skb"),
+];
+
+#[derive(Clone, Debug)]
+pub struct ProbeOptions {
+    /// Ring buffer size in bytes (a power of two, at least one page).
+    pub ring_bytes: u32,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        Self {
+            ring_bytes: 16 << 20,
+        }
+    }
+}
+
+/// What start-up found, for headers and `doctor`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ProbeInfo {
+    pub backend: &'static str,
+    pub kernel: String,
+    pub ct_cache: u64,
+    pub cnet_id: u32,
+    /// Whether drops can be checked against the namespace's live count.
+    pub table_full_exact: bool,
+    /// Whether nftables rule drops can be told apart by their location.
+    pub rule_location_known: bool,
+    pub caches_walked: u32,
+}
+
+/// Totals from the per-CPU counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters(pub [u64; counter::COUNT as usize]);
+
+impl Counters {
+    pub fn get(&self, index: u32) -> u64 {
+        self.0.get(index as usize).copied().unwrap_or(0)
+    }
+}
+
+pub struct Probes {
+    ebpf: Ebpf,
+    events: Option<RingBuf<MapData>>,
+    counters: PerCpuArray<MapData, u64>,
+    netns: PerCpuHashMap<MapData, u32, NetnsCounters>,
+    settings: Array<MapData, u32>,
+    pub info: ProbeInfo,
+}
+
+impl Probes {
+    /// Checks the environment, discovers addresses, loads and attaches.
+    pub fn attach(opts: &ProbeOptions) -> Result<Self, ProbeError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(ProbeError::NoObject);
+        }
+        preflight()?;
+        let kernel_btf = KernelBtf::load()?;
+        let syms = Kallsyms::load()?;
+        let ncpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))? as u32;
+        let mut cfg = config::from_btf(&kernel_btf, ncpus)?;
+        config::add_symbols(&mut cfg, &syms);
+        let aya_btf = Btf::from_sys_fs().map_err(ProbeError::AyaBtf)?;
+
+        let found = discover(&cfg, &aya_btf)?;
+        cfg.ct_cache = found.discovery.ct_cache;
+        cfg.cnet_id = found.discovery.cnet_id;
+        cfg.max_ptr = found.max_ptr;
+
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&aya_btf))
+            .override_global("CONFIG", &cfg, true)
+            .map_max_entries("EVENTS", opts.ring_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(ProbeError::Load)?;
+        for (name, tracepoint) in PROBES {
+            let prog: &mut BtfTracePoint = program(&mut ebpf, name)?;
+            prog.load(tracepoint, &aya_btf)
+                .map_err(|source| ProbeError::Program { name, source })?;
+            prog.attach()
+                .map_err(|source| ProbeError::Attach { name, source })?;
+        }
+        let resolve: &mut RawTracePoint = program(&mut ebpf, "resolve")?;
+        resolve
+            .load()
+            .map_err(|source| ProbeError::Program { name: "resolve", source })?;
+
+        let events = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
+        let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
+        let netns = PerCpuHashMap::try_from(take_map(&mut ebpf, "NETNS")?)?;
+        let settings = Array::try_from(take_map(&mut ebpf, "SETTINGS")?)?;
+        let info = ProbeInfo {
+            backend: "tracepoint",
+            kernel: kernel_release(),
+            ct_cache: cfg.ct_cache,
+            cnet_id: cfg.cnet_id,
+            table_full_exact: cfg.cnet_id != 0 && cfg.max_ptr != 0,
+            rule_location_known: cfg.loc_nft_lo != 0,
+            caches_walked: found.discovery.caches_walked,
+        };
+        Ok(Self {
+            ebpf,
+            events: Some(events),
+            counters,
+            netns,
+            settings,
+            info,
+        })
+    }
+
+    /// Hands the ring buffer to the task that polls it.
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+
+    /// Attributes queued allocations to their namespaces (BPF_PROG_TEST_RUN).
+    pub fn resolve_pending(&mut self) -> Result<(), ProbeError> {
+        let prog: &mut RawTracePoint = program(&mut self.ebpf, "resolve")?;
+        prog.test_run(RawTracePointRunOptions::new())
+            .map_err(|source| ProbeError::Program { name: "resolve", source })?;
+        Ok(())
+    }
+
+    /// Sends the details of one drop in `rate` (counts stay exact).
+    pub fn set_drop_sampling(&mut self, rate: u32) -> Result<(), ProbeError> {
+        self.settings.set(0, rate.max(1), 0)?;
+        Ok(())
+    }
+
+    /// Machine-wide counters summed over CPUs. Program recursion misses
+    /// (an invocation skipped because the same probe was already running on
+    /// that CPU) are added to the lost events: the kernel did not deliver
+    /// those either.
+    pub fn counters(&self) -> Result<Counters, ProbeError> {
+        let mut out = Counters::default();
+        for (index, slot) in out.0.iter_mut().enumerate() {
+            let values = self.counters.get(&(index as u32), 0)?;
+            *slot = values.iter().sum();
+        }
+        let misses: u64 = PROBES
+            .iter()
+            .filter_map(|(name, _)| self.ebpf.program(name))
+            .filter_map(|p| p.fd().ok())
+            .map(|fd| progstats::recursion_misses(fd).unwrap_or(0))
+            .sum();
+        out.0[counter::LOST_EVENTS as usize] += misses;
+        Ok(out)
+    }
+
+    /// Per-namespace counters summed over CPUs.
+    pub fn netns_counters(&self) -> Result<Vec<(u32, NetnsCounters)>, ProbeError> {
+        let mut out = Vec::new();
+        for item in self.netns.iter() {
+            let (inum, per_cpu) = item?;
+            let mut sum = NetnsCounters::default();
+            for v in per_cpu.iter() {
+                sum.alloc += v.alloc;
+                sum.free += v.free;
+                for (total, d) in sum.drops.iter_mut().zip(v.drops) {
+                    *total += d;
+                }
+            }
+            out.push((inum, sum));
+        }
+        out.sort_by_key(|(inum, _)| *inum);
+        Ok(out)
+    }
+}
+
+/// Addresses found by the discovery programs.
+struct Found {
+    discovery: Discovery,
+    max_ptr: u64,
+}
+
+/// Runs the discovery programs on a throwaway load of the object.
+fn discover(cfg: &Config, btf: &Btf) -> Result<Found, ProbeError> {
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(btf))
+        .override_global("CONFIG", cfg, true)
+        .map_max_entries("EVENTS", 4096)
+        .map_max_entries("PENDING", 1)
+        .map_max_entries("NETNS", 1)
+        .load(EBPF_OBJECT)
+        .map_err(ProbeError::Load)?;
+
+    let walk: &mut BtfTracePoint = program(&mut ebpf, "discover_cache")?;
+    walk.load("kmem_cache_alloc", btf)
+        .map_err(|source| ProbeError::Program { name: "discover_cache", source })?;
+    let link = walk
+        .attach()
+        .map_err(|source| ProbeError::Attach { name: "discover_cache", source })?;
+    let net: &mut RawTracePoint = program(&mut ebpf, "discover_net")?;
+    net.load()
+        .map_err(|source| ProbeError::Program { name: "discover_net", source })?;
+    net.test_run(RawTracePointRunOptions::new())
+        .map_err(|source| ProbeError::Program { name: "discover_net", source })?;
+
+    // Any slab allocation on the machine runs the walk; there are thousands
+    // a second, so this takes microseconds.
+    let map: Array<_, Discovery> = Array::try_from(
+        ebpf.map("DISCOVERY")
+            .ok_or(ProbeError::MissingMap("DISCOVERY"))?,
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let discovery = loop {
+        let d = map.get(&0, 0)?;
+        if d.cache_walk_done != 0 || Instant::now() > deadline {
+            break d;
+        }
+        thread::sleep(Duration::from_millis(2));
+    };
+    let walk: &mut BtfTracePoint = program(&mut ebpf, "discover_cache")?;
+    walk.detach(link)
+        .map_err(|source| ProbeError::Attach { name: "discover_cache", source })?;
+    if discovery.ct_cache == 0 {
+        return Err(ProbeError::CacheNotFound {
+            walked: discovery.caches_walked,
+        });
+    }
+
+    let sysctls: Array<_, SysctlSlot> =
+        Array::try_from(ebpf.map("SYSCTLS").ok_or(ProbeError::MissingMap("SYSCTLS"))?)?;
+    let mut max_ptr = 0;
+    for i in 0..discovery.sysctl_count {
+        let slot = sysctls.get(&i, 0)?;
+        if procname(&slot) == "nf_conntrack_max" {
+            // Trust the address only if it holds the value /proc/sys shows.
+            let shown = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max")
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok());
+            if shown == Some(slot.value & 0xffff_ffff) {
+                max_ptr = slot.data;
+            }
+        }
+    }
+    Ok(Found { discovery, max_ptr })
+}
+
+fn procname(slot: &SysctlSlot) -> &str {
+    let end = slot.procname.iter().position(|b| *b == 0).unwrap_or(slot.procname.len());
+    std::str::from_utf8(&slot.procname[..end]).unwrap_or("")
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, ProbeError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or(ProbeError::MissingProgram(name))?;
+    prog.try_into()
+        .map_err(|source| ProbeError::Program { name, source })
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {
+    ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))
+}
+
+/// Clear answers for the common reasons ctscope cannot start.
+fn preflight() -> Result<(), ProbeError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 && !has_bpf_caps() {
+        return Err(ProbeError::NotPrivileged);
+    }
+    if !std::path::Path::new(crate::btf::VMLINUX).exists() {
+        return Err(ProbeError::Btf(crate::btf::BtfError::Missing(
+            crate::btf::VMLINUX.into(),
+        )));
+    }
+    if !std::path::Path::new("/proc/sys/net/netfilter/nf_conntrack_max").exists() {
+        return Err(ProbeError::NoConntrack);
+    }
+    Ok(())
+}
+
+/// CAP_BPF (39) and CAP_PERFMON (38) in the effective set, read from
+/// /proc/self/status so no capability library is needed.
+fn has_bpf_caps() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 39) != 0 && caps & (1 << 38) != 0)
+}
+
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
