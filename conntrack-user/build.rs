@@ -30,7 +30,10 @@ fn main() -> anyhow::Result<()> {
         build(&ebpf_dir, &out_dir, &object)?;
     }
     let bytes = fs::read(&object)?;
-    println!("cargo:rustc-env=CTSCOPE_EBPF_BUILD_ID={:016x}", fnv1a(&bytes));
+    println!(
+        "cargo:rustc-env=CTSCOPE_EBPF_BUILD_ID={:016x}",
+        fnv1a(&bytes)
+    );
     Ok(())
 }
 

@@ -59,17 +59,23 @@ fn ct_tuple(ct: u64) -> Tuple {
     t
 }
 
+/// Namespace inode of a conntrack entry (0 if unreadable).
+#[inline(always)]
+pub fn ct_netns(ct: u64) -> u32 {
+    let net: u64 = member(ct, conf!(ct_net)).unwrap_or(0);
+    member::<u32>(net, conf!(net_inum)).unwrap_or(0)
+}
+
 /// An event describing a conntrack entry: namespace, tuple, zone, mark,
 /// status.
 #[inline(always)]
 pub fn ct_event(ct: u64, kind: u8) -> Event {
-    let net: u64 = member(ct, conf!(ct_net)).unwrap_or(0);
     let status: u64 = member(ct, conf!(ct_status)).unwrap_or(0);
     let mut flags = flag::HAS_CT;
     if status & (1 << (conf!(ips_confirmed_bit) & 63)) != 0 {
         flags |= flag::CONFIRMED;
     }
-    let netns = member::<u32>(net, conf!(net_inum)).unwrap_or(0);
+    let netns = ct_netns(ct);
     if netns == 0 {
         flags |= flag::NO_NETNS;
     }
@@ -189,8 +195,7 @@ pub fn classify(skb: u64, net: u64, location: u64, ev: &mut Event) -> u8 {
     // that __nf_conntrack_alloc wrote. Before 6.16 (2d72afb34065) confirm
     // set IPS_CONFIRMED before the failing checks, so that bit alone does
     // not tell.
-    let pprev: u64 =
-        member(ct, conf!(ct_tuplehash) + conf!(hn_pprev)).unwrap_or(1);
+    let pprev: u64 = member(ct, conf!(ct_tuplehash) + conf!(hn_pprev)).unwrap_or(1);
     if pprev == 0 {
         return cause::INSERT_FAILED;
     }

@@ -29,11 +29,11 @@ use aya_ebpf::{
     macros::{btf_tracepoint, raw_tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
-use conntrack_common::{Event, Pending, counter, flag, kind};
+use conntrack_common::{Event, Pending, counter, flag, kind, setting};
 
 use crate::{
     kernel::{conf, read},
-    maps::{NS_ALLOC, NS_DROP_FIRST, NS_FREE, PENDING, count, emit, netns_add},
+    maps::{NS_ALLOC, NS_DROP_FIRST, NS_FREE, PENDING, count, emit, netns_add, wanted},
 };
 
 /// `kmem_cache_alloc(call_site, ptr, s, gfp_flags, node)`.
@@ -57,7 +57,7 @@ pub fn ct_alloc(ctx: BtfTracePointContext) -> i32 {
         cpu: unsafe { bpf_get_smp_processor_id() },
         _pad: 0,
     };
-    if PENDING.insert(&ct, &pending, 0).is_err() {
+    if PENDING.insert(ct, pending, 0).is_err() {
         count(counter::PENDING_OVERFLOW);
     }
     0
@@ -76,24 +76,27 @@ pub fn ct_free(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     count(counter::FREE);
-    let mut ev = kernel::ct_event(ct, kind::FREE);
+    let netns = kernel::ct_netns(ct);
+    let send = wanted(setting::EVENTS_CT);
     // An allocation still queued for attribution is attributed now: the
     // entry was fully initialised long before it is freed.
-    if let Some(p) = PENDING.get_ptr(&ct) {
+    if let Some(p) = PENDING.get_ptr(ct) {
         // SAFETY: value pointer from a successful lookup.
         let alloc_ts_ns = unsafe { (*p).alloc_ts_ns };
-        if PENDING.remove(&ct).is_ok() {
+        if PENDING.remove(ct).is_ok() {
             count(counter::RESOLVED_AT_FREE);
-            netns_add(ev.netns, NS_ALLOC);
-            let mut alloc = ev;
-            alloc.kind = kind::ALLOC;
-            alloc.alloc_ts_ns = alloc_ts_ns;
-            emit(&alloc);
+            netns_add(netns, NS_ALLOC);
+            if send {
+                let mut alloc = kernel::ct_event(ct, kind::ALLOC);
+                alloc.alloc_ts_ns = alloc_ts_ns;
+                emit(&alloc);
+            }
         }
     }
-    netns_add(ev.netns, NS_FREE);
-    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
-    emit(&ev);
+    netns_add(netns, NS_FREE);
+    if send {
+        emit(&kernel::ct_event(ct, kind::FREE));
+    }
     0
 }
 
@@ -125,6 +128,9 @@ pub fn ct_drop(ctx: BtfTracePointContext) -> i32 {
     ev.cause = kernel::classify(skb, net, location, &mut ev);
     count(counter::DROP_FIRST + ev.cause as u32);
     netns_add(ev.netns, NS_DROP_FIRST + ev.cause as u32);
+    if !wanted(setting::EVENTS_DROP) {
+        return 0;
+    }
     if maps::sampled(counter::DROP_FIRST + ev.cause as u32) {
         emit(&ev);
     } else {

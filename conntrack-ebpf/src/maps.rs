@@ -9,7 +9,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use conntrack_common::{
-    Discovery, Event, MAX_SYSCTLS, NetnsCounters, Pending, SysctlSlot, counter, kind,
+    Discovery, Event, MAX_SYSCTLS, NetnsCounters, Pending, SysctlSlot, counter, kind, setting,
 };
 
 use crate::kernel;
@@ -33,9 +33,9 @@ pub static NETNS: PerCpuHashMap<u32, NetnsCounters> = PerCpuHashMap::with_max_en
 #[map]
 pub static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(1 << 17, 0);
 
-/// Runtime settings written by userspace: `[0]` = send one drop in N.
+/// Runtime settings written by userspace, indexed by `conntrack_common::setting`.
 #[map]
-pub static SETTINGS: Array<u32> = Array::with_max_entries(4, 0);
+pub static SETTINGS: Array<u32> = Array::with_max_entries(setting::COUNT, 0);
 
 /// Output of the discovery programs.
 #[map]
@@ -55,6 +55,14 @@ pub fn count(index: u32) {
     }
 }
 
+/// Whether userspace asked for events of this class (`setting::EVENTS_*`).
+#[inline(always)]
+pub fn wanted(class: u32) -> bool {
+    SETTINGS
+        .get(setting::EVENTS)
+        .is_some_and(|mask| mask & class != 0)
+}
+
 /// Sends an event, counting it as lost when the ring buffer is full.
 #[inline(always)]
 pub fn emit(ev: &Event) {
@@ -70,7 +78,7 @@ pub fn emit(ev: &Event) {
 /// Whether to send the details of a drop whose per-CPU counter is `index`.
 #[inline(always)]
 pub fn sampled(index: u32) -> bool {
-    let rate = SETTINGS.get(0).copied().unwrap_or(1);
+    let rate = SETTINGS.get(setting::DROP_SAMPLE).copied().unwrap_or(1);
     if rate <= 1 {
         return true;
     }
@@ -87,7 +95,7 @@ pub fn netns_add(netns: u32, field: u32) {
     if field >= FIELDS {
         return;
     }
-    if let Some(p) = NETNS.get_ptr_mut(&netns) {
+    if let Some(p) = NETNS.get_ptr_mut(netns) {
         // SAFETY: per-CPU value from a successful lookup, `field` in bounds.
         unsafe { *(p as *mut u64).add(field as usize) += 1 };
         return;
@@ -95,11 +103,11 @@ pub fn netns_add(netns: u32, field: u32) {
     let mut fresh = NetnsCounters::default();
     // SAFETY: `field` is in bounds of the local struct.
     unsafe { *(&raw mut fresh as *mut u64).add(field as usize) = 1 };
-    if NETNS.insert(&netns, &fresh, BPF_NOEXIST as u64).is_ok() {
+    if NETNS.insert(netns, fresh, BPF_NOEXIST as u64).is_ok() {
         return;
     }
     // Another CPU created it first, or the map is full.
-    match NETNS.get_ptr_mut(&netns) {
+    match NETNS.get_ptr_mut(netns) {
         // SAFETY: as above.
         Some(p) => unsafe { *(p as *mut u64).add(field as usize) += 1 },
         None => count(counter::NETNS_OVERFLOW),
@@ -143,19 +151,22 @@ extern "C" fn resolve_one(
     if now.wrapping_sub(alloc_ts_ns) < MIN_AGE_NS {
         return 0;
     }
-    let mut ev = kernel::ct_event(ct, kind::ALLOC);
+    let netns = kernel::ct_netns(ct);
     // The element may have been freed and its address reused since the
     // iteration reached it; only the allocation we read is resolved here.
     // SAFETY: value pointer from a successful lookup.
-    let current = PENDING.get_ptr(&ct).map(|p| unsafe { (*p).alloc_ts_ns });
+    let current = PENDING.get_ptr(ct).map(|p| unsafe { (*p).alloc_ts_ns });
     if current != Some(alloc_ts_ns) {
         return 0;
     }
-    if PENDING.remove(&ct).is_ok() {
+    if PENDING.remove(ct).is_ok() {
         count(counter::RESOLVED);
-        netns_add(ev.netns, NS_ALLOC);
-        ev.alloc_ts_ns = alloc_ts_ns;
-        emit(&ev);
+        netns_add(netns, NS_ALLOC);
+        if wanted(setting::EVENTS_CT) {
+            let mut ev = kernel::ct_event(ct, kind::ALLOC);
+            ev.alloc_ts_ns = alloc_ts_ns;
+            emit(&ev);
+        }
     }
     0
 }

@@ -238,7 +238,9 @@ mod tests {
         let tuplehash = btf.offset("nf_conn.tuplehash").expect("tuplehash");
         let th_size = btf.size_of("nf_conntrack_tuple_hash").expect("size");
         let tuple = btf.offset("nf_conntrack_tuple_hash.tuple").expect("tuple");
-        let pprev = btf.offset("nf_conntrack_tuple_hash.hnnode.pprev").expect("pprev");
+        let pprev = btf
+            .offset("nf_conntrack_tuple_hash.hnnode.pprev")
+            .expect("pprev");
         // The tuple follows the two-pointer hlist_nulls_node.
         assert_eq!(pprev, 8);
         assert_eq!(tuple, 16);
@@ -246,10 +248,14 @@ mod tests {
         assert_eq!(th_size, tuple + 40);
         // Both directions precede status in struct nf_conn.
         let status = btf.offset("nf_conn.status").expect("status");
-        assert!(status >= tuplehash + 2 * th_size, "{status} {tuplehash} {th_size}");
+        assert!(
+            status >= tuplehash + 2 * th_size,
+            "{status} {tuplehash} {th_size}"
+        );
         // Nested and array paths agree with their parts.
         assert_eq!(
-            btf.offset("nf_conn.tuplehash.tuple.dst.protonum").expect("protonum"),
+            btf.offset("nf_conn.tuplehash.tuple.dst.protonum")
+                .expect("protonum"),
             tuplehash + tuple + btf.offset("nf_conntrack_tuple.dst.protonum").expect("p")
         );
     }
@@ -259,7 +265,9 @@ mod tests {
         let btf = kernel();
         // sk_buff.dev and network_header sit inside anonymous unions/structs.
         let dev = btf.offset("sk_buff.dev").expect("dev");
-        let nh = btf.offset("sk_buff.network_header").expect("network_header");
+        let nh = btf
+            .offset("sk_buff.network_header")
+            .expect("network_header");
         let size = btf.size_of("sk_buff").expect("size");
         assert!(dev < size && nh < size);
         assert_ne!(dev, nh);
@@ -269,7 +277,9 @@ mod tests {
     fn pernet_conntrack_struct_is_found() {
         let btf = kernel();
         assert_eq!(btf.offset("nf_conntrack_net.count").expect("count"), 0);
-        let func = btf.offset("nf_conntrack_net.ecache.dwork.work.func").expect("func");
+        let func = btf
+            .offset("nf_conntrack_net.ecache.dwork.work.func")
+            .expect("func");
         assert!(func > 0 && func < btf.size_of("nf_conntrack_net").expect("size"));
     }
 
@@ -290,7 +300,10 @@ mod tests {
         assert!(err.to_string().contains("no_such_member"), "{err}");
         let err = btf.offset("no_such_struct_ctscope.x").expect_err("missing");
         assert!(err.to_string().contains("no_such_struct_ctscope"), "{err}");
-        assert_eq!(btf.optional_offset("nf_conn.no_such_member").expect("ok"), None);
+        assert_eq!(
+            btf.optional_offset("nf_conn.no_such_member").expect("ok"),
+            None
+        );
         let err = KernelBtf::from_paths(Path::new("/nonexistent/vmlinux"), Path::new("/x"))
             .err()
             .expect("missing file");

@@ -47,7 +47,8 @@ impl Kallsyms {
         let mut nonzero = false;
         for line in text.lines() {
             let mut fields = line.split_ascii_whitespace();
-            let (Some(addr), Some(kind), Some(name)) = (fields.next(), fields.next(), fields.next())
+            let (Some(addr), Some(kind), Some(name)) =
+                (fields.next(), fields.next(), fields.next())
             else {
                 continue;
             };
@@ -105,8 +106,15 @@ ffffffffc0001400 t nft_other\t[nf_tables]
     fn finds_text_symbols_and_ranges() {
         let k = Kallsyms::parse(SAMPLE).expect("parse");
         assert_eq!(k.addr("ecache_work"), Some(0xffffffff81f41f80));
-        assert_eq!(k.addr("__start_rodata"), None, "data symbols are not functions");
-        assert_eq!(k.range("nf_hook_slow"), Some((0xffffffff81f41f00, 0xffffffff81f41f80)));
+        assert_eq!(
+            k.addr("__start_rodata"),
+            None,
+            "data symbols are not functions"
+        );
+        assert_eq!(
+            k.range("nf_hook_slow"),
+            Some((0xffffffff81f41f00, 0xffffffff81f41f80))
+        );
         assert_eq!(
             k.range("nft_do_chain"),
             Some((0xffffffffc0001000, 0xffffffffc0001400)),

@@ -1,2 +1,47 @@
-//! ctscope: a live observer of the Linux conntrack table.
+//! ctscope: a live, lossless observer of the Linux conntrack table.
+//!
+//! Data flows one way: kernel probes ([`probe`]) -> event sources
+//! ([`source`]) -> the aggregation model ([`model`]) -> views ([`views`]).
+pub mod btf;
+pub mod cli;
+pub mod commands;
+pub mod event;
+pub mod kallsyms;
 pub mod kernel;
+pub mod model;
+pub mod probe;
+pub mod source;
+pub mod version;
+pub mod views;
+
+use cli::{Cli, Command, StatsArgs};
+
+/// Runs one invocation of the command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Some(Command::Stats(args)) => commands::stats::run(args, &cli.probe).await,
+        None => {
+            let args = StatsArgs {
+                json: false,
+                interval: std::time::Duration::from_secs(1),
+                count: None,
+                duration: None,
+                ready_file: None,
+            };
+            commands::stats::run(&args, &cli.probe).await
+        }
+    }
+}
+
+/// Exit status for an error: 2 when the environment or the arguments are at
+/// fault (not root, no BTF, conntrack missing, bad input), 1 otherwise.
+pub fn exit_status(err: &anyhow::Error) -> u8 {
+    if err
+        .downcast_ref::<probe::ProbeError>()
+        .is_some_and(probe::ProbeError::is_environment)
+    {
+        2
+    } else {
+        1
+    }
+}

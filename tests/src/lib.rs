@@ -1,1 +1,427 @@
+//! Helpers for ctscope's integration tests: private network namespaces with
+//! conntrack active, real traffic inside them, guarded changes to the global
+//! conntrack sysctls, and the real `ctscope` binary driven as users drive it.
+//!
+//! Every helper that changes something undoes it in `Drop`, so a failing
+//! test leaves the machine as it found it.
 
+use std::{
+    collections::HashMap,
+    fs::{self, File},
+    io::{BufRead as _, BufReader},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        mpsc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+/// Path of the binary under test: `CTSCOPE_BIN` (set by `cargo xtask test`),
+/// else the workspace's release or debug build.
+pub fn ctscope_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CTSCOPE_BIN") {
+        return p.into();
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for profile in ["release", "debug"] {
+        let p = root.join("target").join(profile).join("ctscope");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("no ctscope binary: run the tests with `cargo xtask test`");
+}
+
+/// The integration tests load eBPF programs and create namespaces.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the integration tests need root: run `sudo cargo xtask test`"
+    );
+}
+
+fn sh(cmd: &mut Command) -> Result<Output> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out)
+}
+
+static NEXT_NS: AtomicU32 = AtomicU32::new(0);
+
+/// Ruleset that makes conntrack track everything in a namespace.
+pub const CT_RULESET: &str = "
+table inet ctscope_test {
+    chain in { type filter hook input priority 0; ct state established,related accept; }
+    chain out { type filter hook output priority 0; ct state established,related accept; }
+}";
+
+/// A private network namespace with loopback up and conntrack active.
+/// Deleted on drop.
+pub struct Netns {
+    pub name: String,
+    pub inum: u32,
+}
+
+impl Netns {
+    pub fn new() -> Result<Self> {
+        let name = format!(
+            "ctscope-t{}-{}",
+            std::process::id(),
+            NEXT_NS.fetch_add(1, Ordering::Relaxed)
+        );
+        sh(Command::new("ip").args(["netns", "add", &name]))?;
+        let ns = Self {
+            inum: fs::metadata(format!("/run/netns/{name}"))?.ino() as u32,
+            name,
+        };
+        sh(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]))?;
+        ns.nft(CT_RULESET)?;
+        Ok(ns)
+    }
+
+    /// Loads nft rules (`nft -f -` syntax) inside the namespace.
+    pub fn nft(&self, rules: &str) -> Result<()> {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            std::io::Write::write_all(&mut stdin, rules.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("nft failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
+    /// Runs a command inside the namespace.
+    pub fn exec(&self, args: &[&str]) -> Result<Output> {
+        sh(Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args))
+    }
+
+    /// Runs `f` on a thread that has entered the namespace; sockets it
+    /// creates live there.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        let path = format!("/run/netns/{}", self.name);
+        thread::spawn(move || -> Result<T> {
+            let file = File::open(&path)?;
+            // SAFETY: a valid namespace fd; only this thread changes namespace.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                bail!("setns {path}: {}", std::io::Error::last_os_error());
+            }
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("thread in namespace panicked"))?
+    }
+
+    /// The kernel's conntrack counters in this namespace, summed over CPUs
+    /// (/proc/net/stat/nf_conntrack read from inside it).
+    pub fn kernel_stats(&self) -> Result<HashMap<String, u64>> {
+        let text = self.run(|| fs::read_to_string("/proc/thread-self/net/stat/nf_conntrack"))??;
+        parse_stat(&text)
+    }
+
+    /// `nf_conntrack_count` of this namespace.
+    pub fn count(&self) -> Result<u64> {
+        let text =
+            self.run(|| fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count"))??;
+        Ok(text.trim().parse()?)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Sums /proc/net/stat/nf_conntrack over CPUs, by column name.
+pub fn parse_stat(text: &str) -> Result<HashMap<String, u64>> {
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .context("empty stat file")?
+        .split_whitespace()
+        .collect();
+    let mut sums: HashMap<String, u64> = HashMap::new();
+    for line in lines {
+        for (name, value) in header.iter().zip(line.split_whitespace()) {
+            let v = u64::from_str_radix(value, 16)?;
+            if *name == "entries" {
+                sums.insert("entries".into(), v);
+            } else {
+                *sums.entry((*name).to_owned()).or_default() += v;
+            }
+        }
+    }
+    Ok(sums)
+}
+
+/// Sends one UDP datagram to each of `n` ports from `first_port` on, from
+/// inside `ns` (`v6` for ::1). Each is a new conntrack flow. Returns how
+/// many sends the kernel accepted (a drop at OUTPUT fails the send).
+pub fn udp_flows(ns: &Netns, n: u16, first_port: u16, v6: bool) -> Result<usize> {
+    ns.run(move || -> Result<usize> {
+        let (bind, dst): (SocketAddr, std::net::IpAddr) = if v6 {
+            ((Ipv6Addr::LOCALHOST, 0).into(), Ipv6Addr::LOCALHOST.into())
+        } else {
+            ((Ipv4Addr::LOCALHOST, 0).into(), Ipv4Addr::LOCALHOST.into())
+        };
+        let sock = UdpSocket::bind(bind)?;
+        let mut sent = 0;
+        for i in 0..n {
+            if sock.send_to(b"ctscope", (dst, first_port + i)).is_ok() {
+                sent += 1;
+            }
+        }
+        Ok(sent)
+    })?
+}
+
+/// Opens and closes `m` TCP connections to a listener, all inside `ns`.
+pub fn tcp_connections(ns: &Netns, m: usize) -> Result<()> {
+    ns.run(move || -> Result<()> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let addr = listener.local_addr()?;
+        for _ in 0..m {
+            let client = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+            let (server, _) = listener.accept()?;
+            drop(client);
+            drop(server);
+        }
+        Ok(())
+    })?
+}
+
+/// Serialises tests that change the global conntrack sysctls, across
+/// processes too, and restores every value it changed on drop (also when
+/// the test panics).
+pub struct SysctlGuard {
+    _lock: File,
+    saved: Vec<(String, String)>,
+}
+
+impl SysctlGuard {
+    pub fn new() -> Result<Self> {
+        let lock = File::create("/run/ctscope-tests.lock")?;
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            bail!(
+                "locking /run/ctscope-tests.lock: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(Self {
+            _lock: lock,
+            saved: Vec::new(),
+        })
+    }
+
+    /// Sets /proc/sys/net/netfilter/<name> in the initial namespace.
+    pub fn set(&mut self, name: &str, value: u64) -> Result<()> {
+        let path = format!("/proc/sys/net/netfilter/{name}");
+        if !self.saved.iter().any(|(n, _)| n == name) {
+            self.saved.push((
+                name.to_owned(),
+                fs::read_to_string(&path)?.trim().to_owned(),
+            ));
+        }
+        fs::write(&path, value.to_string()).with_context(|| format!("writing {path}"))
+    }
+}
+
+impl Drop for SysctlGuard {
+    fn drop(&mut self) {
+        for (name, value) in self.saved.iter().rev() {
+            let path = format!("/proc/sys/net/netfilter/{name}");
+            if let Err(e) = fs::write(&path, value) {
+                eprintln!("could not restore {path} to {value}: {e}");
+            }
+        }
+    }
+}
+
+/// A running `ctscope`, with its stdout lines delivered as they come.
+pub struct Ctscope {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+    ready: PathBuf,
+}
+
+impl Ctscope {
+    /// Starts ctscope with `args` plus `--ready-file`, and waits until the
+    /// probes are attached.
+    pub fn start(args: &[&str]) -> Result<Self> {
+        let ready = std::env::temp_dir().join(format!(
+            "ctscope-ready-{}-{}",
+            std::process::id(),
+            NEXT_NS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_file(&ready);
+        let mut child = Command::new(ctscope_bin())
+            .args(args)
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting ctscope")?;
+        let lines = pipe_lines(child.stdout.take());
+        let stderr = pipe_lines(child.stderr.take());
+        let mut me = Self {
+            child,
+            lines,
+            stderr,
+            ready,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !me.ready.exists() {
+            if let Some(status) = me.child.try_wait()? {
+                bail!(
+                    "ctscope exited with {status} before attaching: {}",
+                    me.stderr_text()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("ctscope did not attach within 30 s: {}", me.stderr_text());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(me)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next stdout line, waiting up to `timeout`.
+    pub fn next_line(&self, timeout: Duration) -> Result<String> {
+        self.lines
+            .recv_timeout(timeout)
+            .with_context(|| format!("no output from ctscope within {timeout:?}"))
+    }
+
+    /// The next stdout line parsed as JSON.
+    pub fn next_json(&self, timeout: Duration) -> Result<serde_json::Value> {
+        let line = self.next_line(timeout)?;
+        serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))
+    }
+
+    /// Everything ctscope wrote to stderr so far.
+    pub fn stderr_text(&self) -> String {
+        self.stderr.try_iter().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Sends a signal and waits for the exit.
+    pub fn signal(&mut self, sig: libc::c_int) -> Result<ExitStatus> {
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        self.wait(Duration::from_secs(10))
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("ctscope did not exit within {timeout:?}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Ctscope {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_file(&self.ready);
+    }
+}
+
+fn pipe_lines(pipe: Option<impl std::io::Read + Send + 'static>) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    if let Some(pipe) = pipe {
+        thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    rx
+}
+
+/// Names of the eBPF programs ctscope attaches.
+pub const PROGRAM_NAMES: [&str; 3] = ["ct_alloc", "ct_free", "ct_drop"];
+
+/// How many loaded eBPF programs carry one of ctscope's program names.
+pub fn ctscope_programs_loaded() -> Result<usize> {
+    let out = sh(Command::new("bpftool").args(["-j", "prog", "show"]))?;
+    let progs: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(progs
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|p| {
+                    p.get("name")
+                        .and_then(|n| n.as_str())
+                        .is_some_and(|n| PROGRAM_NAMES.contains(&n))
+                })
+                .count()
+        })
+        .unwrap_or(0))
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// The row of namespace `inum` in a `stats --json` record.
+pub fn netns_row(record: &serde_json::Value, inum: u32) -> Option<&serde_json::Value> {
+    record
+        .get("netns")?
+        .as_array()?
+        .iter()
+        .find(|r| r.get("inum").and_then(|i| i.as_u64()) == Some(u64::from(inum)))
+}
+
+/// A number at a JSON pointer, or 0.
+pub fn num(v: &serde_json::Value, pointer: &str) -> u64 {
+    v.pointer(pointer).and_then(|x| x.as_u64()).unwrap_or(0)
+}

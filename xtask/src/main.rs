@@ -1,1 +1,183 @@
-fn main() {}
+//! `cargo xtask`: build, run and test ctscope on a fresh machine.
+//!
+//! Each command first provisions what is missing (nightly's rust-src,
+//! bpf-linker built against Debian's LLVM 22, the tools the tests drive) and
+//! does nothing extra when everything is already there.
+
+mod provision;
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, run and test ctscope")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing, then build the release `ctscope` binary
+    /// (target/release/ctscope) with the eBPF object embedded.
+    Build,
+    /// Build, then run ctscope with the given arguments (as root; through
+    /// sudo when invoked as another user).
+    Run {
+        /// Arguments for ctscope, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run every check: formatting, clippy, unit tests and the integration
+    /// tests against the real kernel (needs root).
+    Test {
+        /// Skip formatting and clippy.
+        #[arg(long)]
+        no_lint: bool,
+        /// Only integration tests whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+    },
+    /// Install the toolchain pieces and test tools only.
+    Provision,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let root = workspace_root()?;
+    env::set_current_dir(&root)?;
+    match cli.command {
+        Cmd::Provision => {
+            provision::toolchain()?;
+            provision::test_tools()
+        }
+        Cmd::Build => {
+            provision::toolchain()?;
+            build_release()
+        }
+        Cmd::Run { args } => {
+            provision::toolchain()?;
+            build_release()?;
+            run_ctscope(&root.join("target/release/ctscope"), &args)
+        }
+        Cmd::Test { no_lint, filter } => {
+            provision::toolchain()?;
+            provision::test_tools()?;
+            test(no_lint, filter.as_deref())
+        }
+    }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let manifest = env::var_os("CARGO_MANIFEST_DIR").context("run this through `cargo xtask`")?;
+    Path::new(&manifest)
+        .parent()
+        .map(Path::to_owned)
+        .context("xtask has no parent directory")
+}
+
+fn build_release() -> Result<()> {
+    cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "conntrack-user",
+        "--bin",
+        "ctscope",
+    ])
+}
+
+fn run_ctscope(bin: &Path, args: &[String]) -> Result<()> {
+    let mut cmd = if provision::is_root() {
+        Command::new(bin)
+    } else {
+        eprintln!("xtask: ctscope loads eBPF programs and needs root; running it through sudo");
+        let mut sudo = Command::new("sudo");
+        sudo.arg(bin);
+        sudo
+    };
+    let status = cmd.args(args).status().context("starting ctscope")?;
+    if !status.success() {
+        bail!("ctscope exited with {status}");
+    }
+    Ok(())
+}
+
+fn test(no_lint: bool, filter: Option<&str>) -> Result<()> {
+    if !no_lint {
+        cargo(&["fmt", "--all", "--", "--check"])?;
+        cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])?;
+    }
+    // Unit tests of every host crate, including the ones that read this
+    // kernel's BTF.
+    cargo(&[
+        "test",
+        "--workspace",
+        "--exclude",
+        "conntrack-ebpf",
+        "--exclude",
+        "ctscope-integration",
+    ])?;
+    if !provision::is_root() {
+        bail!(
+            "the integration tests load eBPF programs and change network namespaces: \
+             run `sudo cargo xtask test`"
+        );
+    }
+    // The release binary is what users run; the tests drive it.
+    build_release()?;
+    let bin = workspace_root()?.join("target/release/ctscope");
+    let mut args = vec![
+        "test",
+        "--package",
+        "ctscope-integration",
+        "--",
+        // Tests share the global conntrack table and sysctls: one at a time.
+        "--test-threads=1",
+    ];
+    if let Some(f) = filter {
+        args.push(f);
+    }
+    let status = Command::new("cargo")
+        .args(&args)
+        .env("CTSCOPE_BIN", &bin)
+        .status()
+        .context("running the integration tests")?;
+    if !status.success() {
+        bail!("integration tests failed");
+    }
+    Ok(())
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    let status = Command::new("cargo")
+        .args(args)
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("`cargo {}` failed", args.join(" "));
+    }
+    Ok(())
+}

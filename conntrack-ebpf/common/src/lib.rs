@@ -78,6 +78,21 @@ pub mod counter {
     pub const COUNT: u32 = 16;
 }
 
+/// Indexes into the `SETTINGS` array, which userspace may change at any time.
+pub mod setting {
+    /// Bit mask of the event classes to send: [`EVENTS_CT`], [`EVENTS_DROP`].
+    pub const EVENTS: u32 = 0;
+    /// Send the details of one drop in N (0 or 1: every drop).
+    pub const DROP_SAMPLE: u32 = 1;
+    /// Size of the array.
+    pub const COUNT: u32 = 4;
+
+    /// Allocation and free events.
+    pub const EVENTS_CT: u32 = 1;
+    /// Drop events.
+    pub const EVENTS_DROP: u32 = 2;
+}
+
 /// A connection's identity, as conntrack keeps it (`struct nf_conntrack_tuple`)
 /// or as parsed from a dropped packet.
 ///

@@ -15,12 +15,10 @@ const ABSENT: u32 = u32::MAX;
 /// (`ct_cache`, `cnet_id`, `max_ptr`) are filled in later by discovery.
 pub fn from_btf(btf: &KernelBtf, ncpus: u32) -> Result<Config, BtfError> {
     let off = |path: &str| btf.offset(path);
-    let opt = |path: &str| -> Result<u32, BtfError> {
-        Ok(btf.optional_offset(path)?.unwrap_or(ABSENT))
-    };
+    let opt =
+        |path: &str| -> Result<u32, BtfError> { Ok(btf.optional_offset(path)?.unwrap_or(ABSENT)) };
     let enum_u32 = |ty: &str, name: &str| -> Result<u32, BtfError> {
-        u32::try_from(btf.enum_value(ty, name)?)
-            .map_err(|_| BtfError::NoEnumValue(name.to_owned()))
+        u32::try_from(btf.enum_value(ty, name)?).map_err(|_| BtfError::NoEnumValue(name.to_owned()))
     };
     Ok(Config {
         ncpus,

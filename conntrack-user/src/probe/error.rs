@@ -1,10 +1,6 @@
 //! Why the probes could not start, in words that say what to do.
 
-use aya::{
-    EbpfError,
-    maps::MapError,
-    programs::ProgramError,
-};
+use aya::{EbpfError, maps::MapError, programs::ProgramError};
 
 use crate::{btf::BtfError, kallsyms::KallsymsError};
 

@@ -19,12 +19,12 @@ use std::{
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{BtfTracePoint, RawTracePoint, TestRun as _, RawTracePointRunOptions},
+    programs::{BtfTracePoint, RawTracePoint, RawTracePointRunOptions, TestRun as _},
 };
 use conntrack_common::{Config, Discovery, NetnsCounters, SysctlSlot, counter};
 pub use error::ProbeError;
 
-use crate::{btf::KernelBtf, kallsyms::Kallsyms};
+use crate::{btf::KernelBtf, event::Counters, kallsyms::Kallsyms};
 
 /// The eBPF object built by build.rs from conntrack-ebpf.
 pub static EBPF_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/conntrack.bpf.o"));
@@ -64,16 +64,6 @@ pub struct ProbeInfo {
     /// Whether nftables rule drops can be told apart by their location.
     pub rule_location_known: bool,
     pub caches_walked: u32,
-}
-
-/// Totals from the per-CPU counters, summed over CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counters(pub [u64; counter::COUNT as usize]);
-
-impl Counters {
-    pub fn get(&self, index: u32) -> u64 {
-        self.0.get(index as usize).copied().unwrap_or(0)
-    }
 }
 
 pub struct Probes {
@@ -118,9 +108,10 @@ impl Probes {
                 .map_err(|source| ProbeError::Attach { name, source })?;
         }
         let resolve: &mut RawTracePoint = program(&mut ebpf, "resolve")?;
-        resolve
-            .load()
-            .map_err(|source| ProbeError::Program { name: "resolve", source })?;
+        resolve.load().map_err(|source| ProbeError::Program {
+            name: "resolve",
+            source,
+        })?;
 
         let events = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
@@ -154,13 +145,16 @@ impl Probes {
     pub fn resolve_pending(&mut self) -> Result<(), ProbeError> {
         let prog: &mut RawTracePoint = program(&mut self.ebpf, "resolve")?;
         prog.test_run(RawTracePointRunOptions::new())
-            .map_err(|source| ProbeError::Program { name: "resolve", source })?;
+            .map_err(|source| ProbeError::Program {
+                name: "resolve",
+                source,
+            })?;
         Ok(())
     }
 
-    /// Sends the details of one drop in `rate` (counts stay exact).
-    pub fn set_drop_sampling(&mut self, rate: u32) -> Result<(), ProbeError> {
-        self.settings.set(0, rate.max(1), 0)?;
+    /// Changes a runtime setting (`conntrack_common::setting`).
+    pub fn set_setting(&mut self, index: u32, value: u32) -> Result<(), ProbeError> {
+        self.settings.set(index, value, 0)?;
         Ok(())
     }
 
@@ -223,15 +217,24 @@ fn discover(cfg: &Config, btf: &Btf) -> Result<Found, ProbeError> {
 
     let walk: &mut BtfTracePoint = program(&mut ebpf, "discover_cache")?;
     walk.load("kmem_cache_alloc", btf)
-        .map_err(|source| ProbeError::Program { name: "discover_cache", source })?;
-    let link = walk
-        .attach()
-        .map_err(|source| ProbeError::Attach { name: "discover_cache", source })?;
+        .map_err(|source| ProbeError::Program {
+            name: "discover_cache",
+            source,
+        })?;
+    let link = walk.attach().map_err(|source| ProbeError::Attach {
+        name: "discover_cache",
+        source,
+    })?;
     let net: &mut RawTracePoint = program(&mut ebpf, "discover_net")?;
-    net.load()
-        .map_err(|source| ProbeError::Program { name: "discover_net", source })?;
+    net.load().map_err(|source| ProbeError::Program {
+        name: "discover_net",
+        source,
+    })?;
     net.test_run(RawTracePointRunOptions::new())
-        .map_err(|source| ProbeError::Program { name: "discover_net", source })?;
+        .map_err(|source| ProbeError::Program {
+            name: "discover_net",
+            source,
+        })?;
 
     // Any slab allocation on the machine runs the walk; there are thousands
     // a second, so this takes microseconds.
@@ -248,16 +251,20 @@ fn discover(cfg: &Config, btf: &Btf) -> Result<Found, ProbeError> {
         thread::sleep(Duration::from_millis(2));
     };
     let walk: &mut BtfTracePoint = program(&mut ebpf, "discover_cache")?;
-    walk.detach(link)
-        .map_err(|source| ProbeError::Attach { name: "discover_cache", source })?;
+    walk.detach(link).map_err(|source| ProbeError::Attach {
+        name: "discover_cache",
+        source,
+    })?;
     if discovery.ct_cache == 0 {
         return Err(ProbeError::CacheNotFound {
             walked: discovery.caches_walked,
         });
     }
 
-    let sysctls: Array<_, SysctlSlot> =
-        Array::try_from(ebpf.map("SYSCTLS").ok_or(ProbeError::MissingMap("SYSCTLS"))?)?;
+    let sysctls: Array<_, SysctlSlot> = Array::try_from(
+        ebpf.map("SYSCTLS")
+            .ok_or(ProbeError::MissingMap("SYSCTLS"))?,
+    )?;
     let mut max_ptr = 0;
     for i in 0..discovery.sysctl_count {
         let slot = sysctls.get(&i, 0)?;
@@ -275,7 +282,11 @@ fn discover(cfg: &Config, btf: &Btf) -> Result<Found, ProbeError> {
 }
 
 fn procname(slot: &SysctlSlot) -> &str {
-    let end = slot.procname.iter().position(|b| *b == 0).unwrap_or(slot.procname.len());
+    let end = slot
+        .procname
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(slot.procname.len());
     std::str::from_utf8(&slot.procname[..end]).unwrap_or("")
 }
 

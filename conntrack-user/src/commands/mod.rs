@@ -1,0 +1,16 @@
+//! One module per subcommand; each wires a source, the model and a view.
+pub mod stats;
+
+use std::{fs, path::Path};
+
+use anyhow::Context as _;
+
+/// Creates the `--ready-file` once the probes are attached (its content is
+/// ctscope's pid), so scripts can start traffic without sleeping.
+pub fn write_ready_file(path: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing the ready file {}", path.display()))?;
+    }
+    Ok(())
+}

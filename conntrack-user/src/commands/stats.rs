@@ -1,0 +1,87 @@
+//! `ctscope stats`: headless reports, one per interval.
+
+use std::io::{self, Write as _};
+
+use conntrack_common::setting;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+    time::{Instant, sleep_until},
+};
+
+use crate::{
+    cli::{ProbeArgs, StatsArgs},
+    model::{Model, RunInfo},
+    probe::ProbeOptions,
+    source::live::{LiveOptions, LiveSource},
+    views::stats::{TABLE_HEADER, json_line, table_row},
+};
+
+pub async fn run(args: &StatsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
+    let (tx, mut rx) = mpsc::channel(64);
+    let live = LiveSource::start(
+        LiveOptions {
+            probe: ProbeOptions::from(probe),
+            sample_every: args.interval,
+            kernel_stats: probe.kernel_stats.into(),
+            // Drop details are rare and cheap; allocation events are not
+            // needed for counts.
+            events: setting::EVENTS_DROP,
+        },
+        tx,
+    )?;
+    super::write_ready_file(args.ready_file.as_deref())?;
+    let mut model = Model::new(RunInfo {
+        backend: live.info.backend.to_owned(),
+        kernel: live.info.kernel.clone(),
+    });
+    let mut out = io::stdout();
+    if !args.json {
+        writeln!(out, "{TABLE_HEADER}")?;
+    }
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let deadline = args.duration.map(|d| Instant::now() + d);
+    let mut last_report = false;
+    let mut printed = 0;
+    loop {
+        tokio::select! {
+            msg = rx.recv() => {
+                let Some(msg) = msg else { break };
+                let before = model.intervals();
+                model.apply(msg);
+                if model.intervals() == before {
+                    continue;
+                }
+                let Some(interval) = &model.latest else { continue };
+                let line = if args.json { json_line(interval) } else { table_row(interval) };
+                if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                    break; // stdout closed (e.g. piped into `head`)
+                }
+                printed += 1;
+                // A deadline that falls within a tenth of an interval of this
+                // report ends the run here rather than with a sliver.
+                let near_deadline = deadline
+                    .is_some_and(|d| d.saturating_duration_since(Instant::now()) < args.interval / 10);
+                if last_report || near_deadline || args.count.is_some_and(|n| printed >= n) {
+                    break;
+                }
+            }
+            () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && !last_report => {
+                live.sample_now();
+                last_report = true;
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    live.stop().await
+}
+
+impl From<&ProbeArgs> for ProbeOptions {
+    fn from(args: &ProbeArgs) -> Self {
+        Self {
+            ring_bytes: args.ring_size << 20,
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! Messages from event sources to the one owner of the state.
+//!
+//! Producers (the live probes, a recorded trace, the terminal) only send
+//! these; the model applies them in order. A replayed trace produces exactly
+//! the messages live capture produced, so every view works on both.
+
+use conntrack_common::{Event, NetnsCounters, counter};
+
+use crate::kernel::{netns::NetnsReading, sysctl::Sysctls};
+
+/// Totals of the in-kernel per-CPU counters, summed over CPUs, indexed by
+/// `conntrack_common::counter`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counters(pub [u64; counter::COUNT as usize]);
+
+impl Counters {
+    pub fn get(&self, index: u32) -> u64 {
+        self.0.get(index as usize).copied().unwrap_or(0)
+    }
+}
+
+/// A periodic reading of everything that is counted rather than streamed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sample {
+    /// CLOCK_MONOTONIC in ns, the clock of `Event::ts_ns`.
+    pub mono_ns: u64,
+    /// Wall clock, ms since the Unix epoch.
+    pub wall_ms: u64,
+    /// In-kernel counters (exact, never sampled).
+    pub counters: Counters,
+    /// In-kernel per-namespace counters.
+    pub netns: Vec<(u32, NetnsCounters)>,
+    /// The kernel's own counters, per namespace ctscope could enter.
+    pub kernel: Vec<NetnsReading>,
+    /// Sysctls of ctscope's own namespace (max and buckets are global).
+    pub sysctls: Sysctls,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Message {
+    /// Kernel events, in ring-buffer order.
+    Events(Vec<Event>),
+    /// Counters read at the end of an interval.
+    Sample(Box<Sample>),
+}

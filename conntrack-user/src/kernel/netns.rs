@@ -1,0 +1,288 @@
+//! Reading the kernel's conntrack counters of every network namespace.
+//!
+//! Namespaces are identified by their nsfs inode number, the `inum` the kernel prints in
+//! "nf_conntrack: table full in netns N" (`__nf_conntrack_alloc`,
+//! net/netfilter/nf_conntrack_core.c). The counters of a namespace are visible only
+//! from inside it: /proc/<tid>/net and /proc/sys/net show the namespace of the task
+//! that opens them, and a netlink socket belongs to the namespace of its creator. So a
+//! short-lived worker thread enters each namespace with setns(2) and reads there.
+//! setns(CLONE_NEWNET) changes only the calling thread (`nsproxy` is per task), and the
+//! thread exits afterwards, so the rest of the process never changes namespace.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::ctnetlink::{CtnetlinkError, CtnetlinkSocket};
+use super::procfs::{ProcfsError, THREAD_STAT_PATH, read_stat_file};
+use super::stats::ConntrackStats;
+use super::sysctl::read_sysctl;
+
+/// The calling thread's own namespace link (not /proc/self, the thread-group leader's).
+const OWN_NS: &str = "/proc/thread-self/ns/net";
+/// Where `ip netns add` bind-mounts named namespaces.
+const NAMED_DIRS: [&str; 2] = ["/run/netns", "/var/run/netns"];
+
+/// Which kernel interface to read the counters from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub enum StatsSource {
+    /// /proc/net/stat/nf_conntrack, falling back to ctnetlink if that fails.
+    #[default]
+    Auto,
+    /// Only /proc/net/stat/nf_conntrack (needs CONFIG_NF_CONNTRACK_PROCFS).
+    Procfs,
+    /// Only ctnetlink, as `conntrack -S` (needs CONFIG_NF_CT_NETLINK).
+    Ctnetlink,
+}
+
+/// The interface a reading actually came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum StatsSourceUsed {
+    Procfs,
+    Ctnetlink,
+}
+
+/// A namespace reachable from this host, with one path that opens it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct NetnsHandle {
+    pub inum: u32,
+    /// /run/netns/<name> or /proc/<pid>/ns/net.
+    pub path: PathBuf,
+    /// The `ip netns` name, when it has one.
+    pub name: Option<String>,
+}
+
+/// The kernel's view of one namespace. Failures are per namespace, in `error`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct NetnsReading {
+    pub inum: u32,
+    pub name: Option<String>,
+    /// Entries in this namespace (`nf_conntrack_count`).
+    pub count: Option<u64>,
+    /// `nf_conntrack_max` (global, the same in every namespace).
+    pub max: Option<u64>,
+    pub stats: Option<ConntrackStats>,
+    pub source_used: Option<StatsSourceUsed>,
+    pub error: Option<String>,
+}
+
+/// Why one namespace could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error("cannot open {path}: {source}; the namespace may have gone away")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is now netns {found}, not {expected}: its process exited")]
+    Replaced {
+        path: PathBuf,
+        found: u64,
+        expected: u32,
+    },
+    #[error("setns into netns {inum} failed: {source}; this needs CAP_SYS_ADMIN (run as root)")]
+    Setns {
+        inum: u32,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Procfs(#[from] ProcfsError),
+    #[error(transparent)]
+    Ctnetlink(#[from] CtnetlinkError),
+    #[error("procfs: {procfs}; ctnetlink fallback: {ctnetlink}")]
+    Both {
+        procfs: ProcfsError,
+        ctnetlink: CtnetlinkError,
+    },
+}
+
+/// Inode number of the calling thread's network namespace.
+pub fn own_netns_inode() -> io::Result<u32> {
+    inum_of(&std::fs::metadata(OWN_NS)?)
+}
+
+fn inum_of(meta: &std::fs::Metadata) -> io::Result<u32> {
+    u32::try_from(meta.ino()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("namespace inode {} does not fit in 32 bits", meta.ino()),
+        )
+    })
+}
+
+/// Every network namespace reachable from here: named ones under /run/netns (their
+/// bind mount is the preferred path), then those of every process in /proc. Only
+/// thread-group leaders are scanned, so a namespace held solely by a non-leader thread
+/// or an open fd is missed. Sorted by inode.
+pub fn list_namespaces() -> Vec<NetnsHandle> {
+    // Every namespace file lives on the nsfs device; a leftover /run/netns file whose
+    // bind mount is gone is a plain tmpfs file and is skipped.
+    let nsfs_dev = std::fs::metadata(OWN_NS).ok().map(|m| m.dev());
+    let mut found: BTreeMap<u32, NetnsHandle> = BTreeMap::new();
+    let mut add = |path: PathBuf, name: Option<String>| {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            return;
+        };
+        if nsfs_dev.is_some_and(|dev| dev != meta.dev()) {
+            return;
+        }
+        let Ok(inum) = inum_of(&meta) else { return };
+        found
+            .entry(inum)
+            .or_insert(NetnsHandle { inum, path, name });
+    };
+    for dir in NAMED_DIRS {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            add(entry.path(), Some(name));
+        }
+    }
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name.to_str() else {
+            continue;
+        };
+        if pid.bytes().all(|b| b.is_ascii_digit()) {
+            add(Path::new("/proc").join(pid).join("ns/net"), None);
+        }
+    }
+    found.into_values().collect()
+}
+
+/// Reads every reachable namespace (see [`list_namespaces`]).
+pub fn read_namespaces(source: StatsSource) -> Vec<NetnsReading> {
+    read_these(&list_namespaces(), source)
+}
+
+/// Reads the namespace with inode `inum`, if it is reachable.
+pub fn read_one(inum: u32, source: StatsSource) -> Option<NetnsReading> {
+    let handle = list_namespaces().into_iter().find(|h| h.inum == inum)?;
+    read_these(&[handle], source).into_iter().next()
+}
+
+/// Reads the given namespaces on one dedicated thread, in order.
+pub fn read_these(handles: &[NetnsHandle], source: StatsSource) -> Vec<NetnsReading> {
+    let work = handles.to_vec();
+    let worker = std::thread::Builder::new()
+        .name("ctscope-netns".to_owned())
+        .spawn(move || work.iter().map(|h| read_in_worker(h, source)).collect());
+    let failure = match worker.map(|w| w.join()) {
+        Ok(Ok(readings)) => return readings,
+        Ok(Err(_)) => "the namespace worker thread panicked".to_owned(),
+        Err(e) => format!("cannot start the namespace worker thread: {e}"),
+    };
+    handles.iter().map(|h| failed(h, failure.clone())).collect()
+}
+
+fn failed(h: &NetnsHandle, error: String) -> NetnsReading {
+    NetnsReading {
+        inum: h.inum,
+        name: h.name.clone(),
+        count: None,
+        max: None,
+        stats: None,
+        source_used: None,
+        error: Some(error),
+    }
+}
+
+/// Runs on the worker thread: enter the namespace, then read it.
+fn read_in_worker(h: &NetnsHandle, source: StatsSource) -> NetnsReading {
+    match enter(h).and_then(|()| read_current(source)) {
+        Ok((count, max, stats, used)) => NetnsReading {
+            count,
+            max,
+            stats: Some(stats),
+            source_used: Some(used),
+            error: None,
+            ..failed(h, String::new())
+        },
+        Err(e) => failed(h, e.to_string()),
+    }
+}
+
+/// Moves the calling thread into the namespace `h`, after checking that the path still
+/// names that namespace (a pid may have been reused since it was listed). Does nothing
+/// if the thread is already there, so an unprivileged caller can still read its own
+/// namespace (setns needs CAP_SYS_ADMIN even into the current one).
+fn enter(h: &NetnsHandle) -> Result<(), NetnsError> {
+    if own_netns_inode().ok() == Some(h.inum) {
+        return Ok(());
+    }
+    let open_err = |source| NetnsError::Open {
+        path: h.path.clone(),
+        source,
+    };
+    let file = File::open(&h.path).map_err(open_err)?;
+    let ino = file.metadata().map_err(open_err)?.ino();
+    if ino != u64::from(h.inum) {
+        return Err(NetnsError::Replaced {
+            path: h.path.clone(),
+            found: ino,
+            expected: h.inum,
+        });
+    }
+    // SAFETY: `file` is an open namespace fd; setns only reads it.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(NetnsError::Setns {
+            inum: h.inum,
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+type Current = (Option<u64>, Option<u64>, ConntrackStats, StatsSourceUsed);
+
+/// Reads the calling thread's current namespace.
+fn read_current(source: StatsSource) -> Result<Current, NetnsError> {
+    match source {
+        StatsSource::Procfs => Ok(via_procfs()?),
+        StatsSource::Ctnetlink => Ok(via_ctnetlink()?),
+        StatsSource::Auto => via_procfs().or_else(|procfs| {
+            via_ctnetlink().map_err(|ctnetlink| NetnsError::Both { procfs, ctnetlink })
+        }),
+    }
+}
+
+fn via_procfs() -> Result<Current, ProcfsError> {
+    let (entries, stats) = read_stat_file(Path::new(THREAD_STAT_PATH))?;
+    let count = read_sysctl("nf_conntrack_count").ok().flatten();
+    let max = read_sysctl("nf_conntrack_max").ok().flatten();
+    Ok((count.or(Some(entries)), max, stats, StatsSourceUsed::Procfs))
+}
+
+fn via_ctnetlink() -> Result<Current, CtnetlinkError> {
+    let r = CtnetlinkSocket::open()?.read()?;
+    let count = r
+        .entries
+        .or_else(|| read_sysctl("nf_conntrack_count").ok().flatten());
+    let max = r
+        .max_entries
+        .or_else(|| read_sysctl("nf_conntrack_max").ok().flatten());
+    Ok((count, max, r.stats, StatsSourceUsed::Ctnetlink))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Works as root or not: never panics, and the own namespace is always listed.
+    #[test]
+    fn lists_and_reads_own_namespace_without_panicking() {
+        let own = own_netns_inode().expect("own netns inode");
+        assert!(list_namespaces().iter().any(|h| h.inum == own));
+        let readings = read_namespaces(StatsSource::Auto);
+        let mine = readings.iter().find(|r| r.inum == own).expect("own listed");
+        if Path::new("/proc/net/stat/nf_conntrack").exists() {
+            assert_eq!(mine.error, None);
+            assert_eq!(mine.source_used, Some(StatsSourceUsed::Procfs));
+        }
+        assert_eq!(read_one(0, StatsSource::Auto), None);
+    }
+}

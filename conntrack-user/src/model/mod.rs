@@ -1,0 +1,178 @@
+//! The aggregation model: the one owner of what ctscope knows.
+//!
+//! Sources send [`Message`]s; [`Model::apply`] folds them in and computes
+//! every derived value (deltas, rates, per-namespace rows) at that moment, so
+//! views only read. Live capture and a replayed trace go through the same
+//! `apply`.
+
+mod interval;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use conntrack_common::{Event, NetnsCounters, cause, counter};
+pub use interval::{DropCounts, Interval, NetnsRow, Rates, Table, Totals};
+
+use crate::{
+    event::{Counters, Message, Sample},
+    kernel::{netns::NetnsReading, stats::ConntrackStats, sysctl::Sysctls},
+};
+
+/// Intervals kept for charts: an hour at one per second.
+const HISTORY: usize = 3600;
+
+/// Static facts about the run, shown in headers and written to traces.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunInfo {
+    /// `tracepoint` (BTF tracepoints) or `kprobe`.
+    pub backend: String,
+    /// Kernel release of the observed machine.
+    pub kernel: String,
+}
+
+/// The state of the previous sample, for deltas.
+#[derive(Clone, Debug, Default)]
+struct Mark {
+    mono_ns: u64,
+    counters: Counters,
+    kernel: ConntrackStats,
+}
+
+#[derive(Debug, Default)]
+pub struct Model {
+    pub info: RunInfo,
+    first: Option<Mark>,
+    prev: Option<Mark>,
+    /// The most recent completed interval.
+    pub latest: Option<Interval>,
+    /// Completed intervals, oldest first.
+    pub history: VecDeque<Interval>,
+    /// Kernel counters of each namespace when ctscope first read it.
+    kernel_base: HashMap<u32, ConntrackStats>,
+    /// Latest kernel delta of each namespace ever read (kept after the
+    /// namespace goes away, so sums never go backwards).
+    kernel_delta: BTreeMap<u32, ConntrackStats>,
+    pub sysctls: Sysctls,
+    /// Kernel events applied so far.
+    pub events_seen: u64,
+}
+
+impl Model {
+    pub fn new(info: RunInfo) -> Self {
+        Self {
+            info,
+            ..Self::default()
+        }
+    }
+
+    pub fn apply(&mut self, msg: Message) {
+        match msg {
+            Message::Events(events) => self.apply_events(&events),
+            Message::Sample(sample) => self.apply_sample(&sample),
+        }
+    }
+
+    fn apply_events(&mut self, events: &[Event]) {
+        self.events_seen += events.len() as u64;
+    }
+
+    /// Number of completed intervals.
+    pub fn intervals(&self) -> usize {
+        self.history.len()
+    }
+
+    fn apply_sample(&mut self, s: &Sample) {
+        self.sysctls = s.sysctls;
+        let kernel = self.fold_kernel(&s.kernel);
+        let mark = Mark {
+            mono_ns: s.mono_ns,
+            counters: s.counters,
+            kernel,
+        };
+        let Some(first) = self.first.clone() else {
+            self.first = Some(mark.clone());
+            self.prev = Some(mark);
+            return;
+        };
+        let prev = self.prev.replace(mark.clone()).unwrap_or_default();
+        let totals = Totals::between(&first.counters, &mark.counters, &kernel);
+        let before = Totals::between(&first.counters, &prev.counters, &prev.kernel);
+        let elapsed_ns = mark.mono_ns.saturating_sub(prev.mono_ns);
+        let interval = Interval {
+            ts_ms: s.wall_ms,
+            interval_ms: elapsed_ns / 1_000_000,
+            backend: self.info.backend.clone(),
+            table: Table {
+                entries: sum_counts(&s.kernel),
+                max: s.sysctls.nf_conntrack_max,
+                buckets: s.sysctls.nf_conntrack_buckets,
+            },
+            rates: Rates::between(&before, &totals, elapsed_ns),
+            totals,
+            kernel,
+            netns: self.netns_rows(&s.netns, &s.kernel),
+        };
+        self.latest = Some(interval.clone());
+        if self.history.len() == HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(interval);
+    }
+
+    /// Updates per-namespace kernel deltas and returns their sum.
+    fn fold_kernel(&mut self, readings: &[NetnsReading]) -> ConntrackStats {
+        for r in readings {
+            let Some(stats) = r.stats else { continue };
+            let base = *self.kernel_base.entry(r.inum).or_insert(stats);
+            self.kernel_delta.insert(r.inum, stats.delta_since(&base));
+        }
+        self.kernel_delta
+            .values()
+            .fold(ConntrackStats::default(), |acc, d| acc.wrapping_add(d))
+    }
+
+    /// Rows for namespaces with conntrack activity: counted by the probes,
+    /// or holding entries.
+    fn netns_rows(
+        &self,
+        counted: &[(u32, NetnsCounters)],
+        readings: &[NetnsReading],
+    ) -> Vec<NetnsRow> {
+        let by_inum: HashMap<u32, &NetnsReading> = readings.iter().map(|r| (r.inum, r)).collect();
+        let mut rows: BTreeMap<u32, NetnsRow> = BTreeMap::new();
+        for (inum, c) in counted {
+            let row = rows.entry(*inum).or_insert_with(|| NetnsRow::new(*inum));
+            row.alloc = c.alloc;
+            row.free = c.free;
+            row.drops_by_cause = DropCounts::from_array(&c.drops);
+            row.drops = c.drops.iter().sum();
+        }
+        for r in readings {
+            if r.count.unwrap_or(0) > 0 || rows.contains_key(&r.inum) {
+                rows.entry(r.inum).or_insert_with(|| NetnsRow::new(r.inum));
+            }
+        }
+        for row in rows.values_mut() {
+            if let Some(r) = by_inum.get(&row.inum) {
+                row.name.clone_from(&r.name);
+                row.entries = r.count;
+            }
+            row.kernel = self.kernel_delta.get(&row.inum).copied();
+        }
+        rows.into_values().collect()
+    }
+}
+
+fn sum_counts(readings: &[NetnsReading]) -> Option<u64> {
+    readings
+        .iter()
+        .filter_map(|r| r.count)
+        .fold(None, |acc, c| Some(acc.unwrap_or(0) + c))
+}
+
+/// Drops counted per cause by the probes.
+pub fn drops_of(counters: &Counters) -> [u64; cause::COUNT] {
+    std::array::from_fn(|i| counters.get(counter::DROP_FIRST + i as u32))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,140 @@
+use conntrack_common::{NetnsCounters, cause, counter};
+
+use super::*;
+use crate::kernel::netns::NetnsReading;
+
+fn reading(inum: u32, count: u64, drop: u64, early_drop: u64) -> NetnsReading {
+    NetnsReading {
+        inum,
+        name: None,
+        count: Some(count),
+        max: Some(1000),
+        stats: Some(ConntrackStats {
+            drop,
+            early_drop,
+            ..ConntrackStats::default()
+        }),
+        source_used: None,
+        error: None,
+    }
+}
+
+fn sample(secs: u64, alloc: u64, table_full: u64, kernel: Vec<NetnsReading>) -> Message {
+    let mut counters = Counters::default();
+    counters.0[counter::ALLOC as usize] = alloc;
+    counters.0[(counter::DROP_FIRST + u32::from(cause::TABLE_FULL)) as usize] = table_full;
+    let mut ns = NetnsCounters {
+        alloc,
+        ..NetnsCounters::default()
+    };
+    ns.drops[cause::TABLE_FULL as usize] = table_full;
+    Message::Sample(Box::new(Sample {
+        mono_ns: secs * 1_000_000_000,
+        wall_ms: 1_700_000_000_000 + secs * 1000,
+        counters,
+        netns: vec![(7, ns)],
+        kernel,
+        sysctls: Sysctls {
+            nf_conntrack_max: Some(1000),
+            nf_conntrack_buckets: Some(1024),
+            ..Sysctls::default()
+        },
+    }))
+}
+
+#[test]
+fn first_sample_is_the_baseline() {
+    let mut m = Model::new(RunInfo::default());
+    m.apply(sample(10, 5, 0, vec![reading(7, 5, 2, 0)]));
+    assert_eq!(m.intervals(), 0);
+    assert!(m.latest.is_none());
+    m.apply(sample(11, 105, 3, vec![reading(7, 105, 5, 1)]));
+    let i = m.latest.as_ref().expect("interval");
+    assert_eq!(i.totals.alloc, 100, "counted since the baseline");
+    assert_eq!(i.totals.drop_table_full, 3);
+    assert_eq!(
+        i.kernel.drop, 3,
+        "kernel drop delta since the first reading"
+    );
+    assert_eq!(i.totals.early_drop, 1, "early drops come from the kernel");
+    assert_eq!(i.rates.alloc, 100.0);
+    assert_eq!(i.interval_ms, 1000);
+    assert_eq!(i.table.entries, Some(105));
+    assert_eq!(i.table.max, Some(1000));
+}
+
+#[test]
+fn rates_cover_only_the_last_interval() {
+    let mut m = Model::new(RunInfo::default());
+    m.apply(sample(0, 0, 0, vec![]));
+    m.apply(sample(1, 100, 0, vec![]));
+    m.apply(sample(3, 300, 10, vec![]));
+    let i = m.latest.as_ref().expect("interval");
+    assert_eq!(i.totals.alloc, 300);
+    assert_eq!(i.rates.alloc, 100.0, "200 over 2 s");
+    assert_eq!(i.rates.drop_table_full, 5.0);
+    assert_eq!(m.intervals(), 2);
+}
+
+#[test]
+fn kernel_sums_survive_a_namespace_going_away() {
+    let mut m = Model::new(RunInfo::default());
+    m.apply(sample(
+        0,
+        0,
+        0,
+        vec![reading(7, 0, 0, 0), reading(8, 0, 10, 0)],
+    ));
+    m.apply(sample(
+        1,
+        0,
+        0,
+        vec![reading(7, 0, 4, 0), reading(8, 0, 15, 0)],
+    ));
+    assert_eq!(m.latest.as_ref().expect("i").kernel.drop, 9);
+    m.apply(sample(2, 0, 0, vec![reading(7, 0, 6, 0)]));
+    assert_eq!(
+        m.latest.as_ref().expect("i").kernel.drop,
+        11,
+        "namespace 8's 5 are kept"
+    );
+}
+
+#[test]
+fn namespaces_with_activity_get_rows() {
+    let mut m = Model::new(RunInfo::default());
+    m.apply(sample(
+        0,
+        0,
+        0,
+        vec![reading(7, 0, 0, 0), reading(9, 0, 0, 0)],
+    ));
+    m.apply(sample(
+        1,
+        50,
+        2,
+        vec![
+            reading(7, 48, 2, 0),
+            reading(9, 0, 0, 0),
+            reading(11, 3, 0, 0),
+        ],
+    ));
+    let rows = &m.latest.as_ref().expect("i").netns;
+    let inums: Vec<u32> = rows.iter().map(|r| r.inum).collect();
+    assert_eq!(inums, vec![7, 11], "idle namespace 9 is left out");
+    assert_eq!(rows[0].alloc, 50);
+    assert_eq!(rows[0].drops, 2);
+    assert_eq!(rows[0].drops_by_cause.table_full, 2);
+    assert_eq!(rows[0].entries, Some(48));
+    assert_eq!(rows[0].kernel.map(|k| k.drop), Some(2));
+    assert_eq!(rows[1].entries, Some(3));
+}
+
+#[test]
+fn history_is_bounded() {
+    let mut m = Model::new(RunInfo::default());
+    for s in 0..(HISTORY as u64 + 10) {
+        m.apply(sample(s, s, 0, vec![]));
+    }
+    assert_eq!(m.history.len(), HISTORY);
+}

@@ -1,0 +1,201 @@
+//! Live capture: owns the probes, drains the ring buffer, runs the resolver
+//! and takes a [`Sample`] every interval. It only sends messages.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
+use conntrack_common::{Event, setting};
+use tokio::{
+    io::unix::AsyncFd,
+    sync::mpsc,
+    task::JoinHandle,
+    time::{MissedTickBehavior, interval},
+};
+
+use crate::{
+    event::{Message, Sample},
+    kernel::{
+        netns::{StatsSource, read_namespaces},
+        sysctl::Sysctls,
+    },
+    probe::{ProbeError, ProbeInfo, ProbeOptions, Probes},
+};
+
+/// How often queued allocations are attributed to their namespaces. The
+/// pending map holds about a second of the fastest allocation rate, so ten
+/// rounds a second leave ample room.
+const RESOLVE_EVERY: Duration = Duration::from_millis(100);
+/// Events sent to the model in one message at most.
+const BATCH: usize = 4096;
+
+#[derive(Clone, Debug)]
+pub struct LiveOptions {
+    pub probe: ProbeOptions,
+    pub sample_every: Duration,
+    pub kernel_stats: StatsSource,
+    /// Event classes to stream (`setting::EVENTS_*`); counters are always on.
+    pub events: u32,
+}
+
+enum Control {
+    SampleNow,
+    Stop,
+}
+
+pub struct LiveSource {
+    control: mpsc::UnboundedSender<Control>,
+    task: JoinHandle<anyhow::Result<()>>,
+    pub info: ProbeInfo,
+}
+
+impl LiveSource {
+    /// Attaches the probes (errors come back before anything runs), then
+    /// starts sending to `out`. The first sample is taken at once: it is the
+    /// baseline the first interval is measured from.
+    pub fn start(opts: LiveOptions, out: mpsc::Sender<Message>) -> Result<Self, ProbeError> {
+        let mut probes = Probes::attach(&opts.probe)?;
+        probes.set_setting(setting::EVENTS, opts.events)?;
+        let ring = probes
+            .take_events()
+            .ok_or(ProbeError::MissingMap("EVENTS"))?;
+        let info = probes.info.clone();
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(probes, ring, opts, out, control_rx));
+        Ok(Self {
+            control,
+            task,
+            info,
+        })
+    }
+
+    /// Asks for a sample now (the end of a `--duration`).
+    pub fn sample_now(&self) {
+        let _ = self.control.send(Control::SampleNow);
+    }
+
+    /// Stops capture; the probes detach when the task drops them.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.control.send(Control::Stop);
+        self.task.await.context("the capture task panicked")?
+    }
+}
+
+async fn run(
+    mut probes: Probes,
+    ring: RingBuf<MapData>,
+    opts: LiveOptions,
+    out: mpsc::Sender<Message>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) -> anyhow::Result<()> {
+    // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open for as
+    // long as it is registered.
+    let mut ring = unsafe { AsyncFd::register(ring) }
+        .map_err(std::io::Error::from)
+        .context("polling the event ring buffer")?;
+    let mut resolve = interval(RESOLVE_EVERY);
+    resolve.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut tick = interval(opts.sample_every);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            ctl = control.recv() => match ctl {
+                Some(Control::SampleNow) => {
+                    if !sample(&mut probes, ring.get_mut(), &opts, &out).await? {
+                        return Ok(());
+                    }
+                }
+                Some(Control::Stop) | None => return Ok(()),
+            },
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("polling the event ring buffer")?;
+                let open = drain(guard.get_inner_mut(), &out).await;
+                guard.clear_ready();
+                if !open {
+                    return Ok(());
+                }
+            }
+            _ = resolve.tick() => probes.resolve_pending()?,
+            _ = tick.tick() => {
+                if !sample(&mut probes, ring.get_mut(), &opts, &out).await? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Reads everything counted, after attributing what is pending and flushing
+/// the events that precede it. Returns false once the receiver is gone.
+async fn sample(
+    probes: &mut Probes,
+    ring: &mut RingBuf<MapData>,
+    opts: &LiveOptions,
+    out: &mpsc::Sender<Message>,
+) -> anyhow::Result<bool> {
+    probes.resolve_pending()?;
+    let source = opts.kernel_stats;
+    let kernel = tokio::task::spawn_blocking(move || read_namespaces(source))
+        .await
+        .context("reading the kernel's conntrack counters")?;
+    let sysctls = Sysctls::read();
+    if !drain(ring, out).await {
+        return Ok(false);
+    }
+    let sample = Sample {
+        mono_ns: monotonic_ns(),
+        wall_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        counters: probes.counters()?,
+        netns: probes.netns_counters()?,
+        kernel,
+        sysctls,
+    };
+    Ok(out.send(Message::Sample(Box::new(sample))).await.is_ok())
+}
+
+/// Moves every event in the ring buffer to the model. Returns false once
+/// the receiver is gone.
+async fn drain(ring: &mut RingBuf<MapData>, out: &mpsc::Sender<Message>) -> bool {
+    loop {
+        let mut batch = Vec::new();
+        while batch.len() < BATCH {
+            let Some(item) = ring.next() else { break };
+            if let Some(ev) = parse_event(&item) {
+                batch.push(ev);
+            }
+        }
+        if batch.is_empty() {
+            return true;
+        }
+        let full = batch.len() == BATCH;
+        if out.send(Message::Events(batch)).await.is_err() {
+            return false;
+        }
+        if !full {
+            return true;
+        }
+    }
+}
+
+fn parse_event(bytes: &[u8]) -> Option<Event> {
+    if bytes.len() < std::mem::size_of::<Event>() {
+        return None;
+    }
+    // SAFETY: Event is plain old data of this size; the read is unaligned-safe.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
+}
+
+/// CLOCK_MONOTONIC, the clock `bpf_ktime_get_ns` reads.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -1,0 +1,2 @@
+//! Event sources: everything that produces [`crate::event::Message`]s.
+pub mod live;

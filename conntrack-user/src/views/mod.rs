@@ -1,0 +1,2 @@
+//! Views: pure functions from the model to text or frames.
+pub mod stats;

@@ -1,0 +1,126 @@
+//! `ctscope stats` output: JSON lines, or a compact table for people.
+
+use crate::model::Interval;
+
+/// One JSON object per interval (docs/stats.schema.json).
+pub fn json_line(interval: &Interval) -> String {
+    serde_json::to_string(interval).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+pub const TABLE_HEADER: &str = "TIME        ENTRIES       MAX  FILL   ALLOC/s    FREE/s  FULL/s  INVAL/s  INSERT/s  CHAIN/s  RULES/s  LOST";
+
+/// One table row: entries and fill, rates per second, lost events since start.
+pub fn table_row(i: &Interval) -> String {
+    let entries = i.table.entries.map_or("-".to_owned(), |e| e.to_string());
+    let max = i.table.max.map_or("-".to_owned(), |m| m.to_string());
+    let fill = match (i.table.entries, i.table.max) {
+        (Some(e), Some(m)) if m > 0 => format!("{:>3.0}%", e as f64 * 100.0 / m as f64),
+        _ => "   -".to_owned(),
+    };
+    let r = &i.rates;
+    format!(
+        "{time:<9} {entries:>9} {max:>9} {fill} {a:>9.0} {f:>9.0} {full:>7.0} {inv:>8.0} {ins:>9.0} {chain:>8.0} {rules:>8.0} {lost:>5}",
+        time = clock(i.ts_ms),
+        a = r.alloc,
+        f = r.free,
+        full = r.drop_table_full,
+        inv = r.drop_invalid,
+        ins = r.drop_insert_failed,
+        chain = r.drop_chain_too_long,
+        rules = r.drop_ruleset,
+        lost = i.totals.lost_events,
+    )
+}
+
+/// `HH:MM:SS` (UTC) of a Unix time in ms.
+fn clock(ts_ms: u64) -> String {
+    let secs = ts_ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}",
+        secs / 3600 % 24,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Rates, Table, Totals};
+
+    fn interval() -> Interval {
+        Interval {
+            ts_ms: 3_723_000,
+            interval_ms: 1000,
+            backend: "tracepoint".into(),
+            table: Table {
+                entries: Some(950),
+                max: Some(1000),
+                buckets: Some(1024),
+            },
+            totals: Totals {
+                alloc: 1000,
+                lost_events: 0,
+                drop_table_full: 7,
+                ..Totals::default()
+            },
+            rates: Rates {
+                alloc: 120.0,
+                drop_table_full: 7.0,
+                ..Rates::default()
+            },
+            ..Interval::default()
+        }
+    }
+
+    #[test]
+    fn row_shows_fill_and_rates() {
+        let row = table_row(&interval());
+        assert!(row.starts_with("01:02:03"), "{row}");
+        assert!(row.contains(" 95%"), "{row}");
+        assert!(row.contains(" 120 "), "{row}");
+        assert_eq!(
+            TABLE_HEADER.split_whitespace().count(),
+            row.split_whitespace().count(),
+            "every column has a value:\n{TABLE_HEADER}\n{row}"
+        );
+    }
+
+    #[test]
+    fn json_has_the_documented_fields() {
+        let v: serde_json::Value = serde_json::from_str(&json_line(&interval())).expect("json");
+        for path in [
+            "/ts_ms",
+            "/interval_ms",
+            "/backend",
+            "/table/entries",
+            "/table/max",
+            "/table/buckets",
+            "/totals/alloc",
+            "/totals/free",
+            "/totals/drop_table_full",
+            "/totals/drop_invalid",
+            "/totals/drop_insert_failed",
+            "/totals/drop_chain_too_long",
+            "/totals/drop_ruleset",
+            "/totals/early_drop",
+            "/totals/lost_events",
+            "/rates/alloc",
+            "/rates/drop_table_full",
+            "/kernel/drop",
+            "/kernel/insert_failed",
+            "/kernel/early_drop",
+            "/kernel/chaintoolong",
+            "/kernel/clash_resolve",
+            "/kernel/invalid",
+            "/kernel/search_restart",
+            "/netns",
+        ] {
+            assert!(v.pointer(path).is_some(), "missing {path} in {v}");
+        }
+        assert_eq!(
+            v.pointer("/totals/drop_table_full"),
+            Some(&serde_json::json!(7))
+        );
+    }
+}

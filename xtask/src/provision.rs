@@ -1,0 +1,157 @@
+//! Installs what building and testing ctscope needs, only when missing.
+//!
+//! The recipe is the one verified in ../shared/platform.md: nightly's
+//! rust-src for `-Z build-std=core`, and bpf-linker 0.13 built against
+//! Debian's LLVM 22 (the LLVM of nightly rustc 1.97).
+
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, Result, bail};
+
+/// Debian packages bpf-linker links against.
+const LLVM_PACKAGES: [&str; 4] = [
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+];
+/// Debian packages the integration tests drive: nft rules in namespaces,
+/// `conntrack -L/-S` as ground truth, `ip netns`, tmux for the TUI test,
+/// bpftool to check that nothing stays attached.
+const TEST_PACKAGES: [(&str, &str); 5] = [
+    ("nft", "nftables"),
+    ("conntrack", "conntrack"),
+    ("ip", "iproute2"),
+    ("tmux", "tmux"),
+    ("bpftool", "bpftool"),
+];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<()> {
+    eprintln!("xtask: {what}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("{what}: could not start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+/// `apt-get install` of the packages not yet installed.
+fn apt_install(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing Debian packages: {}. Install them with `sudo apt-get install -y {}`, \
+             or run this as root",
+            missing.join(" "),
+            missing.join(" ")
+        );
+    }
+    // A fresh machine may never have fetched the package lists.
+    run(
+        Command::new("apt-get").args(["update", "-qq"]),
+        "refreshing the Debian package lists",
+    )?;
+    run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        &format!("installing {}", missing.join(" ")),
+    )
+}
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+/// Nightly with rust-src, and bpf-linker against LLVM 22.
+pub fn toolchain() -> Result<()> {
+    if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
+        run(
+            Command::new("rustup").args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+            ]),
+            "installing the nightly toolchain (the eBPF programs need -Z build-std)",
+        )?;
+    }
+    let components = Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .output()
+        .context("listing nightly's components")?;
+    if !String::from_utf8_lossy(&components.stdout).contains("rust-src") {
+        run(
+            Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
+            "adding rust-src to nightly",
+        )?;
+    }
+    if bpf_linker_ok() {
+        return Ok(());
+    }
+    apt_install(&LLVM_PACKAGES)?;
+    run(
+        Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--version",
+                BPF_LINKER_VERSION,
+            ])
+            .args(["--no-default-features", "--features", "llvm-22"])
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22")
+            .env(
+                "PATH",
+                format!(
+                    "/usr/lib/llvm-22/bin:{}",
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            ),
+        "building bpf-linker against LLVM 22 (about 3 minutes, once)",
+    )
+}
+
+fn bpf_linker_ok() -> bool {
+    Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
+        })
+}
+
+/// Tools the integration tests use.
+pub fn test_tools() -> Result<()> {
+    let missing: Vec<&str> = TEST_PACKAGES
+        .iter()
+        .filter(|(bin, _)| !succeeds(Command::new("sh").args(["-c", &format!("command -v {bin}")])))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    apt_install(&missing)
+}
