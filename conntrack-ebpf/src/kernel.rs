@@ -45,10 +45,9 @@ fn member<T>(base: u64, off: u32) -> Option<T> {
     read::<T>(base + off as u64).ok()
 }
 
-/// Original-direction tuple of a conntrack entry.
+/// Reads the original-direction tuple of a conntrack entry.
 #[inline(always)]
-fn ct_tuple(ct: u64) -> Tuple {
-    let mut t = Tuple::default();
+fn ct_tuple(ct: u64, t: &mut Tuple) {
     let base = ct + conf!(ct_tuplehash) as u64 + conf!(th_tuple) as u64;
     t.src = read(base + conf!(tup_src_u3) as u64).unwrap_or([0; 16]);
     t.dst = read(base + conf!(tup_dst_u3) as u64).unwrap_or([0; 16]);
@@ -56,43 +55,36 @@ fn ct_tuple(ct: u64) -> Tuple {
     t.dport = u16::from_be(read(base + conf!(tup_dst_port) as u64).unwrap_or(0));
     t.family = read::<u16>(base + conf!(tup_l3num) as u64).unwrap_or(0) as u8;
     t.proto = read(base + conf!(tup_protonum) as u64).unwrap_or(0);
-    t
 }
 
 /// Namespace inode of a conntrack entry (0 if unreadable).
 #[inline(always)]
 pub fn ct_netns(ct: u64) -> u32 {
-    let net: u64 = member(ct, conf!(ct_net)).unwrap_or(0);
-    member::<u32>(net, conf!(net_inum)).unwrap_or(0)
+    net_inum(member(ct, conf!(ct_net)).unwrap_or(0))
 }
 
-/// An event describing a conntrack entry: namespace, tuple, zone, mark,
-/// status.
+/// Fills a (zeroed) event describing a conntrack entry: namespace, tuple,
+/// zone, mark, status.
 #[inline(always)]
-pub fn ct_event(ct: u64, kind: u8) -> Event {
+pub fn ct_event(ct: u64, kind: u8, ev: &mut Event) {
     let status: u64 = member(ct, conf!(ct_status)).unwrap_or(0);
-    let mut flags = flag::HAS_CT;
+    ev.flags = flag::HAS_CT;
     if status & (1 << (conf!(ips_confirmed_bit) & 63)) != 0 {
-        flags |= flag::CONFIRMED;
+        ev.flags |= flag::CONFIRMED;
     }
-    let netns = ct_netns(ct);
-    if netns == 0 {
-        flags |= flag::NO_NETNS;
+    ev.netns = ct_netns(ct);
+    if ev.netns == 0 {
+        ev.flags |= flag::NO_NETNS;
     }
-    Event {
-        // SAFETY: helpers without preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        cpu: unsafe { bpf_get_smp_processor_id() },
-        ct,
-        kind,
-        flags,
-        netns,
-        status: status as u32,
-        mark: member(ct, conf!(ct_mark)).unwrap_or(0),
-        zone: member(ct, conf!(ct_zone)).unwrap_or(0),
-        tuple: ct_tuple(ct),
-        ..Event::default()
-    }
+    // SAFETY: helpers without preconditions.
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    ev.cpu = unsafe { bpf_get_smp_processor_id() };
+    ev.ct = ct;
+    ev.kind = kind;
+    ev.status = status as u32;
+    ev.mark = member(ct, conf!(ct_mark)).unwrap_or(0);
+    ev.zone = member(ct, conf!(ct_zone)).unwrap_or(0);
+    ct_tuple(ct, &mut ev.tuple);
 }
 
 /// The network namespace a dropped packet belongs to, and its interface.
@@ -119,6 +111,12 @@ pub fn skb_net(skb: u64, ev: &mut Event) -> u64 {
     }
     let sk: u64 = member(skb, conf!(skb_sk)).unwrap_or(0);
     member(sk, conf!(sk_net)).unwrap_or(0)
+}
+
+/// Inode number of a `struct net` (0 if unreadable).
+#[inline(always)]
+pub fn net_inum(net: u64) -> u32 {
+    member::<u32>(net, conf!(net_inum)).unwrap_or(0)
 }
 
 /// `struct nf_conntrack_net` of a namespace: `net_generic(net, id)`.

@@ -29,11 +29,14 @@ use aya_ebpf::{
     macros::{btf_tracepoint, raw_tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
-use conntrack_common::{Event, Pending, counter, flag, kind, setting};
+use conntrack_common::{Pending, counter, flag, kind, setting};
 
 use crate::{
-    kernel::{conf, read},
-    maps::{NS_ALLOC, NS_DROP_FIRST, NS_FREE, PENDING, count, emit, netns_add, wanted},
+    kernel::conf,
+    maps::{
+        NS_ALLOC, NS_DROP_FIRST, NS_FREE, PENDING, count, emit, netns_add, scratch, scratch_event,
+        wanted,
+    },
 };
 
 /// `kmem_cache_alloc(call_site, ptr, s, gfp_flags, node)`.
@@ -86,16 +89,17 @@ pub fn ct_free(ctx: BtfTracePointContext) -> i32 {
         if PENDING.remove(ct).is_ok() {
             count(counter::RESOLVED_AT_FREE);
             netns_add(netns, NS_ALLOC);
-            if send {
-                let mut alloc = kernel::ct_event(ct, kind::ALLOC);
-                alloc.alloc_ts_ns = alloc_ts_ns;
-                emit(&alloc);
+            if send && let Some(ev) = scratch_event(scratch::FREE) {
+                kernel::ct_event(ct, kind::ALLOC, ev);
+                ev.alloc_ts_ns = alloc_ts_ns;
+                emit(ev);
             }
         }
     }
     netns_add(netns, NS_FREE);
-    if send {
-        emit(&kernel::ct_event(ct, kind::FREE));
+    if send && let Some(ev) = scratch_event(scratch::FREE) {
+        kernel::ct_event(ct, kind::FREE, ev);
+        emit(ev);
     }
     0
 }
@@ -110,29 +114,28 @@ pub fn ct_drop(ctx: BtfTracePointContext) -> i32 {
     }
     let skb: u64 = ctx.arg(0);
     let location: u64 = ctx.arg(1);
-    let mut ev = Event {
-        kind: kind::DROP,
-        // SAFETY: helpers without preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        cpu: unsafe { bpf_get_smp_processor_id() },
-        ..Event::default()
+    let Some(ev) = scratch_event(scratch::DROP) else {
+        return 0;
     };
-    let net = kernel::skb_net(skb, &mut ev);
-    if net != 0 {
-        ev.netns = read::<u32>(net + conf!(net_inum) as u64).unwrap_or(0);
-    }
+    ev.kind = kind::DROP;
+    // SAFETY: helpers without preconditions.
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    ev.cpu = unsafe { bpf_get_smp_processor_id() };
+    let net = kernel::skb_net(skb, ev);
+    ev.netns = kernel::net_inum(net);
     if ev.netns == 0 {
         ev.flags |= flag::NO_NETNS;
     }
-    packet::parse(skb, &mut ev);
-    ev.cause = kernel::classify(skb, net, location, &mut ev);
-    count(counter::DROP_FIRST + ev.cause as u32);
+    packet::parse(skb, ev);
+    ev.cause = kernel::classify(skb, net, location, ev);
+    let index = counter::DROP_FIRST + ev.cause as u32;
+    count(index);
     netns_add(ev.netns, NS_DROP_FIRST + ev.cause as u32);
     if !wanted(setting::EVENTS_DROP) {
         return 0;
     }
-    if maps::sampled(counter::DROP_FIRST + ev.cause as u32) {
-        emit(&ev);
+    if maps::sampled(index) {
+        emit(ev);
     } else {
         count(counter::SAMPLED_OUT);
     }

@@ -66,12 +66,8 @@ pub fn wanted(class: u32) -> bool {
 /// Sends an event, counting it as lost when the ring buffer is full.
 #[inline(always)]
 pub fn emit(ev: &Event) {
-    match EVENTS.reserve::<Event>(0) {
-        Some(mut entry) => {
-            entry.write(*ev);
-            entry.submit(0);
-        }
-        None => count(counter::LOST_EVENTS),
+    if EVENTS.output::<Event>(ev, 0).is_err() {
+        count(counter::LOST_EVENTS);
     }
 }
 
@@ -88,6 +84,15 @@ pub fn sampled(index: u32) -> bool {
     }
 }
 
+/// Initial value for a namespace seen for the first time. A static (in the
+/// object's read-only data) rather than a stack value: the drop probe is
+/// close to the 512-byte stack limit.
+static ZERO_NETNS: NetnsCounters = NetnsCounters {
+    alloc: 0,
+    free: 0,
+    drops: [0; conntrack_common::cause::COUNT],
+};
+
 /// Adds one to field `field` of a namespace's counters (viewed as `[u64; 7]`).
 #[inline(always)]
 pub fn netns_add(netns: u32, field: u32) {
@@ -95,23 +100,51 @@ pub fn netns_add(netns: u32, field: u32) {
     if field >= FIELDS {
         return;
     }
-    if let Some(p) = NETNS.get_ptr_mut(netns) {
-        // SAFETY: per-CPU value from a successful lookup, `field` in bounds.
-        unsafe { *(p as *mut u64).add(field as usize) += 1 };
-        return;
-    }
-    let mut fresh = NetnsCounters::default();
-    // SAFETY: `field` is in bounds of the local struct.
-    unsafe { *(&raw mut fresh as *mut u64).add(field as usize) = 1 };
-    if NETNS.insert(netns, fresh, BPF_NOEXIST as u64).is_ok() {
-        return;
-    }
-    // Another CPU created it first, or the map is full.
-    match NETNS.get_ptr_mut(netns) {
-        // SAFETY: as above.
-        Some(p) => unsafe { *(p as *mut u64).add(field as usize) += 1 },
-        None => count(counter::NETNS_OVERFLOW),
-    }
+    let p = match NETNS.get_ptr_mut(netns) {
+        Some(p) => p,
+        None => {
+            // Fails harmlessly if another CPU created it first.
+            #[expect(
+                clippy::needless_borrows_for_generic_args,
+                reason = "pass the static's address, not a stack copy"
+            )]
+            let _ = NETNS.insert(netns, &ZERO_NETNS, BPF_NOEXIST as u64);
+            match NETNS.get_ptr_mut(netns) {
+                Some(p) => p,
+                None => {
+                    count(counter::NETNS_OVERFLOW);
+                    return;
+                }
+            }
+        }
+    };
+    // SAFETY: per-CPU value from a successful lookup, `field` in bounds.
+    unsafe { *(p as *mut u64).add(field as usize) += 1 };
+}
+
+/// Per-CPU scratch events, one slot per program so that a probe interrupted
+/// by another on the same CPU keeps its own: the 112-byte event does not fit
+/// on the BPF stack next to everything else the drop probe holds.
+#[map]
+pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(scratch::COUNT, 0);
+
+/// Slots of [`SCRATCH`].
+pub mod scratch {
+    pub const DROP: u32 = 0;
+    pub const FREE: u32 = 1;
+    pub const RESOLVE: u32 = 2;
+    pub const COUNT: u32 = 3;
+}
+
+/// This CPU's scratch event for a program, zeroed.
+#[inline(always)]
+pub fn scratch_event(slot: u32) -> Option<&'static mut Event> {
+    let p = SCRATCH.get_ptr_mut(slot)?;
+    // SAFETY: per-CPU map value; only this program uses this slot on this
+    // CPU, and BPF recursion protection keeps it from nesting with itself.
+    let ev = unsafe { &mut *p };
+    *ev = Event::default();
+    Some(ev)
 }
 
 /// Entries younger than this may still be inside `__nf_conntrack_alloc`,
@@ -162,10 +195,12 @@ extern "C" fn resolve_one(
     if PENDING.remove(ct).is_ok() {
         count(counter::RESOLVED);
         netns_add(netns, NS_ALLOC);
-        if wanted(setting::EVENTS_CT) {
-            let mut ev = kernel::ct_event(ct, kind::ALLOC);
+        if wanted(setting::EVENTS_CT)
+            && let Some(ev) = scratch_event(scratch::RESOLVE)
+        {
+            kernel::ct_event(ct, kind::ALLOC, ev);
             ev.alloc_ts_ns = alloc_ts_ns;
-            emit(&ev);
+            emit(ev);
         }
     }
     0

@@ -215,6 +215,28 @@ pub fn tcp_connections(ns: &Netns, m: usize) -> Result<()> {
     })?
 }
 
+const LOCK_PATH: &str = "/run/ctscope-tests.lock";
+
+fn lock(mode: libc::c_int) -> Result<File> {
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK_PATH)?;
+    // SAFETY: flock on an fd we own.
+    if unsafe { libc::flock(file.as_raw_fd(), mode) } != 0 {
+        bail!("locking {LOCK_PATH}: {}", std::io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
+/// Held by every test that generates traffic or counts programs: such tests
+/// may share the machine with each other (and with other checkouts' test
+/// runs), but not with a test that changes the global conntrack sysctls.
+pub fn shared_lock() -> File {
+    lock(libc::LOCK_SH).expect("test lock")
+}
+
 /// Serialises tests that change the global conntrack sysctls, across
 /// processes too, and restores every value it changed on drop (also when
 /// the test panics).
@@ -225,16 +247,8 @@ pub struct SysctlGuard {
 
 impl SysctlGuard {
     pub fn new() -> Result<Self> {
-        let lock = File::create("/run/ctscope-tests.lock")?;
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            bail!(
-                "locking /run/ctscope-tests.lock: {}",
-                std::io::Error::last_os_error()
-            );
-        }
         Ok(Self {
-            _lock: lock,
+            _lock: lock(libc::LOCK_EX)?,
             saved: Vec::new(),
         })
     }
@@ -379,25 +393,42 @@ fn pipe_lines(pipe: Option<impl std::io::Read + Send + 'static>) -> mpsc::Receiv
     rx
 }
 
-/// Names of the eBPF programs ctscope attaches.
-pub const PROGRAM_NAMES: [&str; 3] = ["ct_alloc", "ct_free", "ct_drop"];
+/// IDs of the eBPF programs a process holds, from the `prog_id:` line of
+/// each fd's fdinfo (links hold their program too).
+pub fn program_ids_of(pid: u32) -> Vec<u32> {
+    let mut ids = Vec::new();
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return ids;
+    };
+    for entry in dir.flatten() {
+        let Ok(text) = fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        for line in text.lines() {
+            if let Some(id) = line
+                .strip_prefix("prog_id:")
+                .and_then(|v| v.trim().parse().ok())
+                && !ids.contains(&id)
+            {
+                ids.push(id);
+            }
+        }
+    }
+    ids.sort_unstable();
+    ids
+}
 
-/// How many loaded eBPF programs carry one of ctscope's program names.
-pub fn ctscope_programs_loaded() -> Result<usize> {
-    let out = sh(Command::new("bpftool").args(["-j", "prog", "show"]))?;
-    let progs: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    Ok(progs
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|p| {
-                    p.get("name")
-                        .and_then(|n| n.as_str())
-                        .is_some_and(|n| PROGRAM_NAMES.contains(&n))
-                })
-                .count()
+/// Which of these program IDs are still loaded in the kernel.
+pub fn still_loaded(ids: &[u32]) -> Vec<u32> {
+    ids.iter()
+        .copied()
+        .filter(|id| {
+            Command::new("bpftool")
+                .args(["prog", "show", "id", &id.to_string()])
+                .output()
+                .is_ok_and(|o| o.status.success())
         })
-        .unwrap_or(0))
+        .collect()
 }
 
 /// Polls `f` until it returns true or `timeout` passes.
@@ -424,4 +455,19 @@ pub fn netns_row(record: &serde_json::Value, inum: u32) -> Option<&serde_json::V
 /// A number at a JSON pointer, or 0.
 pub fn num(v: &serde_json::Value, pointer: &str) -> u64 {
     v.pointer(pointer).and_then(|x| x.as_u64()).unwrap_or(0)
+}
+
+/// Checks a record against one of the JSON Schemas in docs/.
+pub fn assert_schema(schema_file: &str, record: &serde_json::Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs")
+        .join(schema_file);
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let schema: serde_json::Value = serde_json::from_str(&text).expect("schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("valid schema");
+    let errors: Vec<String> = validator
+        .iter_errors(record)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{schema_file}: {errors:?}\n{record}");
 }

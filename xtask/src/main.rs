@@ -124,14 +124,46 @@ fn test(no_lint: bool, filter: Option<&str>) -> Result<()> {
         cargo(&[
             "clippy",
             "--workspace",
+            "--exclude",
+            "conntrack-ebpf",
             "--all-targets",
             "--",
             "-D",
             "warnings",
         ])?;
+        // The eBPF crate builds only for the BPF target, with nightly.
+        let status = Command::new("rustup")
+            .args([
+                "run",
+                "nightly",
+                "cargo",
+                "clippy",
+                "--release",
+                "--package",
+            ])
+            .args([
+                "conntrack-ebpf",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+            ])
+            .args(["--", "-D", "warnings"])
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .status()
+            .context("running clippy on the eBPF crate")?;
+        if !status.success() {
+            bail!("clippy found problems in conntrack-ebpf");
+        }
     }
-    // Unit tests of every host crate, including the ones that read this
-    // kernel's BTF.
+    if !provision::is_root() {
+        bail!(
+            "the tests load eBPF programs and change network namespaces: \
+             run `sudo cargo xtask test`"
+        );
+    }
+    // Unit tests of every host crate; `--include-ignored` adds the ones that
+    // read this machine's kernel as root.
     cargo(&[
         "test",
         "--workspace",
@@ -139,13 +171,9 @@ fn test(no_lint: bool, filter: Option<&str>) -> Result<()> {
         "conntrack-ebpf",
         "--exclude",
         "ctscope-integration",
+        "--",
+        "--include-ignored",
     ])?;
-    if !provision::is_root() {
-        bail!(
-            "the integration tests load eBPF programs and change network namespaces: \
-             run `sudo cargo xtask test`"
-        );
-    }
     // The release binary is what users run; the tests drive it.
     build_release()?;
     let bin = workspace_root()?.join("target/release/ctscope");

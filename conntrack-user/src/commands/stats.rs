@@ -29,7 +29,8 @@ pub async fn run(args: &StatsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
             events: setting::EVENTS_DROP,
         },
         tx,
-    )?;
+    )
+    .await?;
     super::write_ready_file(args.ready_file.as_deref())?;
     let mut model = Model::new(RunInfo {
         backend: live.info.backend.to_owned(),

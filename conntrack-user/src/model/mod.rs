@@ -35,6 +35,7 @@ struct Mark {
     mono_ns: u64,
     counters: Counters,
     kernel: ConntrackStats,
+    netns: HashMap<u32, NetnsCounters>,
 }
 
 #[derive(Debug, Default)]
@@ -87,6 +88,7 @@ impl Model {
             mono_ns: s.mono_ns,
             counters: s.counters,
             kernel,
+            netns: s.netns.iter().copied().collect(),
         };
         let Some(first) = self.first.clone() else {
             self.first = Some(mark.clone());
@@ -109,7 +111,7 @@ impl Model {
             rates: Rates::between(&before, &totals, elapsed_ns),
             totals,
             kernel,
-            netns: self.netns_rows(&s.netns, &s.kernel),
+            netns: self.netns_rows(&first.netns, &s.netns, &s.kernel),
         };
         self.latest = Some(interval.clone());
         if self.history.len() == HISTORY {
@@ -134,17 +136,24 @@ impl Model {
     /// or holding entries.
     fn netns_rows(
         &self,
+        base: &HashMap<u32, NetnsCounters>,
         counted: &[(u32, NetnsCounters)],
         readings: &[NetnsReading],
     ) -> Vec<NetnsRow> {
         let by_inum: HashMap<u32, &NetnsReading> = readings.iter().map(|r| (r.inum, r)).collect();
         let mut rows: BTreeMap<u32, NetnsRow> = BTreeMap::new();
         for (inum, c) in counted {
+            let b = base.get(inum).copied().unwrap_or_default();
+            if *c == b {
+                continue;
+            }
+            let drops: [u64; cause::COUNT] =
+                std::array::from_fn(|i| c.drops[i].saturating_sub(b.drops[i]));
             let row = rows.entry(*inum).or_insert_with(|| NetnsRow::new(*inum));
-            row.alloc = c.alloc;
-            row.free = c.free;
-            row.drops_by_cause = DropCounts::from_array(&c.drops);
-            row.drops = c.drops.iter().sum();
+            row.alloc = c.alloc.saturating_sub(b.alloc);
+            row.free = c.free.saturating_sub(b.free);
+            row.drops_by_cause = DropCounts::from_array(&drops);
+            row.drops = drops.iter().sum();
         }
         for r in readings {
             if r.count.unwrap_or(0) > 0 || rows.contains_key(&r.inum) {

@@ -10,7 +10,7 @@ use tokio::{
     io::unix::AsyncFd,
     sync::mpsc,
     task::JoinHandle,
-    time::{MissedTickBehavior, interval},
+    time::{Instant, MissedTickBehavior, interval, interval_at},
 };
 
 use crate::{
@@ -50,16 +50,17 @@ pub struct LiveSource {
 }
 
 impl LiveSource {
-    /// Attaches the probes (errors come back before anything runs), then
-    /// starts sending to `out`. The first sample is taken at once: it is the
-    /// baseline the first interval is measured from.
-    pub fn start(opts: LiveOptions, out: mpsc::Sender<Message>) -> Result<Self, ProbeError> {
+    /// Attaches the probes (errors come back before anything runs), sends
+    /// the baseline sample the first interval is measured from, then keeps
+    /// sending to `out`. When this returns, everything from now on is counted.
+    pub async fn start(opts: LiveOptions, out: mpsc::Sender<Message>) -> anyhow::Result<Self> {
         let mut probes = Probes::attach(&opts.probe)?;
         probes.set_setting(setting::EVENTS, opts.events)?;
-        let ring = probes
+        let mut ring = probes
             .take_events()
             .ok_or(ProbeError::MissingMap("EVENTS"))?;
         let info = probes.info.clone();
+        sample(&mut probes, &mut ring, &opts, &out).await?;
         let (control, control_rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(run(probes, ring, opts, out, control_rx));
         Ok(Self {
@@ -95,7 +96,7 @@ async fn run(
         .context("polling the event ring buffer")?;
     let mut resolve = interval(RESOLVE_EVERY);
     resolve.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut tick = interval(opts.sample_every);
+    let mut tick = interval_at(Instant::now() + opts.sample_every, opts.sample_every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
