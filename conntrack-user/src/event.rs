@@ -42,4 +42,6 @@ pub enum Message {
     Events(Vec<Event>),
     /// Counters read at the end of an interval.
     Sample(Box<Sample>),
+    /// A completed walk of the hash table.
+    Buckets(Box<crate::model::buckets::BucketWalk>),
 }

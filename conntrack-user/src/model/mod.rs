@@ -5,11 +5,15 @@
 //! views only read. Live capture and a replayed trace go through the same
 //! `apply`.
 
+pub mod buckets;
+pub mod drops;
 mod interval;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use conntrack_common::{Event, NetnsCounters, cause, counter};
+use buckets::BucketWalk;
+use conntrack_common::{Event, NetnsCounters, cause, counter, kind};
+use drops::{DropFilter, DropLog, DropRecord};
 pub use interval::{DropCounts, Interval, NetnsRow, Rates, Table, Totals};
 
 use crate::{
@@ -55,6 +59,10 @@ pub struct Model {
     pub sysctls: Sysctls,
     /// Kernel events applied so far.
     pub events_seen: u64,
+    /// Dropped packets in detail, with top-N aggregations.
+    pub drops: DropLog,
+    /// The latest walk of the hash table, if any.
+    pub buckets: Option<BucketWalk>,
 }
 
 impl Model {
@@ -65,15 +73,32 @@ impl Model {
         }
     }
 
+    /// A model whose per-packet drop view keeps only what `filter` matches.
+    pub fn with_drop_filter(info: RunInfo, filter: DropFilter) -> Self {
+        Self {
+            info,
+            drops: DropLog::new(filter),
+            ..Self::default()
+        }
+    }
+
     pub fn apply(&mut self, msg: Message) {
         match msg {
             Message::Events(events) => self.apply_events(&events),
             Message::Sample(sample) => self.apply_sample(&sample),
+            Message::Buckets(walk) => self.buckets = Some(*walk),
         }
     }
 
     fn apply_events(&mut self, events: &[Event]) {
         self.events_seen += events.len() as u64;
+        for ev in events {
+            if ev.kind == kind::DROP
+                && let Some(d) = DropRecord::from_event(ev)
+            {
+                self.drops.push(d);
+            }
+        }
     }
 
     /// Number of completed intervals.
