@@ -20,6 +20,7 @@ use cli::{Cli, Command, StatsArgs};
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Some(Command::Stats(args)) => commands::stats::run(args, &cli.probe).await,
+        Some(Command::Drops(args)) => commands::drops::run(args, &cli.probe).await,
         None => {
             let args = StatsArgs {
                 json: false,

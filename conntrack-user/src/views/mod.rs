@@ -1,2 +1,3 @@
 //! Views: pure functions from the model to text or frames.
+pub mod drops;
 pub mod stats;
