@@ -10,7 +10,6 @@ use std::{
 use ctscope_integration::*;
 use serde_json::Value;
 
-const WAIT: Duration = Duration::from_secs(10);
 
 /// Stops ctscope with SIGINT and returns every JSON line it printed after
 /// `seen` lines were already consumed, checking each against the schema.
