@@ -11,8 +11,8 @@ use ctscope_integration::*;
 use serde_json::Value;
 
 
-/// Stops ctscope with SIGINT and returns every JSON line it printed after
-/// `seen` lines were already consumed, checking each against the schema.
+/// Stops ctscope with SIGINT and returns the drop lines and the summary it
+/// printed, checking each against the schema.
 fn finish(mut ct: Ctscope) -> (Vec<Value>, Value) {
     let status = ct.signal(libc::SIGINT).expect("exit");
     assert!(status.success(), "{status}: {}", ct.stderr_text());
