@@ -56,7 +56,22 @@ pub enum Command {
     /// namespace, 5-tuple and TCP flags; a summary at exit.
     #[command(after_help = DROPS_AFTER)]
     Drops(DropsArgs),
+
+    /// Generate new conntrack flows over loopback in a private network
+    /// namespace (nothing leaves the machine), to watch the table fill.
+    #[command(after_help = LOAD_AFTER)]
+    Load(LoadArgs),
 }
+
+const LOAD_AFTER: &str = "\
+Each flow has a new tuple, so each creates one conntrack entry in the load namespace.
+The namespace is created for the run and disappears with its entries at exit, unless
+--netns names an existing one. Without --count or --duration the run lasts 10 s.
+
+Examples:
+  ctscope load --rate 20000 --duration 60          20k new UDP flows a second
+  ctscope load --kind syn --squeeze 5000           fill to 5000 entries, then drops
+  ctscope load --json --count 200000               as fast as possible, report as JSON";
 
 const DROPS_AFTER: &str = "\
 Causes: table_full (no room: nf_conntrack_max reached), invalid (conntrack found the
@@ -219,6 +234,50 @@ pub fn parse_proto(text: &str) -> Result<u8, String> {
             format!("unknown protocol `{text}`; use tcp, udp, icmp, icmpv6, sctp or a number")
         }),
     }
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct LoadArgs {
+    /// What each flow is.
+    #[arg(long, value_enum, default_value_t = crate::loadgen::FlowKind::Udp)]
+    pub kind: crate::loadgen::FlowKind,
+
+    /// New flows per second (all threads together); 0 or absent: as fast as
+    /// possible.
+    #[arg(long, value_name = "PER_SEC")]
+    pub rate: Option<u64>,
+
+    /// Stop after this many flows.
+    #[arg(short = 'n', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// Stop after this long (default 10 s when --count is not given).
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Sending threads.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub threads: u64,
+
+    /// Use this existing namespace (`ip netns` name or a path like
+    /// /proc/PID/ns/net) instead of a private one; it must have a ruleset
+    /// that uses conntrack.
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
+
+    /// Lower nf_conntrack_max to this many entries for the run so that the
+    /// table fills and drops; restored at exit. It is a global limit: every
+    /// namespace on the machine is held to it while the run lasts.
+    #[arg(long, value_name = "ENTRIES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub squeeze: Option<u64>,
+
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Create this file once the namespace is ready and load is about to start.
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
 }
 
 /// Parses `10`, `2.5`, `10s`, `500ms`, `5m`, `1h`. Bare numbers are seconds.

@@ -8,6 +8,7 @@ pub mod commands;
 pub mod event;
 pub mod kallsyms;
 pub mod kernel;
+pub mod loadgen;
 pub mod model;
 pub mod probe;
 pub mod source;
@@ -21,6 +22,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Some(Command::Stats(args)) => commands::stats::run(args, &cli.probe).await,
         Some(Command::Drops(args)) => commands::drops::run(args, &cli.probe).await,
+        Some(Command::Load(args)) => commands::load::run(args).await,
         None => {
             let args = StatsArgs {
                 json: false,
