@@ -61,7 +61,19 @@ pub enum Command {
     /// namespace (nothing leaves the machine), to watch the table fill.
     #[command(after_help = LOAD_AFTER)]
     Load(LoadArgs),
+
+    /// Serve Prometheus / OpenMetrics metrics on /metrics (and /healthz),
+    /// compatible with node_exporter's conntrack metrics.
+    #[command(after_help = SERVE_AFTER)]
+    Serve(ServeArgs),
 }
+
+const SERVE_AFTER: &str = "\
+node_nf_conntrack_entries, node_nf_conntrack_entries_limit and node_nf_conntrack_stat_*
+keep node_exporter's names and meaning (ctscope's own namespace); ctscope_* adds drops
+per cause, allocations and frees, entries and drops per namespace (label netns), the
+chain-length histogram and walk cost, and lost events. deploy/ has a Kubernetes
+DaemonSet, Prometheus alerts and a Grafana dashboard.";
 
 const LOAD_AFTER: &str = "\
 Each flow has a new tuple, so each creates one conntrack entry in the load namespace.
@@ -276,6 +288,23 @@ pub struct LoadArgs {
     pub json: bool,
 
     /// Create this file once the namespace is ready and load is about to start.
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// Address and port to listen on. The default is loopback only; use
+    /// 0.0.0.0:9464 (or [::]:9464) to let a remote Prometheus scrape.
+    #[arg(long, default_value = crate::commands::serve::DEFAULT_LISTEN,
+          value_parser = crate::commands::serve::parse_listen, value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+
+    /// How often the counters are read and the page refreshed.
+    #[arg(short, long, default_value = "1", value_name = "DURATION", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Create this file once the probes are attached and the port is open.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
 }

@@ -23,6 +23,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Stats(args)) => commands::stats::run(args, &cli.probe).await,
         Some(Command::Drops(args)) => commands::drops::run(args, &cli.probe).await,
         Some(Command::Load(args)) => commands::load::run(args).await,
+        Some(Command::Serve(args)) => commands::serve::run(args, &cli.probe).await,
         None => {
             let args = StatsArgs {
                 json: false,

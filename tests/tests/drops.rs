@@ -46,9 +46,11 @@ fn table_full_syns_carry_their_exact_tuple_over_ipv4_and_ipv6() {
     let v6: SocketAddr = (Ipv6Addr::LOCALHOST, 8080).into();
     let _l4 = tcp_listener(&ns, v4).expect("listen v4");
     let _l6 = tcp_listener(&ns, v6).expect("listen v6");
-    // Fill the namespace up to the limit with UDP flows (they live 30 s).
+    // Fill the namespace up to the limit with TCP connections: completed
+    // handshakes are ASSURED, which early_drop() never evicts, so every SYN
+    // that follows is refused (UDP fillers could be evicted to make room).
     sysctl.set("nf_conntrack_max", 20).expect("lower max");
-    udp_flows(&ns, 20, 20000, false).expect("fill");
+    tcp_connections(&ns, 20).expect("fill");
     assert_eq!(ns.count().expect("count"), 20);
 
     let before = ns.kernel_stats().expect("stats");

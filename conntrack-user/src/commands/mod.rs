@@ -1,6 +1,7 @@
 //! One module per subcommand; each wires a source, the model and a view.
 pub mod drops;
 pub mod load;
+pub mod serve;
 pub mod stats;
 
 use std::{fs, path::Path};

@@ -59,6 +59,9 @@ pub struct Model {
     pub sysctls: Sysctls,
     /// Kernel events applied so far.
     pub events_seen: u64,
+    /// The kernel's own view of each namespace at the latest sample
+    /// (absolute counters, entry counts).
+    pub kernel_now: Vec<NetnsReading>,
     /// Dropped packets in detail, with top-N aggregations.
     pub drops: DropLog,
     /// The latest walk of the hash table, if any.
@@ -119,6 +122,7 @@ impl Model {
 
     fn apply_sample(&mut self, s: &Sample) {
         self.sysctls = s.sysctls;
+        self.kernel_now.clone_from(&s.kernel);
         self.clock_offset_ns = Some(i128::from(s.wall_ms) * 1_000_000 - i128::from(s.mono_ns));
         let kernel = self.fold_kernel(&s.kernel);
         let mark = Mark {
