@@ -66,6 +66,20 @@ pub enum Command {
     /// compatible with node_exporter's conntrack metrics.
     #[command(after_help = SERVE_AFTER)]
     Serve(ServeArgs),
+
+    /// Print a shell completion script: `ctscope completions bash >
+    /// /etc/bash_completion.d/ctscope`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the man page (roff): `ctscope man > ctscope.1`, or a
+    /// subcommand's: `ctscope man stats > ctscope-stats.1`.
+    Man {
+        /// A subcommand, for its own page.
+        subcommand: Option<String>,
+    },
 }
 
 const SERVE_AFTER: &str = "\

@@ -1,4 +1,5 @@
 //! One module per subcommand; each wires a source, the model and a view.
+pub mod docs;
 pub mod drops;
 pub mod load;
 pub mod serve;
