@@ -10,7 +10,6 @@ use std::{
 use ctscope_integration::*;
 use serde_json::Value;
 
-
 /// Stops ctscope with SIGINT and returns the drop lines and the summary it
 /// printed, checking each against the schema.
 fn finish(mut ct: Ctscope) -> (Vec<Value>, Value) {

@@ -64,7 +64,7 @@ fn allocations_are_counted_exactly_per_namespace() {
     assert_eq!(num(&rec, "/totals/lost_events"), 0, "{rec}");
     assert_eq!(
         rec.pointer("/backend").and_then(|b| b.as_str()),
-        Some("tracepoint")
+        Some(expected_backend())
     );
 }
 
@@ -233,6 +233,14 @@ fn bad_input_and_missing_privileges_exit_2_with_one_clear_line() {
 
     let (code, err) = run_fail(&["stats", "--duration", "0"], None);
     assert_eq!(code, 2, "{err}");
+
+    if expected_backend() == "tracepoint" && std::env::var_os("CTSCOPE_BACKEND").is_none() {
+        // No kprobes here: forcing them is an environment error.
+        let (code, err) = run_fail(&["stats", "--backend", "kprobe"], None);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("no kprobes"), "{err}");
+        assert!(err.contains("--backend tracepoint"), "{err}");
+    }
 
     let (code, err) = run_fail(&["stats"], Some(65534));
     assert_eq!(code, 2, "{err}");
