@@ -1,6 +1,7 @@
 //! What happens when a conntrack entry is freed, whichever probe saw it
 //! (the slab tracepoint or the `nf_conntrack_free` kprobe).
 
+use aya_ebpf::{EbpfContext as _, programs::BtfTracePointContext};
 use conntrack_common::{counter, kind, setting};
 
 use crate::{
@@ -35,4 +36,14 @@ pub fn freed(ct: u64) {
         kernel::ct_event(ct, kind::FREE, ev);
         emit(ev);
     }
+}
+
+/// Argument `n` of a BTF tracepoint, read from the context with a helper.
+/// Before about 6.4 the verifier refuses direct context loads of `void *`
+/// arguments ("arg1 type UNKNOWN is not a struct"), such as
+/// `kmem_cache_alloc`'s `ptr` and `kfree_skb`'s `location` on 6.1.
+#[inline(always)]
+pub fn void_arg(ctx: &BtfTracePointContext, n: usize) -> u64 {
+    let args = ctx.as_ptr() as *const u64;
+    kernel::read::<u64>(args.wrapping_add(n) as u64).unwrap_or(0)
 }

@@ -48,7 +48,7 @@ pub fn ct_alloc(ctx: BtfTracePointContext) -> i32 {
     if cache != conf!(ct_cache) {
         return 0;
     }
-    let ct: u64 = ctx.arg(1);
+    let ct = lifecycle::void_arg(&ctx, 1);
     if ct == 0 {
         return 0;
     }
@@ -73,7 +73,7 @@ pub fn ct_free(ctx: BtfTracePointContext) -> i32 {
     if cache != conf!(ct_cache) {
         return 0;
     }
-    let ct: u64 = ctx.arg(1);
+    let ct = lifecycle::void_arg(&ctx, 1);
     if ct == 0 {
         return 0;
     }
@@ -90,7 +90,7 @@ pub fn ct_drop(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let skb: u64 = ctx.arg(0);
-    let location: u64 = ctx.arg(1);
+    let location = lifecycle::void_arg(&ctx, 1);
     let Some(ev) = scratch_event(scratch::DROP) else {
         return 0;
     };

@@ -410,6 +410,9 @@ fn build_initrd(root: &Path, image: &Image, built: &Built, opts: &VmOptions) -> 
     let docs = root.join("docs");
     let docs_in = stage.join(docs.strip_prefix("/").unwrap_or(&docs));
     fs::create_dir_all(&docs_in)?;
+    // They spell it <root>/tests/../docs, so tests/ must exist too.
+    let tests_dir = root.join("tests");
+    fs::create_dir_all(stage.join(tests_dir.strip_prefix("/").unwrap_or(&tests_dir)))?;
     for entry in fs::read_dir(&docs)?.flatten() {
         if entry
             .file_name()
