@@ -704,7 +704,7 @@ mod tests {
 
     #[test]
     fn newest_kernel_sorts_numerically() {
-        let mut v = vec![
+        let mut v = [
             "linux-image-6.1.0-9-amd64",
             "linux-image-6.1.0-56-amd64",
             "linux-image-6.1.0-10-amd64",
