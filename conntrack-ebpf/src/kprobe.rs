@@ -69,7 +69,9 @@ struct Hint {
 #[map]
 static HINTS: PerCpuArray<Hint> = PerCpuArray::with_max_entries(1, 0);
 
-/// The two buckets of each entry in the hash table, by entry address.
+/// The two buckets of each entry in the hash table, by entry address. The
+/// loader sizes it from nf_conntrack_max when the insert hook is used, and
+/// to one entry otherwise (hash maps are preallocated).
 #[map]
 static INSERTED: HashMap<u64, [u32; 2]> = HashMap::with_max_entries(1 << 18, 0);
 

@@ -79,6 +79,18 @@ pub fn buckets_size(choice: &Choice) -> u32 {
         .unwrap_or(1)
 }
 
+/// Room for the entries in the table (their buckets), only when the
+/// insert hook is used: the map is preallocated.
+pub fn inserted_size(choice: &Choice) -> u32 {
+    if choice.hooks & conntrack_common::kprobe_hook::INSERT == 0 {
+        return 1;
+    }
+    std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .map_or(1 << 18, |max| max.clamp(1024, 1 << 20))
+}
+
 /// Whether an attach error is the kernel refusing the kprobe (so `auto`
 /// can fall back to the tracepoints) rather than a bug.
 pub fn is_refusal(err: &ProbeError) -> bool {

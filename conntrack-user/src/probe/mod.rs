@@ -131,6 +131,7 @@ impl Probes {
             .override_global("CONFIG", &cfg, true)
             .map_max_entries("EVENTS", opts.ring_bytes)
             .map_max_entries("BUCKETS", kprobes::buckets_size(choice))
+            .map_max_entries("INSERTED", kprobes::inserted_size(choice))
             .load(EBPF_OBJECT)
             .map_err(ProbeError::Load)?;
         let mut hot: Vec<&'static str> = kprobes::programs(choice).collect();
@@ -261,6 +262,7 @@ fn discover(cfg: &Config, btf: &Btf) -> Result<Found, ProbeError> {
         .map_max_entries("PENDING", 1)
         .map_max_entries("NETNS", 1)
         .map_max_entries("BUCKETS", 1)
+        .map_max_entries("INSERTED", 1)
         .load(EBPF_OBJECT)
         .map_err(ProbeError::Load)?;
 

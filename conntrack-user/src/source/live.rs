@@ -142,14 +142,6 @@ async fn sample(
     opts: &LiveOptions,
     out: &mpsc::Sender<Message>,
 ) -> anyhow::Result<bool> {
-    // The interval ends when the sample is taken, not when the slower reads
-    // below finish: otherwise their jitter (large under emulation) shows up
-    // as intervals shorter and longer than asked for.
-    let mono_ns = monotonic_ns();
-    let wall_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
     probes.resolve_pending()?;
     let source = opts.kernel_stats;
     let kernel = tokio::task::spawn_blocking(move || read_namespaces(source))
@@ -160,8 +152,11 @@ async fn sample(
         return Ok(false);
     }
     let sample = Sample {
-        mono_ns,
-        wall_ms,
+        mono_ns: monotonic_ns(),
+        wall_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
         counters: probes.counters()?,
         netns: probes.netns_counters()?,
         kernel,
