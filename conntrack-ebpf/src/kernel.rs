@@ -38,7 +38,7 @@ pub fn read<T>(addr: u64) -> Result<T, i32> {
 
 /// Reads a member at `base + off`, or `None` when the member is absent.
 #[inline(always)]
-fn member<T>(base: u64, off: u32) -> Option<T> {
+pub(crate) fn member<T>(base: u64, off: u32) -> Option<T> {
     if off == ABSENT || base == 0 {
         return None;
     }
@@ -358,11 +358,13 @@ extern "C" fn sysctl_step(index: u64, ctx: *mut c_void) -> i64 {
         read(slot.data).unwrap_or(0)
     };
     let name: u64 = member(entry, conf!(ctl_procname)).unwrap_or(0);
-    if name == 0
-        // SAFETY: the helper checks the kernel address.
-        || unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, &mut slot.procname) }
-            .is_err()
-    {
+    // Before 6.6 the header has no size and the table ends with an entry
+    // whose procname is NULL (kernel/sysctl.c, register_sysctl_table).
+    if name == 0 {
+        return 1;
+    }
+    // SAFETY: the helper checks the kernel address.
+    if unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, &mut slot.procname) }.is_err() {
         slot.procname = [0; 32];
     }
     c.copied += 1;
@@ -402,7 +404,7 @@ pub fn discover_net() {
     let header: u64 = member(scan.found, conf!(cnet_sysctl_header)).unwrap_or(0);
     let mut copy = SysctlCopy {
         table: member(header, conf!(hdr_table)).unwrap_or(0),
-        size: member(header, conf!(hdr_size)).unwrap_or(0),
+        size: member(header, conf!(hdr_size)).unwrap_or(MAX_SYSCTLS),
         copied: 0,
     };
     // SAFETY: callback signature and context as bpf_loop requires.

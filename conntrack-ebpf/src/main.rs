@@ -21,22 +21,21 @@
 #![no_main]
 
 mod kernel;
+mod kprobe;
+mod lifecycle;
 mod maps;
 mod packet;
 
 use aya_ebpf::{
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
-    macros::{btf_tracepoint, raw_tracepoint},
-    programs::{BtfTracePointContext, RawTracePointContext},
+    macros::{btf_tracepoint, kprobe, kretprobe, raw_tracepoint},
+    programs::{BtfTracePointContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use conntrack_common::{Pending, counter, flag, kind, setting};
 
 use crate::{
     kernel::conf,
-    maps::{
-        NS_ALLOC, NS_DROP_FIRST, NS_FREE, PENDING, count, emit, netns_add, scratch, scratch_event,
-        wanted,
-    },
+    maps::{NS_DROP_FIRST, PENDING, count, emit, netns_add, scratch, scratch_event, wanted},
 };
 
 /// `kmem_cache_alloc(call_site, ptr, s, gfp_flags, node)`.
@@ -49,7 +48,7 @@ pub fn ct_alloc(ctx: BtfTracePointContext) -> i32 {
     if cache != conf!(ct_cache) {
         return 0;
     }
-    let ct: u64 = ctx.arg(1);
+    let ct = lifecycle::void_arg(&ctx, 1);
     if ct == 0 {
         return 0;
     }
@@ -74,33 +73,11 @@ pub fn ct_free(ctx: BtfTracePointContext) -> i32 {
     if cache != conf!(ct_cache) {
         return 0;
     }
-    let ct: u64 = ctx.arg(1);
+    let ct = lifecycle::void_arg(&ctx, 1);
     if ct == 0 {
         return 0;
     }
-    count(counter::FREE);
-    let netns = kernel::ct_netns(ct);
-    let send = wanted(setting::EVENTS_CT);
-    // An allocation still queued for attribution is attributed now: the
-    // entry was fully initialised long before it is freed.
-    if let Some(p) = PENDING.get_ptr(ct) {
-        // SAFETY: value pointer from a successful lookup.
-        let alloc_ts_ns = unsafe { (*p).alloc_ts_ns };
-        if PENDING.remove(ct).is_ok() {
-            count(counter::RESOLVED_AT_FREE);
-            netns_add(netns, NS_ALLOC);
-            if send && let Some(ev) = scratch_event(scratch::FREE) {
-                kernel::ct_event(ct, kind::ALLOC, ev);
-                ev.alloc_ts_ns = alloc_ts_ns;
-                emit(ev);
-            }
-        }
-    }
-    netns_add(netns, NS_FREE);
-    if send && let Some(ev) = scratch_event(scratch::FREE) {
-        kernel::ct_event(ct, kind::FREE, ev);
-        emit(ev);
-    }
+    lifecycle::freed(ct);
     0
 }
 
@@ -113,7 +90,7 @@ pub fn ct_drop(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let skb: u64 = ctx.arg(0);
-    let location: u64 = ctx.arg(1);
+    let location = lifecycle::void_arg(&ctx, 1);
     let Some(ev) = scratch_event(scratch::DROP) else {
         return 0;
     };
@@ -128,6 +105,7 @@ pub fn ct_drop(ctx: BtfTracePointContext) -> i32 {
     }
     packet::parse(skb, ev);
     ev.cause = kernel::classify(skb, net, location, ev);
+    ev.cause = kprobe::refine(skb, ev.cause, ev);
     let index = counter::DROP_FIRST + ev.cause as u32;
     count(index);
     netns_add(ev.netns, NS_DROP_FIRST + ev.cause as u32);
@@ -139,6 +117,71 @@ pub fn ct_drop(ctx: BtfTracePointContext) -> i32 {
     } else {
         count(counter::SAMPLED_OUT);
     }
+    0
+}
+
+/// The kprobe backend (kprobe.rs); the loader attaches each to the function
+/// named in its comment, or falls back to the tracepoints per hook.
+/// `__nf_conntrack_alloc` entry.
+#[kprobe]
+pub fn kp_alloc(ctx: ProbeContext) -> u32 {
+    kprobe::alloc_entry(&ctx);
+    0
+}
+
+/// `__nf_conntrack_alloc` return.
+#[kretprobe]
+pub fn kp_alloc_ret(ctx: RetProbeContext) -> u32 {
+    kprobe::alloc_return(&ctx);
+    0
+}
+
+/// `nf_conntrack_free` entry.
+#[kprobe]
+pub fn kp_free(ctx: ProbeContext) -> u32 {
+    kprobe::free(&ctx);
+    0
+}
+
+/// `__nf_conntrack_confirm` entry.
+#[kprobe]
+pub fn kp_confirm(ctx: ProbeContext) -> u32 {
+    kprobe::confirm_entry(&ctx);
+    0
+}
+
+/// `__nf_conntrack_confirm` return.
+#[kretprobe]
+pub fn kp_confirm_ret(ctx: RetProbeContext) -> u32 {
+    kprobe::confirm_return(&ctx);
+    0
+}
+
+/// `__nf_conntrack_hash_insert` entry.
+#[kprobe]
+pub fn kp_insert(ctx: ProbeContext) -> u32 {
+    kprobe::insert(&ctx);
+    0
+}
+
+/// `nf_ct_delete` entry.
+#[kprobe]
+pub fn kp_delete(ctx: ProbeContext) -> u32 {
+    kprobe::delete_entry(&ctx);
+    0
+}
+
+/// `nf_ct_delete` return.
+#[kretprobe]
+pub fn kp_delete_ret(ctx: RetProbeContext) -> u32 {
+    kprobe::delete_return(&ctx);
+    0
+}
+
+/// `early_drop` return.
+#[kretprobe]
+pub fn kp_early_drop_ret(ctx: RetProbeContext) -> u32 {
+    kprobe::early_drop_return(&ctx);
     0
 }
 

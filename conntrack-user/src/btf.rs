@@ -55,9 +55,11 @@ impl KernelBtf {
         }
         // Mmap: types are decoded on demand; parsing all of vmlinux's BTF up
         // front costs tens of MiB for the few dozen members ctscope reads.
-        let base = Btf::from_file_with_backend(vmlinux, Backend::Mmap).map_err(|source| BtfError::Read {
-            path: vmlinux.to_owned(),
-            source,
+        let base = Btf::from_file_with_backend(vmlinux, Backend::Mmap).map_err(|source| {
+            BtfError::Read {
+                path: vmlinux.to_owned(),
+                source,
+            }
         })?;
         let btf = if module.exists() {
             Btf::from_split_file(module, &base).map_err(|source| BtfError::Read {

@@ -128,9 +128,36 @@ pub struct ProbeArgs {
           value_parser = parse_ring_mib)]
     pub ring_size: u32,
 
+    /// Which probes to use. kprobe: conntrack's own functions (distribution
+    /// kernels; exact table-full and insert-failure attribution). tracepoint:
+    /// the slab and kfree_skb tracepoints (kernels without kprobes). auto:
+    /// kprobe when the kernel has kprobes and conntrack's functions are not
+    /// inlined, else tracepoint. The choice and the reason are printed on
+    /// stderr and reported as `backend` in stats.
+    #[arg(long, global = true, value_enum, env = "CTSCOPE_BACKEND",
+          default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+
     /// Where to read the kernel's own conntrack counters.
     #[arg(long, global = true, value_enum, default_value_t = StatsSourceArg::Auto)]
     pub kernel_stats: StatsSourceArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum BackendArg {
+    Auto,
+    Kprobe,
+    Tracepoint,
+}
+
+impl From<BackendArg> for crate::probe::backend::BackendRequest {
+    fn from(arg: BackendArg) -> Self {
+        match arg {
+            BackendArg::Auto => Self::Auto,
+            BackendArg::Kprobe => Self::Kprobe,
+            BackendArg::Tracepoint => Self::Tracepoint,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

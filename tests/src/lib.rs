@@ -39,6 +39,30 @@ pub fn ctscope_bin() -> PathBuf {
     panic!("no ctscope binary: run the tests with `cargo xtask test`");
 }
 
+/// The backend ctscope should report: `CTSCOPE_BACKEND` when the harness
+/// forces one (ctscope reads the same variable), else what `auto` picks:
+/// kprobe where the kernel has kprobes.
+pub fn expected_backend() -> &'static str {
+    match std::env::var("CTSCOPE_BACKEND").as_deref() {
+        Ok("kprobe") => "kprobe",
+        Ok("tracepoint") => "tracepoint",
+        _ if Path::new("/sys/bus/event_source/devices/kprobe").exists() => "kprobe",
+        _ => "tracepoint",
+    }
+}
+
+/// True (after saying so) when a tool this test needs is one the VM
+/// harness lists in `CTSCOPE_VM_MISSING_TOOLS`; on a normal machine a
+/// missing tool is a failure, not a skip.
+pub fn skip_without(tool: &str) -> bool {
+    let missing = std::env::var("CTSCOPE_VM_MISSING_TOOLS").unwrap_or_default();
+    if missing.split([',', ' ']).any(|t| t == tool) {
+        eprintln!("SKIPPED: `{tool}` is not available in this VM (CTSCOPE_VM_MISSING_TOOLS)");
+        return true;
+    }
+    false
+}
+
 /// The integration tests load eBPF programs and create namespaces.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.

@@ -6,6 +6,7 @@
 
 mod bench;
 mod provision;
+mod vm;
 
 use std::{
     env,
@@ -55,6 +56,24 @@ enum Cmd {
         #[arg(long)]
         smoke: bool,
     },
+    /// Run the integration suite in qemu (software emulation) on stock
+    /// Debian kernels, where nf_conntrack is a module and kprobes exist;
+    /// once per backend. Kernel packages are cached under target/vm/.
+    VmTest {
+        /// Which kernel(s) to boot.
+        #[arg(long, value_enum, default_value = "all")]
+        kernel: vm::KernelSel,
+        /// Which ctscope backend(s) the suite runs with (`all`: kprobe,
+        /// then tracepoint, in the same boot).
+        #[arg(long, value_enum, default_value = "all")]
+        backend: vm::BackendSel,
+        /// Only integration tests whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Minutes before a guest is stopped as hung.
+        #[arg(long, default_value_t = 80)]
+        timeout: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -94,6 +113,24 @@ fn run(cli: Cli) -> Result<()> {
                 (bench::FULL, root.join("docs/benchmarks.md"))
             };
             bench::run(&root, scale, &out)
+        }
+        Cmd::VmTest {
+            kernel,
+            backend,
+            filter,
+            timeout,
+        } => {
+            provision::toolchain()?;
+            provision::test_tools()?;
+            vm::run(
+                &root,
+                &vm::VmOptions {
+                    kernel,
+                    backend,
+                    filter,
+                    timeout_min: timeout,
+                },
+            )
         }
         Cmd::Test { no_lint, filter } => {
             provision::toolchain()?;

@@ -55,7 +55,7 @@ fn run(cmd: &mut Command, what: &str) -> Result<()> {
 }
 
 /// `apt-get install` of the packages not yet installed.
-fn apt_install(packages: &[&str]) -> Result<()> {
+pub fn apt_install(packages: &[&str]) -> Result<()> {
     let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         return Ok(());

@@ -74,14 +74,21 @@ pub mod counter {
     pub const RESOLVED_AT_FREE: u32 = 11;
     /// Drop details not sent because of in-kernel sampling (counts stay exact).
     pub const SAMPLED_OUT: u32 = 12;
+    /// `early_drop()` calls that made room (kprobe backend only).
+    pub const EARLY_DROP: u32 = 13;
+    /// Entries linked into the hash table (kprobe backend only).
+    pub const INSERTED: u32 = 14;
+    /// Entries unlinked by `nf_ct_delete` (kprobe backend only).
+    pub const DELETED: u32 = 15;
     /// Probe runs the kernel skipped because the same probe was already
     /// running on that CPU (an interrupt nested inside it). Written by
     /// userspace from the programs' `recursion_misses`, not by the probes.
     /// Most are slab events of other caches; it bounds what the counts can
     /// have missed.
-    pub const PROBE_MISSES: u32 = 13;
-    /// Size of the array.
-    pub const COUNT: u32 = 16;
+    pub const PROBE_MISSES: u32 = 16;
+    /// Size of the array (spare slots keep the trace format stable when
+    /// counters are added).
+    pub const COUNT: u32 = 20;
 }
 
 /// Indexes into the `SETTINGS` array, which userspace may change at any time.
@@ -307,6 +314,35 @@ pub struct Config {
     pub tup_dst_u3: u32,
     pub tup_dst_port: u32,
     pub tup_protonum: u32,
+
+    // kprobe backend (see conntrack-ebpf/src/kprobe.rs); all zero with the
+    // tracepoint backend.
+    /// Address of `__per_cpu_offset` (0 if unknown: a data symbol, in
+    /// kallsyms only with CONFIG_KALLSYMS_ALL).
+    pub per_cpu_offset: u64,
+    /// Bits of [`kprobe_hook`]: which kprobes are attached.
+    pub kp_hooks: u32,
+    /// `struct net` -> `ct.stat` (`struct ip_conntrack_stat __percpu *`).
+    pub net_ct_stat: u32,
+    /// `struct ip_conntrack_stat` members.
+    pub stat_insert_failed: u32,
+    pub stat_chaintoolong: u32,
+}
+
+/// Bits of `Config::kp_hooks`: the conntrack functions probed directly.
+pub mod kprobe_hook {
+    /// `__nf_conntrack_alloc` entry and return (replaces the slab tracepoint).
+    pub const ALLOC: u32 = 1;
+    /// `nf_conntrack_free` (replaces the slab tracepoint).
+    pub const FREE: u32 = 2;
+    /// `__nf_conntrack_confirm` entry and return.
+    pub const CONFIRM: u32 = 4;
+    /// `__nf_conntrack_hash_insert`.
+    pub const INSERT: u32 = 8;
+    /// `nf_ct_delete` entry and return.
+    pub const DELETE: u32 = 16;
+    /// `early_drop` return.
+    pub const EARLY_DROP: u32 = 32;
 }
 
 #[cfg(feature = "user")]
@@ -328,4 +364,4 @@ const _: () = assert!(core::mem::size_of::<NetnsCounters>() == 8 * (2 + cause::C
 const _: () = assert!(core::mem::size_of::<Pending>() == 16);
 const _: () = assert!(core::mem::size_of::<Discovery>() == 32);
 const _: () = assert!(core::mem::size_of::<SysctlSlot>() == 48);
-const _: () = assert!(core::mem::size_of::<Config>() == 7 * 8 + 54 * 4);
+const _: () = assert!(core::mem::size_of::<Config>() == 8 * 8 + 58 * 4);

@@ -60,7 +60,8 @@ pub fn from_btf(btf: &KernelBtf, ncpus: u32) -> Result<Config, BtfError> {
         cnet_ecache_func: opt("nf_conntrack_net.ecache.dwork.work.func")?,
         cnet_sysctl_header: opt("nf_conntrack_net.sysctl_header")?,
         hdr_table: off("ctl_table_header.ctl_table")?,
-        hdr_size: off("ctl_table_header.ctl_table_size")?,
+        // Since 6.6; before, the table ends with a NULL procname.
+        hdr_size: opt("ctl_table_header.ctl_table_size")?,
         ctl_procname: off("ctl_table.procname")?,
         ctl_data: off("ctl_table.data")?,
         ctl_sizeof: btf.size_of("ctl_table")?,

@@ -56,6 +56,18 @@ pub enum ProbeError {
          loaded? (`grep nf_conntrack /proc/slabinfo`)"
     )]
     CacheNotFound { walked: u32 },
+    #[error(transparent)]
+    Backend(#[from] super::backend::KprobeUnavailable),
+    #[error(
+        "attaching kprobe `{name}` to {function}: {source}. Run with --backend tracepoint \
+         to use the tracepoints instead"
+    )]
+    Kprobe {
+        name: &'static str,
+        function: &'static str,
+        #[source]
+        source: ProgramError,
+    },
     #[error("reading an eBPF map: {0}")]
     Map(#[from] MapError),
 }

@@ -7,8 +7,10 @@
 //! are owned by this process and nothing is pinned, so the kernel detaches
 //! everything when ctscope exits, however it exits (SIGKILL included).
 
+pub mod backend;
 pub mod config;
 mod error;
+mod kprobes;
 mod progstats;
 
 use std::{
@@ -24,6 +26,7 @@ use aya::{
 use conntrack_common::{Config, Discovery, NetnsCounters, SysctlSlot, counter};
 pub use error::ProbeError;
 
+use self::backend::{Backend, BackendRequest, Choice, KernelSymbols};
 use crate::{btf::KernelBtf, event::Counters, kallsyms::Kallsyms};
 
 /// The eBPF object built by build.rs from conntrack-ebpf.
@@ -42,12 +45,15 @@ const PROBES: [(&str, &str); 3] = [
 pub struct ProbeOptions {
     /// Ring buffer size in bytes (a power of two, at least one page).
     pub ring_bytes: u32,
+    /// `--backend`.
+    pub backend: BackendRequest,
 }
 
 impl Default for ProbeOptions {
     fn default() -> Self {
         Self {
             ring_bytes: 16 << 20,
+            backend: BackendRequest::Auto,
         }
     }
 }
@@ -56,6 +62,8 @@ impl Default for ProbeOptions {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ProbeInfo {
     pub backend: &'static str,
+    /// Why that backend (and which kprobe hooks fell back).
+    pub backend_reason: String,
     pub kernel: String,
     pub ct_cache: u64,
     pub cnet_id: u32,
@@ -72,6 +80,8 @@ pub struct Probes {
     counters: PerCpuArray<MapData, u64>,
     netns: PerCpuHashMap<MapData, u32, NetnsCounters>,
     settings: Array<MapData, u32>,
+    /// Programs whose recursion misses count as lost events.
+    hot: Vec<&'static str>,
     pub info: ProbeInfo,
 }
 
@@ -82,11 +92,33 @@ impl Probes {
             return Err(ProbeError::NoObject);
         }
         preflight()?;
+        let choice = backend::choose(opts.backend)?;
+        match Self::attach_with(opts, &choice) {
+            Err(e) if opts.backend == BackendRequest::Auto && kprobes::is_refusal(&e) => {
+                let fallback = Choice {
+                    backend: Backend::Tracepoint,
+                    hooks: 0,
+                    reason: format!("the kernel refused a kprobe ({e})"),
+                };
+                Self::attach_with(opts, &fallback)
+            }
+            other => other,
+        }
+    }
+
+    fn attach_with(opts: &ProbeOptions, choice: &Choice) -> Result<Self, ProbeError> {
+        eprintln!(
+            "ctscope: using the {} backend: {}",
+            choice.backend.name(),
+            choice.reason
+        );
         let kernel_btf = KernelBtf::load()?;
         let syms = Kallsyms::load()?;
         let ncpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))? as u32;
         let mut cfg = config::from_btf(&kernel_btf, ncpus)?;
         config::add_symbols(&mut cfg, &syms);
+        let kernel_syms = KernelSymbols::load().unwrap_or_default();
+        kprobes::configure(&mut cfg, &kernel_btf, choice, Some(&kernel_syms))?;
         let aya_btf = Btf::from_sys_fs().map_err(ProbeError::AyaBtf)?;
 
         let found = discover(&cfg, &aya_btf)?;
@@ -98,15 +130,29 @@ impl Probes {
             .btf(Some(&aya_btf))
             .override_global("CONFIG", &cfg, true)
             .map_max_entries("EVENTS", opts.ring_bytes)
+            .map_max_entries("BUCKETS", kprobes::buckets_size(choice))
+            .map_max_entries("INSERTED", kprobes::inserted_size(choice))
             .load(EBPF_OBJECT)
             .map_err(ProbeError::Load)?;
+        let mut hot: Vec<&'static str> = kprobes::programs(choice).collect();
         for (name, tracepoint) in PROBES {
+            // The kprobe on the conntrack function replaces the slab tracepoint.
+            let replaced = match name {
+                "ct_alloc" => choice.hooks & conntrack_common::kprobe_hook::ALLOC != 0,
+                "ct_free" => choice.hooks & conntrack_common::kprobe_hook::FREE != 0,
+                _ => false,
+            };
+            if replaced {
+                continue;
+            }
+            hot.push(name);
             let prog: &mut BtfTracePoint = program(&mut ebpf, name)?;
             prog.load(tracepoint, &aya_btf)
                 .map_err(|source| ProbeError::Program { name, source })?;
             prog.attach()
                 .map_err(|source| ProbeError::Attach { name, source })?;
         }
+        kprobes::attach(&mut ebpf, choice, &kernel_syms)?;
         let resolve: &mut RawTracePoint = program(&mut ebpf, "resolve")?;
         resolve.load().map_err(|source| ProbeError::Program {
             name: "resolve",
@@ -118,7 +164,8 @@ impl Probes {
         let netns = PerCpuHashMap::try_from(take_map(&mut ebpf, "NETNS")?)?;
         let settings = Array::try_from(take_map(&mut ebpf, "SETTINGS")?)?;
         let info = ProbeInfo {
-            backend: "tracepoint",
+            backend: choice.backend.name(),
+            backend_reason: choice.reason.clone(),
             kernel: kernel_release(),
             ct_cache: cfg.ct_cache,
             cnet_id: cfg.cnet_id,
@@ -132,6 +179,7 @@ impl Probes {
             counters,
             netns,
             settings,
+            hot,
             info,
         })
     }
@@ -166,9 +214,10 @@ impl Probes {
             let values = self.counters.get(&(index as u32), 0)?;
             *slot = values.iter().sum();
         }
-        let misses: u64 = PROBES
+        let misses: u64 = self
+            .hot
             .iter()
-            .filter_map(|(name, _)| self.ebpf.program(name))
+            .filter_map(|name| self.ebpf.program(name))
             .filter_map(|p| p.fd().ok())
             .map(|fd| progstats::recursion_misses(fd).unwrap_or(0))
             .sum();
@@ -210,6 +259,8 @@ fn discover(cfg: &Config, btf: &Btf) -> Result<Found, ProbeError> {
         .map_max_entries("EVENTS", 4096)
         .map_max_entries("PENDING", 1)
         .map_max_entries("NETNS", 1)
+        .map_max_entries("BUCKETS", 1)
+        .map_max_entries("INSERTED", 1)
         .load(EBPF_OBJECT)
         .map_err(ProbeError::Load)?;
 
