@@ -123,10 +123,10 @@ docs/stats.schema.json.";
 pub struct ProbeArgs {
     /// Size of the kernel-to-ctscope event ring buffer in MiB (a power of
     /// two). Events that do not fit are counted as lost, never dropped
-    /// silently.
-    #[arg(long, global = true, default_value_t = 16, value_name = "MIB",
-          value_parser = parse_ring_mib)]
-    pub ring_size: u32,
+    /// silently. Default: 1 for stats and serve (they stream no per-entry
+    /// events), 4 for drops, 16 for commands that stream every event.
+    #[arg(long, global = true, value_name = "MIB", value_parser = parse_ring_mib)]
+    pub ring_size: Option<u32>,
 
     /// Which probes to use. kprobe: conntrack's own functions (distribution
     /// kernels; exact table-full and insert-failure attribution). tracepoint:

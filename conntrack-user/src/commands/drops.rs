@@ -16,7 +16,6 @@ use crate::{
     cli::{DropsArgs, ProbeArgs},
     event::Message,
     model::{Model, RunInfo},
-    probe::ProbeOptions,
     source::live::{LiveOptions, LiveSource},
     views::drops::{SummaryInput, json, line, summary_json, summary_text},
 };
@@ -31,7 +30,7 @@ pub async fn run(args: &DropsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel(256);
     let live = LiveSource::start(
         LiveOptions {
-            probe: ProbeOptions::from(probe),
+            probe: probe.options(4),
             sample_every: SAMPLE_EVERY,
             kernel_stats: probe.kernel_stats.into(),
             events: setting::EVENTS_DROP,

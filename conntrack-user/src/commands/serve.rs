@@ -24,7 +24,7 @@ use crate::{
     event::Message,
     kernel::netns::own_netns_inode,
     model::{Model, RunInfo},
-    probe::{EBPF_BUILD_ID, ProbeOptions},
+    probe::EBPF_BUILD_ID,
     source::live::{LiveOptions, LiveSource},
     views::metrics::{CONTENT_TYPE, render},
 };
@@ -52,7 +52,7 @@ pub async fn run(args: &ServeArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel(64);
     let live = LiveSource::start(
         LiveOptions {
-            probe: ProbeOptions::from(probe),
+            probe: probe.options(1),
             sample_every: args.interval,
             kernel_stats: probe.kernel_stats.into(),
             events: 0,

@@ -21,7 +21,7 @@ pub async fn run(args: &StatsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel(64);
     let live = LiveSource::start(
         LiveOptions {
-            probe: ProbeOptions::from(probe),
+            probe: probe.options(1),
             sample_every: args.interval,
             kernel_stats: probe.kernel_stats.into(),
             // Drop details are rare and cheap; allocation events are not
@@ -79,11 +79,21 @@ pub async fn run(args: &StatsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
     live.stop().await
 }
 
-impl From<&ProbeArgs> for ProbeOptions {
-    fn from(args: &ProbeArgs) -> Self {
-        Self {
-            ring_bytes: args.ring_size << 20,
-            backend: args.backend.into(),
+impl ProbeArgs {
+    /// Probe options with this command's ring buffer size unless the user
+    /// chose one: every MiB of ring is two MiB of ctscope's resident memory
+    /// (the kernel maps its pages twice).
+    pub fn options(&self, default_ring_mib: u32) -> ProbeOptions {
+        ProbeOptions {
+            ring_bytes: self.ring_size.unwrap_or(default_ring_mib) << 20,
+            backend: self.backend.into(),
         }
+    }
+}
+
+impl From<&ProbeArgs> for ProbeOptions {
+    /// Options for commands that stream every event.
+    fn from(args: &ProbeArgs) -> Self {
+        args.options(16)
     }
 }
