@@ -11,6 +11,7 @@ pub mod kernel;
 pub mod model;
 pub mod probe;
 pub mod source;
+pub mod trace;
 pub mod version;
 pub mod views;
 
@@ -20,6 +21,10 @@ use cli::{Cli, Command, StatsArgs};
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Some(Command::Stats(args)) => commands::stats::run(args, &cli.probe).await,
+        Some(Command::Record(args)) => commands::record::run(args, &cli.probe).await,
+        Some(Command::Replay(args)) => commands::replay::run(args).await,
+        Some(Command::Export(args)) => commands::export::run(args),
+        Some(Command::Info(args)) => commands::info::run(args),
         None => {
             let args = StatsArgs {
                 json: false,
@@ -39,6 +44,10 @@ pub fn exit_status(err: &anyhow::Error) -> u8 {
     if err
         .downcast_ref::<probe::ProbeError>()
         .is_some_and(probe::ProbeError::is_environment)
+        || err
+            .downcast_ref::<trace::TraceError>()
+            .is_some_and(trace::TraceError::is_bad_input)
+        || err.downcast_ref::<commands::BadInput>().is_some()
     {
         2
     } else {

@@ -1,4 +1,8 @@
 //! One module per subcommand; each wires a source, the model and a view.
+pub mod export;
+pub mod info;
+pub mod record;
+pub mod replay;
 pub mod stats;
 
 use std::{fs, path::Path};
@@ -14,3 +18,8 @@ pub fn write_ready_file(path: Option<&Path>) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// An argument combination or input that cannot work (exit status 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);

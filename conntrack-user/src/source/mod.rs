@@ -1,2 +1,3 @@
 //! Event sources: everything that produces [`crate::event::Message`]s.
 pub mod live;
+pub mod replay;
