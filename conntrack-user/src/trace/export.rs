@@ -4,14 +4,14 @@
 
 use conntrack_common::{Event, counter, flag, kind};
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::{
     filter::addrs,
-    format::{Header, Lost, Snapshot},
+    format::{Header, Lost, NetnsCount, Snapshot},
 };
 use crate::{
-    kernel::stats::ConntrackStats,
+    kernel::{netns::NetnsReading, stats::ConntrackStats, sysctl::Sysctls},
     model::drops::{Cause, proto_name, tcp_flags_text},
 };
 
@@ -177,24 +177,40 @@ fn flag_names(flags: u8) -> String {
 
 /// A snapshot as one JSON object: counters by name, per-namespace counters,
 /// the kernel's own counters and the sysctls, as recorded.
-pub fn snapshot_json(header: &Header, s: &Snapshot) -> Value {
+#[derive(Serialize)]
+pub struct SnapshotRow<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub mono_ns: u64,
+    pub wall_ms: u64,
+    pub time: String,
+    /// `nf_conntrack_count` summed over the namespaces read.
+    pub entries: Option<u64>,
+    pub counters: Map<String, Value>,
+    pub netns: &'a [NetnsCount],
+    pub kernel: &'a [NetnsReading],
+    pub sysctls: &'a Sysctls,
+}
+
+pub fn snapshot_json(header: &Header, s: &Snapshot) -> String {
     let counters: Map<String, Value> = COUNTER_NAMES
         .iter()
         .zip(s.counters.0)
         .filter(|(name, _)| !name.starts_with("reserved"))
-        .map(|(name, v)| ((*name).to_owned(), json!(v)))
+        .map(|(name, v)| ((*name).to_owned(), Value::from(v)))
         .collect();
-    json!({
-        "type": "snapshot",
-        "mono_ns": s.mono_ns,
-        "wall_ms": s.wall_ms,
-        "time": rfc3339(header.wall_ns(s.mono_ns)),
-        "entries": entries(s),
-        "counters": counters,
-        "netns": s.netns,
-        "kernel": s.kernel,
-        "sysctls": s.sysctls,
-    })
+    let row = SnapshotRow {
+        kind: "snapshot",
+        mono_ns: s.mono_ns,
+        wall_ms: s.wall_ms,
+        time: rfc3339(header.wall_ns(s.mono_ns)),
+        entries: entries(s),
+        counters,
+        netns: &s.netns,
+        kernel: &s.kernel,
+        sysctls: &s.sysctls,
+    };
+    serde_json::to_string(&row).unwrap_or_default()
 }
 
 fn entries(s: &Snapshot) -> Option<u64> {
@@ -251,16 +267,29 @@ pub fn snapshot_csv(header: &Header, s: &Snapshot) -> String {
     csv_line(&fields)
 }
 
-pub fn lost_json(header: &Header, l: &Lost) -> Value {
-    json!({
-        "type": "lost",
-        "from_mono_ns": l.from_mono_ns,
-        "to_mono_ns": l.to_mono_ns,
-        "time": rfc3339(header.wall_ns(l.to_mono_ns)),
-        "ring_full": l.ring_full,
-        "pending_overflow": l.pending_overflow,
-        "sampled_out": l.sampled_out,
-    })
+#[derive(Serialize)]
+struct LostRow {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    from_mono_ns: u64,
+    to_mono_ns: u64,
+    time: String,
+    ring_full: u64,
+    pending_overflow: u64,
+    sampled_out: u64,
+}
+
+pub fn lost_json(header: &Header, l: &Lost) -> String {
+    let row = LostRow {
+        kind: "lost",
+        from_mono_ns: l.from_mono_ns,
+        to_mono_ns: l.to_mono_ns,
+        time: rfc3339(header.wall_ns(l.to_mono_ns)),
+        ring_full: l.ring_full,
+        pending_overflow: l.pending_overflow,
+        sampled_out: l.sampled_out,
+    };
+    serde_json::to_string(&row).unwrap_or_default()
 }
 
 pub const LOST_CSV_HEADER: &str =

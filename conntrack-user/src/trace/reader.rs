@@ -77,6 +77,9 @@ pub struct TraceReader {
     done: bool,
     pending: VecDeque<Issue>,
     body_issues: VecDeque<(u64, Issue)>,
+    /// Damage found by the zstd layer, completed with the number of frames
+    /// lost once the next intact frame shows its sequence number.
+    awaiting_gap: Option<Issue>,
 }
 
 impl TraceReader {
@@ -161,6 +164,7 @@ impl TraceReader {
             done: false,
             pending: VecDeque::new(),
             body_issues: VecDeque::new(),
+            awaiting_gap: None,
         };
         reader.read_header()?;
         Ok(reader)
@@ -236,13 +240,22 @@ impl TraceReader {
                     if issue.kind == IssueKind::Truncated {
                         self.cut = true;
                     }
-                    self.pending.push_back(issue);
+                    if issue.resumed_at.is_some() && !self.done {
+                        if let Some(earlier) = self.awaiting_gap.replace(issue) {
+                            self.pending.push_back(earlier);
+                        }
+                    } else {
+                        self.pending.push_back(issue);
+                    }
                 }
             }
             if let Some(issue) = self.pending.pop_front() {
                 return Ok(Some(Item::Issue(issue)));
             }
             if self.done {
+                if let Some(issue) = self.awaiting_gap.take() {
+                    return Ok(Some(Item::Issue(issue)));
+                }
                 return Ok(None);
             }
             match self.next_raw()? {
@@ -261,6 +274,7 @@ impl TraceReader {
                 Step::Tail(detail) => self.resync(detail, true)?,
                 Step::Bad(detail) => self.resync(detail, false)?,
                 Step::Frame(h, payload, offset) => {
+                    self.sequence_gap(h.seq, offset);
                     self.next_seq = h.seq.wrapping_add(1);
                     match decode_record(h.rtype, &payload) {
                         Ok(Some(record)) => {
@@ -288,6 +302,24 @@ impl TraceReader {
                     }
                 }
             }
+        }
+    }
+
+    /// Frames missing before the frame at `offset`, by sequence number:
+    /// credited to the zstd damage that preceded it, or reported.
+    fn sequence_gap(&mut self, seq: u32, offset: u64) {
+        let lost = seq.wrapping_sub(self.next_seq);
+        if let Some(mut issue) = self.awaiting_gap.take() {
+            issue.frames_lost = Some(lost);
+            self.pending.push_back(issue);
+        } else if lost != 0 {
+            let detail = format!(
+                "{lost} frames are missing before this one (sequence number {seq}, expected {})",
+                self.next_seq
+            );
+            let mut issue = self.make_issue(IssueKind::Corrupt, offset, detail);
+            issue.frames_lost = Some(lost);
+            self.pending.push_back(issue);
         }
     }
 
@@ -419,8 +451,16 @@ impl TraceReader {
                     let mut issue = self.make_issue(IssueKind::Corrupt, start, detail);
                     issue.len = Some(self.base - start);
                     issue.resumed_at = Some(self.base);
-                    issue.frames_lost = h.seq.checked_sub(expected).filter(|_| h.seq >= expected);
+                    issue.frames_lost = Some(h.seq.wrapping_sub(expected));
+                    if let Some(mut earlier) = self.awaiting_gap.take() {
+                        // The zstd damage is what this skip is about: the
+                        // frames lost are counted there, once.
+                        earlier.frames_lost = issue.frames_lost.take();
+                        self.pending.push_back(earlier);
+                    }
                     self.pending.push_back(issue);
+                    // The gap is accounted for here.
+                    self.next_seq = h.seq;
                     return Ok(());
                 }
             }

@@ -230,9 +230,9 @@ pub fn render(s: &Summary) -> String {
     };
     let _ = writeln!(
         o,
-        "recorded   {} events ({}), filter: {what}, snapshot every {} ms",
-        s.event_classes.join("+"),
+        "recorded   {} events of classes {}, filter: {what}, a snapshot every {} ms",
         s.events.alloc + s.events.free + s.events.drop,
+        s.event_classes.join(", "),
         s.sample_interval_ms
     );
     let e = &s.events;
