@@ -19,7 +19,7 @@ pub mod summary;
 pub mod writer;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::{fmt, io, path::PathBuf};
 

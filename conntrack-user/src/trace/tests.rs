@@ -23,10 +23,8 @@ impl TempDir {
     pub fn new(tag: &str) -> Self {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "ctscope-trace-{tag}-{}-{n}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("ctscope-trace-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         Self(dir)
@@ -125,7 +123,10 @@ pub fn messages(snapshots: u64, per_batch: u64) -> Vec<Message> {
             let events = (0..per_batch)
                 .map(|j| {
                     n += 1;
-                    event(n, [kind::ALLOC, kind::FREE, kind::DROP][((b + j) % 3) as usize])
+                    event(
+                        n,
+                        [kind::ALLOC, kind::FREE, kind::DROP][((b + j) % 3) as usize],
+                    )
                 })
                 .collect();
             out.push(Message::Events(events));
@@ -213,10 +214,14 @@ fn a_recording_reads_back_exactly_plain_and_compressed() {
     let msgs = messages(4, 50);
     for compress in [false, true] {
         let path = dir.path(if compress { "z.ctrace" } else { "p.ctrace" });
-        let totals = record(&path, &msgs, WriterOptions {
-            compress,
-            max_size: None,
-        });
+        let totals = record(
+            &path,
+            &msgs,
+            WriterOptions {
+                compress,
+                max_size: None,
+            },
+        );
         assert_eq!(totals.events, 4 * 2 * 50);
         assert_eq!(totals.snapshots, 5);
         let (frames, issues) = read_all(&path).expect("read");
@@ -231,12 +236,18 @@ fn a_recording_reads_back_exactly_plain_and_compressed() {
             .collect();
         // The loss counter rises by one per snapshot in `sample`.
         assert_eq!(lost.len(), 4);
-        assert!(lost.iter().all(|l| l.ring_full == 1 && l.from_mono_ns < l.to_mono_ns));
+        assert!(
+            lost.iter()
+                .all(|l| l.ring_full == 1 && l.from_mono_ns < l.to_mono_ns)
+        );
         let end = frames.last().expect("frames");
         assert!(matches!(&end.record, Record::End(e) if e.reason == "closed" && e.events == 400));
         let reader = TraceReader::open(&path).expect("open");
         assert_eq!(reader.header().kernel, "6.18.0-test");
-        assert_eq!(reader.header().compression, if compress { "zstd" } else { "none" });
+        assert_eq!(
+            reader.header().compression,
+            if compress { "zstd" } else { "none" }
+        );
         assert_eq!(reader.is_compressed(), compress);
     }
 }
@@ -299,7 +310,10 @@ fn a_cut_off_file_reads_up_to_the_cut_and_says_where() {
                 IssueKind::Truncated
             };
             assert_eq!(issue.kind, want, "{issue}");
-            assert!(issue.to_string().contains(&format!("byte offset {off}")), "{issue}");
+            assert!(
+                issue.to_string().contains(&format!("byte offset {off}")),
+                "{issue}"
+            );
         }
     }
 }
@@ -340,7 +354,10 @@ fn a_flipped_bit_in_the_middle_skips_one_frame_and_names_its_offset() {
                 assert_eq!(issue.resumed_at, Some(off + len), "{issue}");
                 assert_eq!(issue.frames_lost, Some(1), "{issue}");
             }
-            assert!(issue.to_string().contains(&format!("byte offset {off}")), "{issue}");
+            assert!(
+                issue.to_string().contains(&format!("byte offset {off}")),
+                "{issue}"
+            );
         }
     }
 }
@@ -360,7 +377,11 @@ fn garbage_inserted_between_frames_is_skipped() {
     std::fs::write(&path, &bad).expect("write");
     let (got, issues) = read_all(&path).expect("read");
     let records = |f: &[super::Frame]| f.iter().map(|f| f.record.clone()).collect::<Vec<_>>();
-    assert_eq!(records(&got), records(&original), "every frame, later ones 12 bytes on");
+    assert_eq!(
+        records(&got),
+        records(&original),
+        "every frame, later ones 12 bytes on"
+    );
     assert_eq!(issues.len(), 1);
     assert_eq!((issues[0].offset, issues[0].len), (off, Some(12)));
     assert_eq!(issues[0].frames_lost, Some(0));
@@ -395,7 +416,10 @@ fn files_that_are_not_readable_traces_say_why_and_where() {
     let mut v = good.clone();
     v[PREAMBLE_LEN + 40] ^= 1;
     check(&v, "damaged trace header at byte offset 16");
-    check(&good[..PREAMBLE_LEN + 10], "damaged trace header at byte offset 16");
+    check(
+        &good[..PREAMBLE_LEN + 10],
+        "damaged trace header at byte offset 16",
+    );
     let missing = Trace::open(&dir.path("nope")).err().expect("missing");
     assert!(missing.to_string().contains("cannot open"), "{missing}");
 }
@@ -405,10 +429,14 @@ fn compressed_files_cut_off_read_up_to_the_last_zstd_frame() {
     let dir = TempDir::new("zcut");
     let path = dir.path("t.ctrace");
     let msgs = messages(4, 200);
-    record(&path, &msgs, WriterOptions {
-        compress: true,
-        max_size: None,
-    });
+    record(
+        &path,
+        &msgs,
+        WriterOptions {
+            compress: true,
+            max_size: None,
+        },
+    );
     let full = std::fs::read(&path).expect("read");
     let (all, _) = read_all(&path).expect("read");
     let mut last = usize::MAX;
@@ -420,7 +448,10 @@ fn compressed_files_cut_off_read_up_to_the_last_zstd_frame() {
         assert!(got.len() <= last, "less file, fewer records");
         last = got.len();
         assert_eq!(got[..], all[..got.len()], "a prefix of the records");
-        assert!(!issues.is_empty() && issues.iter().all(|i| !i.is_damage()), "{issues:?}");
+        assert!(
+            !issues.is_empty() && issues.iter().all(|i| !i.is_damage()),
+            "{issues:?}"
+        );
     }
     // Each snapshot ends a zstd frame, so a cut in the last zstd frame
     // (which holds the END record) keeps every snapshot.
@@ -432,7 +463,10 @@ fn compressed_files_cut_off_read_up_to_the_last_zstd_frame() {
     std::fs::write(dir.path("c.ctrace"), &full[..full.len() - 20]).expect("write");
     let (got, issues) = read_all(&dir.path("c.ctrace")).expect("read");
     assert_eq!(snapshots(&got), snapshots(&all));
-    assert!(issues.iter().any(|i| i.kind == IssueKind::Truncated), "{issues:?}");
+    assert!(
+        issues.iter().any(|i| i.kind == IssueKind::Truncated),
+        "{issues:?}"
+    );
 }
 
 #[test]
@@ -440,10 +474,14 @@ fn damage_in_a_compressed_file_skips_to_the_next_zstd_frame() {
     let dir = TempDir::new("zflip");
     let path = dir.path("t.ctrace");
     let msgs = messages(4, 200);
-    record(&path, &msgs, WriterOptions {
-        compress: true,
-        max_size: None,
-    });
+    record(
+        &path,
+        &msgs,
+        WriterOptions {
+            compress: true,
+            max_size: None,
+        },
+    );
     let full = std::fs::read(&path).expect("read");
     let (all, _) = read_all(&path).expect("read");
     let snapshots = |f: &[super::Frame]| {
@@ -466,11 +504,22 @@ fn damage_in_a_compressed_file_skips_to_the_next_zstd_frame() {
     assert!(z.to_string().contains("file offset"), "{z}");
     // Only what the damaged zstd frame held is gone.
     assert!(got.len() < all.len());
-    assert!(snapshots(&got) >= snapshots(&all) - 2, "{} of {}", snapshots(&got), snapshots(&all));
-    assert!(matches!(got.last().map(|f| &f.record), Some(Record::End(_))));
+    assert!(
+        snapshots(&got) >= snapshots(&all) - 2,
+        "{} of {}",
+        snapshots(&got),
+        snapshots(&all)
+    );
+    assert!(matches!(
+        got.last().map(|f| &f.record),
+        Some(Record::End(_))
+    ));
     let records: Vec<&Record> = all.iter().map(|f| &f.record).collect();
     for f in &got {
-        assert!(records.contains(&&f.record), "every record read is one that was written");
+        assert!(
+            records.contains(&&f.record),
+            "every record read is one that was written"
+        );
     }
     let lost: u32 = issues.iter().filter_map(|i| i.frames_lost).sum();
     assert_eq!(lost as usize, all.len() - got.len(), "{issues:?}");
@@ -481,10 +530,14 @@ fn rotated_parts_are_followed_and_each_part_replays_alone() {
     let dir = TempDir::new("rotate");
     let path = dir.path("t.ctrace");
     let msgs = messages(6, 200);
-    let totals = record(&path, &msgs, WriterOptions {
-        compress: false,
-        max_size: Some(64 << 10),
-    });
+    let totals = record(
+        &path,
+        &msgs,
+        WriterOptions {
+            compress: false,
+            max_size: Some(64 << 10),
+        },
+    );
     assert!(totals.parts >= 3, "{totals:?}");
     for n in 1..totals.parts {
         let part = super::writer::part_path(&path, n);
@@ -497,7 +550,11 @@ fn rotated_parts_are_followed_and_each_part_replays_alone() {
     }
     let (frames, issues) = read_all(&path).expect("read");
     assert_eq!(issues, vec![]);
-    assert_eq!(replayed(&frames), msgs, "all parts in order, baselines skipped");
+    assert_eq!(
+        replayed(&frames),
+        msgs,
+        "all parts in order, baselines skipped"
+    );
     // A missing part is reported, not fatal.
     std::fs::remove_file(super::writer::part_path(&path, 1)).expect("rm");
     let (_, issues) = read_all(&path).expect("read");
@@ -581,15 +638,24 @@ fn export_rows_and_times() {
         rfc3339(1_795_651_200_123_456_789),
         "2026-11-26T00:00:00.123456789Z"
     );
-    assert_eq!(rfc3339(951_782_400_000_000_000), "2000-02-29T00:00:00.000000000Z");
+    assert_eq!(
+        rfc3339(951_782_400_000_000_000),
+        "2000-02-29T00:00:00.000000000Z"
+    );
     let h = header();
     let row = EventRow::new(&h, &event(5, kind::DROP));
     assert_eq!(row.kind, "drop");
     assert_eq!(row.cause, Some("table_full"));
-    assert_eq!((row.src.as_str(), row.dst.as_str()), ("127.0.0.1", "127.0.0.5"));
+    assert_eq!(
+        (row.src.as_str(), row.dst.as_str()),
+        ("127.0.0.1", "127.0.0.5")
+    );
     assert_eq!(row.time, rfc3339(h.wall_ns(row.ts_ns)));
     let csv = row.to_csv();
-    assert_eq!(csv.split(',').count(), EventRow::CSV_HEADER.split(',').count());
+    assert_eq!(
+        csv.split(',').count(),
+        EventRow::CSV_HEADER.split(',').count()
+    );
     let alloc = EventRow::new(&h, &event(6, kind::ALLOC));
     assert_eq!((alloc.cause, alloc.len), (None, None));
     assert_eq!(alloc.alloc_ts_ns, Some(event(6, kind::ALLOC).alloc_ts_ns));
@@ -598,3 +664,133 @@ fn export_rows_and_times() {
     assert_eq!(json["proto"], "udp");
 }
 
+/// A small deterministic generator (xorshift64*), so the mutation test is
+/// the same on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Applies one to three random mutations; returns the first offset touched.
+fn mutate(rng: &mut Rng, data: &mut Vec<u8>) -> usize {
+    let mut first = data.len();
+    for _ in 0..1 + rng.below(3) {
+        let at = rng.below(data.len());
+        first = first.min(at);
+        match rng.below(6) {
+            0 => data[at] ^= 1 << rng.below(8),
+            1 => data.truncate(at),
+            2 => {
+                let end = (at + 1 + rng.below(300)).min(data.len());
+                data.drain(at..end);
+            }
+            3 => {
+                let junk: Vec<u8> = (0..1 + rng.below(64)).map(|_| rng.next() as u8).collect();
+                data.splice(at..at, junk);
+            }
+            4 => {
+                let end = (at + 1 + rng.below(2000)).min(data.len());
+                let copy = data[at..end].to_vec();
+                let to = rng.below(data.len());
+                first = first.min(to);
+                data.splice(to..to, copy);
+            }
+            _ => {
+                let end = (at + 1 + rng.below(40)).min(data.len());
+                for b in &mut data[at..end] {
+                    *b = rng.next() as u8;
+                }
+            }
+        }
+        if data.is_empty() {
+            break;
+        }
+    }
+    first
+}
+
+/// Reads `data` to the end, with a bound on the number of items so a
+/// reader that loops forever fails the test instead of hanging it.
+fn read_bytes(data: Vec<u8>) -> Result<(Vec<super::Frame>, Vec<Issue>), TraceError> {
+    let mut r = TraceReader::from_reader(Path::new("mem"), Box::new(std::io::Cursor::new(data)))?;
+    let mut frames = Vec::new();
+    let mut issues = Vec::new();
+    for _ in 0..100_000 {
+        match r.next_item()? {
+            Some(Item::Record(f)) => frames.push(f),
+            Some(Item::Issue(i)) => issues.push(i),
+            None => return Ok((frames, issues)),
+        }
+    }
+    panic!("the reader did not finish");
+}
+
+#[test]
+fn mutated_traces_never_panic_and_yield_only_what_was_written() {
+    let dir = TempDir::new("mutate");
+    for compress in [false, true] {
+        let path = dir.path("t.ctrace");
+        record(
+            &path,
+            &messages(3, 30),
+            WriterOptions {
+                compress,
+                max_size: None,
+            },
+        );
+        let good = std::fs::read(&path).expect("read");
+        let (all, _) = read_bytes(good.clone()).expect("valid");
+        let reader = TraceReader::open(&path).expect("open");
+        let mut written: Vec<&Record> = all.iter().map(|f| &f.record).collect();
+        // A copied range can repeat the header frame too.
+        written.push(&reader.header_frame().record);
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ u64::from(compress));
+        for round in 0..1500 {
+            let mut data = good.clone();
+            let first = mutate(&mut rng, &mut data);
+            let (frames, issues) = match read_bytes(data) {
+                Ok(r) => r,
+                Err(e) => {
+                    // Only the preamble and header make a file unreadable.
+                    assert!(e.is_bad_input(), "round {round}: {e}");
+                    assert!(first < 1024, "round {round}: {e} (first change at {first})");
+                    continue;
+                }
+            };
+            for f in &frames {
+                assert!(
+                    written.contains(&&f.record),
+                    "round {round}: an unwritten record"
+                );
+            }
+            if !compress {
+                // Every frame that ends before the first change is read.
+                let intact = all
+                    .iter()
+                    .take_while(|f| {
+                        (f.offset + FRAME_HEADER_LEN as u64 + u64::from(f.len)) as usize <= first
+                    })
+                    .count();
+                assert!(
+                    frames.len() >= intact,
+                    "round {round}: {} < {intact}",
+                    frames.len()
+                );
+                assert_eq!(frames[..intact], all[..intact], "round {round}");
+            }
+            for i in &issues {
+                assert!(!i.to_string().is_empty());
+            }
+        }
+    }
+}
