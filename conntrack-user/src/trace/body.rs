@@ -12,8 +12,9 @@ use zstd::zstd_safe::{self, DCtx, InBuffer, OutBuffer, ResetDirective};
 
 use super::{Issue, IssueKind};
 
-/// Bytes read from the file at a time.
-const CHUNK: usize = 1 << 20;
+/// Bytes read from the file at a time (the buffer is zeroed before each
+/// read, so bigger is not better).
+const CHUNK: usize = 64 << 10;
 /// Magic number of a zstd frame, as stored (0xFD2FB528 little-endian).
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 

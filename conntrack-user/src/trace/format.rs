@@ -209,6 +209,7 @@ pub struct NetnsCount {
 
 /// A periodic reading (JSON): the [`Sample`] that live capture sends.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Snapshot {
     pub mono_ns: u64,
     pub wall_ms: u64,

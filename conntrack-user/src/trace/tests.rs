@@ -794,3 +794,25 @@ fn mutated_traces_never_panic_and_yield_only_what_was_written() {
         }
     }
 }
+
+/// Writes the fuzzer's seed corpus (fuzz/seeds) when
+/// CTSCOPE_FUZZ_SEEDS names a directory; otherwise does nothing.
+#[test]
+fn write_fuzz_seeds() {
+    let Some(dir) = std::env::var_os("CTSCOPE_FUZZ_SEEDS") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).expect("seed dir");
+    for compress in [false, true] {
+        let name = if compress { "zstd.seed" } else { "plain.seed" };
+        record(
+            &dir.join(name),
+            &messages(2, 3),
+            WriterOptions {
+                compress,
+                max_size: None,
+            },
+        );
+    }
+}
