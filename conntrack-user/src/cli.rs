@@ -338,10 +338,10 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 fn parse_speed(text: &str) -> Result<Speed, String> {
-    let t = text.trim().trim_end_matches(['x', 'X']);
-    if t.eq_ignore_ascii_case("max") {
+    if text.trim().eq_ignore_ascii_case("max") {
         return Ok(Speed::Max);
     }
+    let t = text.trim().trim_end_matches(['x', 'X']);
     match t.parse::<f64>() {
         Ok(x) if x.is_finite() && x > 0.0 && x <= 1e6 => Ok(Speed::Times(x)),
         _ => Err(format!(
@@ -438,6 +438,67 @@ mod tests {
         assert!(parse_ring_mib("3").is_err());
         assert!(parse_ring_mib("0").is_err());
         assert!(parse_ring_mib("2048").is_err());
+    }
+
+    #[test]
+    fn sizes_and_speeds_parse() {
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("500M"), Ok(500 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        for bad in ["", "1K", "5X", "big", "-1G"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_speed("max"), Ok(Speed::Max));
+        assert_eq!(parse_speed("10x"), Ok(Speed::Times(10.0)));
+        assert!(parse_speed("0").is_err() && parse_speed("fast").is_err());
+    }
+
+    #[test]
+    fn trace_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "ctscope",
+            "record",
+            "-o",
+            "t.ctrace",
+            "--cause",
+            "table_full,policy",
+            "--port",
+            "443",
+            "--max-size",
+            "1G",
+            "--compress",
+        ])
+        .expect("parse");
+        let Some(Command::Record(args)) = cli.command else {
+            panic!("not record");
+        };
+        assert_eq!(args.filter.cause, [Cause::TableFull, Cause::Ruleset]);
+        assert_eq!(
+            (args.filter.port, args.max_size),
+            (Some(443), Some(1 << 30))
+        );
+        assert!(args.compress);
+        assert!(
+            Cli::try_parse_from(["ctscope", "record"]).is_err(),
+            "-o is required"
+        );
+        assert!(Cli::try_parse_from(["ctscope", "record", "-o", "f", "--cause", "x"]).is_err());
+        let cli = Cli::try_parse_from([
+            "ctscope",
+            "export",
+            "t.ctrace",
+            "--format",
+            "csv",
+            "--kind",
+            "drops,alloc",
+        ])
+        .expect("parse");
+        let Some(Command::Export(args)) = cli.command else {
+            panic!("not export");
+        };
+        assert_eq!(args.kind, [ExportKind::Drops, ExportKind::Alloc]);
+        assert_eq!(args.format, ExportFormat::Csv);
     }
 
     #[test]

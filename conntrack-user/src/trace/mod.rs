@@ -67,6 +67,12 @@ pub enum TraceError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot create {path}: {source}; check that its directory exists and is writable")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("writing {path}: {source}")]
     Write {
         path: PathBuf,
@@ -86,6 +92,7 @@ impl TraceError {
                 | TraceError::UnknownVersion { .. }
                 | TraceError::BadHeader { .. }
                 | TraceError::Open { .. }
+                | TraceError::Create { .. }
         )
     }
 }

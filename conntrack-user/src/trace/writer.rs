@@ -311,6 +311,8 @@ enum Sink {
         out: Vec<u8>,
         /// Bytes already handed to the file.
         written: u64,
+        /// Data went in since the last zstd frame was ended.
+        open: bool,
     },
 }
 
@@ -324,7 +326,10 @@ impl Sink {
             path: path.to_owned(),
             source,
         };
-        let mut file = open_file(path).map_err(err)?;
+        let mut file = open_file(path).map_err(|source| TraceError::Create {
+            path: path.to_owned(),
+            source,
+        })?;
         let preamble = encode_preamble(compress);
         file.write_all(&preamble).map_err(err)?;
         if !compress {
@@ -341,6 +346,7 @@ impl Sink {
             cctx,
             out: Vec::with_capacity(BUFFER),
             written: preamble.len() as u64,
+            open: false,
         })
     }
 
@@ -364,7 +370,9 @@ impl Sink {
                 cctx,
                 out,
                 written,
+                open,
             } => {
+                *open = true;
                 let mut input = InBuffer::around(data);
                 while input.pos() < data.len() {
                     run(cctx, out, &mut input, ZSTD_EndDirective::ZSTD_e_continue)?;
@@ -387,7 +395,11 @@ impl Sink {
                 cctx,
                 out,
                 written,
+                open,
             } => {
+                if !std::mem::take(open) {
+                    return Ok(());
+                }
                 // Ending the frame (not just flushing a block) makes each
                 // zstd frame independent: damage in one leaves the others
                 // readable.
