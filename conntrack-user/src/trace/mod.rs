@@ -6,7 +6,8 @@
 //!   rotated by size;
 //! - [`recorder`]: turns the live source's messages into records;
 //! - [`reader`]: reads frame by frame, reports damage by byte offset and
-//!   resumes at the next intact frame, and follows rotated parts;
+//!   resumes at the next intact frame;
+//! - [`recording`]: follows a rotated recording from part to part;
 //! - [`filter`], [`export`], [`summary`]: what the commands build on.
 
 mod body;
@@ -15,16 +16,20 @@ pub mod filter;
 pub mod format;
 pub mod reader;
 pub mod recorder;
+pub mod recording;
 pub mod summary;
 pub mod writer;
 
+#[cfg(test)]
+mod mutation_tests;
 #[cfg(test)]
 pub(crate) mod tests;
 
 use std::{fmt, io, path::PathBuf};
 
 pub use format::{End, Header, Lost, Record, Snapshot};
-pub use reader::{Frame, Item, Trace, TraceReader};
+pub use reader::{Frame, Item, TraceReader};
+pub use recording::Trace;
 pub use writer::{TraceWriter, WriterOptions};
 
 /// Errors that stop reading or writing a trace.

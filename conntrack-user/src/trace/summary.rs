@@ -9,7 +9,8 @@ use super::{
     Issue, Record, TraceError,
     export::rfc3339,
     format::{Header, Snapshot},
-    reader::{Item, Trace},
+    reader::Item,
+    recording::Trace,
 };
 use crate::{event::Counters, kernel::sysctl::Sysctls, model::drops::Cause};
 
