@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use btf_rs::{Btf, Type};
+use btf_rs::{Backend, Btf, Type};
 
 /// Where the running kernel publishes its BTF.
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
@@ -53,9 +53,13 @@ impl KernelBtf {
         if !vmlinux.exists() {
             return Err(BtfError::Missing(vmlinux.to_owned()));
         }
-        let base = Btf::from_file(vmlinux).map_err(|source| BtfError::Read {
-            path: vmlinux.to_owned(),
-            source,
+        // Mmap: types are decoded on demand; parsing all of vmlinux's BTF up
+        // front costs tens of MiB for the few dozen members ctscope reads.
+        let base = Btf::from_file_with_backend(vmlinux, Backend::Mmap).map_err(|source| {
+            BtfError::Read {
+                path: vmlinux.to_owned(),
+                source,
+            }
         })?;
         let btf = if module.exists() {
             Btf::from_split_file(module, &base).map_err(|source| BtfError::Read {

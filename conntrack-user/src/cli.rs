@@ -51,6 +51,36 @@ pub enum Command {
     /// interval, with the kernel's own counters beside them (headless).
     #[command(after_help = STATS_AFTER)]
     Stats(StatsArgs),
+
+    /// Show every packet netfilter drops, as it happens, with its cause,
+    /// namespace, 5-tuple and TCP flags; a summary at exit.
+    #[command(after_help = DROPS_AFTER)]
+    Drops(DropsArgs),
+
+    /// Generate new conntrack flows over loopback in a private network
+    /// namespace (nothing leaves the machine), to watch the table fill.
+    #[command(after_help = LOAD_AFTER)]
+    Load(LoadArgs),
+
+    /// Serve Prometheus / OpenMetrics metrics on /metrics (and /healthz),
+    /// compatible with node_exporter's conntrack metrics.
+    #[command(after_help = SERVE_AFTER)]
+    Serve(ServeArgs),
+
+    /// Print a shell completion script: `ctscope completions bash >
+    /// /etc/bash_completion.d/ctscope`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the man page (roff): `ctscope man > ctscope.1`, or a
+    /// subcommand's: `ctscope man stats > ctscope-stats.1`.
+    Man {
+        /// A subcommand, for its own page.
+        subcommand: Option<String>,
+    },
+
     /// Record allocations, frees, drops and periodic snapshots to a trace
     /// file (headless), to replay, export or share later.
     #[command(after_help = RECORD_AFTER)]
@@ -65,6 +95,35 @@ pub enum Command {
     /// and any truncation or damage found.
     Info(InfoArgs),
 }
+
+const SERVE_AFTER: &str = "\
+node_nf_conntrack_entries, node_nf_conntrack_entries_limit and node_nf_conntrack_stat_*
+keep node_exporter's names and meaning (ctscope's own namespace); ctscope_* adds drops
+per cause, allocations and frees, entries and drops per namespace (label netns), the
+chain-length histogram and walk cost, and lost events. deploy/ has a Kubernetes
+DaemonSet, Prometheus alerts and a Grafana dashboard.";
+
+const LOAD_AFTER: &str = "\
+Each flow has a new tuple, so each creates one conntrack entry in the load namespace.
+The namespace is created for the run and disappears with its entries at exit, unless
+--netns names an existing one. Without --count or --duration the run lasts 10 s.
+
+Examples:
+  ctscope load --rate 20000 --duration 60          20k new UDP flows a second
+  ctscope load --kind syn --squeeze 5000           fill to 5000 entries, then drops
+  ctscope load --json --count 200000               as fast as possible, report as JSON";
+
+const DROPS_AFTER: &str = "\
+Causes: table_full (no room: nf_conntrack_max reached), invalid (conntrack found the
+packet invalid), insert_failed and chain_too_long (the new entry could not be inserted),
+and ruleset, shown as \"policy\": your firewall dropped a packet conntrack accepted.
+docs/drop-causes.md explains how each is recognised. Counts per cause are exact; under
+a flood the kernel sends the details of one drop in N, and ctscope says so.
+
+Examples:
+  ctscope drops --syn                       dropped connection attempts
+  ctscope drops --cause table_full --port 443
+  ctscope drops --json --duration 60 | jq 'select(.type==\"drop\") | .dst'";
 
 const STATS_AFTER: &str = "\
 Counts come from in-kernel per-CPU counters and are exact. `kernel.*` are the
@@ -163,6 +222,150 @@ pub struct StatsArgs {
 
     /// Create this file once the probes are attached, so scripts know when
     /// to start traffic.
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DropsArgs {
+    /// One JSON object per drop (`"type":"drop"`), then one summary object
+    /// (`"type":"summary"`); schema: docs/drops.schema.json.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Only drops of this cause (repeat for several): table_full, invalid,
+    /// insert_failed, chain_too_long, ruleset (or policy).
+    #[arg(long, value_name = "CAUSE", value_parser = parse_cause)]
+    pub cause: Vec<crate::model::drops::Cause>,
+
+    /// Only TCP SYNs without ACK: dropped connection attempts.
+    #[arg(long)]
+    pub syn: bool,
+
+    /// Only this network namespace (its inode number, as in "table full in
+    /// netns N"; `ls -Li /proc/PID/ns/net` shows a process's).
+    #[arg(long, value_name = "INUM")]
+    pub netns: Option<u32>,
+
+    /// Only this protocol: tcp, udp, icmp, icmpv6, sctp, or a number.
+    #[arg(long, value_name = "PROTO", value_parser = parse_proto)]
+    pub proto: Option<u8>,
+
+    /// Only packets from or to this port.
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+
+    /// Only packets from or to this address.
+    #[arg(long, value_name = "ADDR")]
+    pub host: Option<std::net::IpAddr>,
+
+    /// Stop after this many drops are shown.
+    #[arg(short = 'n', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// Stop after this long (e.g. 30, 30s, 5m).
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Entries in each top-N list of the summary.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub top: usize,
+
+    /// Create this file once the probes are attached.
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+}
+
+impl DropsArgs {
+    pub fn filter(&self) -> crate::model::drops::DropFilter {
+        crate::model::drops::DropFilter {
+            causes: self.cause.clone(),
+            syn_only: self.syn,
+            netns: self.netns,
+            proto: self.proto,
+            port: self.port,
+            host: self.host,
+        }
+    }
+}
+
+fn parse_cause(text: &str) -> Result<crate::model::drops::Cause, String> {
+    crate::model::drops::Cause::parse(text)
+}
+
+/// Parses a protocol name or number.
+pub fn parse_proto(text: &str) -> Result<u8, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "tcp" => Ok(6),
+        "udp" => Ok(17),
+        "icmp" => Ok(1),
+        "icmpv6" | "ipv6-icmp" => Ok(58),
+        "sctp" => Ok(132),
+        "udplite" => Ok(136),
+        "gre" => Ok(47),
+        other => other.parse().map_err(|_| {
+            format!("unknown protocol `{text}`; use tcp, udp, icmp, icmpv6, sctp or a number")
+        }),
+    }
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct LoadArgs {
+    /// What each flow is.
+    #[arg(long, value_enum, default_value_t = crate::loadgen::FlowKind::Udp)]
+    pub kind: crate::loadgen::FlowKind,
+
+    /// New flows per second (all threads together); 0 or absent: as fast as
+    /// possible.
+    #[arg(long, value_name = "PER_SEC")]
+    pub rate: Option<u64>,
+
+    /// Stop after this many flows.
+    #[arg(short = 'n', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// Stop after this long (default 10 s when --count is not given).
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Sending threads.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub threads: u64,
+
+    /// Use this existing namespace (`ip netns` name or a path like
+    /// /proc/PID/ns/net) instead of a private one; it must have a ruleset
+    /// that uses conntrack.
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
+
+    /// Lower nf_conntrack_max to this many entries for the run so that the
+    /// table fills and drops; restored at exit. It is a global limit: every
+    /// namespace on the machine is held to it while the run lasts.
+    #[arg(long, value_name = "ENTRIES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub squeeze: Option<u64>,
+
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Create this file once the namespace is ready and load is about to start.
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// Address and port to listen on. The default is loopback only; use
+    /// 0.0.0.0:9464 (or [::]:9464) to let a remote Prometheus scrape.
+    #[arg(long, default_value = crate::commands::serve::DEFAULT_LISTEN,
+          value_parser = crate::commands::serve::parse_listen, value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+
+    /// How often the counters are read and the page refreshed.
+    #[arg(short, long, default_value = "1", value_name = "DURATION", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Create this file once the probes are attached and the port is open.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
 }
@@ -350,21 +553,6 @@ fn parse_speed(text: &str) -> Result<Speed, String> {
     }
 }
 
-fn parse_proto(text: &str) -> Result<u8, String> {
-    match text.trim().to_ascii_lowercase().as_str() {
-        "tcp" => Ok(6),
-        "udp" => Ok(17),
-        "icmp" => Ok(1),
-        "icmpv6" | "ipv6-icmp" => Ok(58),
-        "sctp" => Ok(132),
-        "udplite" => Ok(136),
-        "gre" => Ok(47),
-        n => n.parse().map_err(|_| {
-            format!("unknown protocol `{text}`; use tcp, udp, icmp, icmpv6, sctp or a number")
-        }),
-    }
-}
-
 /// Parses `10`, `2.5`, `10s`, `500ms`, `5m`, `1h`. Bare numbers are seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -505,6 +693,37 @@ mod tests {
     fn cli_definition_is_consistent() {
         use clap::CommandFactory as _;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn drops_flags_build_a_filter() {
+        let cli = Cli::try_parse_from([
+            "ctscope",
+            "drops",
+            "--syn",
+            "--cause",
+            "policy",
+            "--cause",
+            "table-full",
+            "--proto",
+            "tcp",
+            "--port",
+            "443",
+            "--host",
+            "::1",
+        ])
+        .expect("parse");
+        let Some(Command::Drops(args)) = cli.command else {
+            panic!("not drops");
+        };
+        let f = args.filter();
+        assert!(f.syn_only);
+        assert_eq!(f.proto, Some(6));
+        assert_eq!(f.port, Some(443));
+        assert_eq!(f.causes.len(), 2);
+        assert_eq!(f.host, Some("::1".parse().expect("addr")));
+        assert!(Cli::try_parse_from(["ctscope", "drops", "--proto", "bogus"]).is_err());
+        assert!(Cli::try_parse_from(["ctscope", "drops", "--cause", "bogus"]).is_err());
     }
 
     #[test]

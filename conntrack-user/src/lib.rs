@@ -8,6 +8,7 @@ pub mod commands;
 pub mod event;
 pub mod kallsyms;
 pub mod kernel;
+pub mod loadgen;
 pub mod model;
 pub mod probe;
 pub mod source;
@@ -21,6 +22,11 @@ use cli::{Cli, Command, StatsArgs};
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Some(Command::Stats(args)) => commands::stats::run(args, &cli.probe).await,
+        Some(Command::Drops(args)) => commands::drops::run(args, &cli.probe).await,
+        Some(Command::Load(args)) => commands::load::run(args).await,
+        Some(Command::Serve(args)) => commands::serve::run(args, &cli.probe).await,
+        Some(Command::Completions { shell }) => commands::docs::completions(*shell),
+        Some(Command::Man { subcommand }) => commands::docs::man(subcommand.as_deref()),
         Some(Command::Record(args)) => commands::record::run(args, &cli.probe).await,
         Some(Command::Replay(args)) => commands::replay::run(args).await,
         Some(Command::Export(args)) => commands::export::run(args),

@@ -4,6 +4,7 @@
 //! bpf-linker built against Debian's LLVM 22, the tools the tests drive) and
 //! does nothing extra when everything is already there.
 
+mod bench;
 mod provision;
 
 use std::{
@@ -46,6 +47,14 @@ enum Cmd {
     },
     /// Install the toolchain pieces and test tools only.
     Provision,
+    /// Measure what ctscope costs and compare it with conntrack-tools; writes
+    /// docs/benchmarks.md (needs root, takes a few minutes).
+    Bench {
+        /// A short run that only checks the harness (writes
+        /// target/bench-smoke.md).
+        #[arg(long)]
+        smoke: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -74,6 +83,17 @@ fn run(cli: Cli) -> Result<()> {
             provision::toolchain()?;
             build_release()?;
             run_ctscope(&root.join("target/release/ctscope"), &args)
+        }
+        Cmd::Bench { smoke } => {
+            provision::toolchain()?;
+            provision::test_tools()?;
+            build_release()?;
+            let (scale, out) = if smoke {
+                (bench::SMOKE, root.join("target/bench-smoke.md"))
+            } else {
+                (bench::FULL, root.join("docs/benchmarks.md"))
+            };
+            bench::run(&root, scale, &out)
         }
         Cmd::Test { no_lint, filter } => {
             provision::toolchain()?;

@@ -17,13 +17,15 @@ const LLVM_PACKAGES: [&str; 4] = [
 ];
 /// Debian packages the integration tests drive: nft rules in namespaces,
 /// `conntrack -L/-S` as ground truth, `ip netns`, tmux for the TUI test,
-/// bpftool to check that nothing stays attached.
-const TEST_PACKAGES: [(&str, &str); 5] = [
+/// bpftool to check that nothing stays attached, a real Prometheus to scrape
+/// `ctscope serve`.
+const TEST_PACKAGES: [(&str, &str); 6] = [
     ("nft", "nftables"),
     ("conntrack", "conntrack"),
     ("ip", "iproute2"),
     ("tmux", "tmux"),
     ("bpftool", "bpftool"),
+    ("prometheus", "prometheus"),
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -74,6 +74,12 @@ pub mod counter {
     pub const RESOLVED_AT_FREE: u32 = 11;
     /// Drop details not sent because of in-kernel sampling (counts stay exact).
     pub const SAMPLED_OUT: u32 = 12;
+    /// Probe runs the kernel skipped because the same probe was already
+    /// running on that CPU (an interrupt nested inside it). Written by
+    /// userspace from the programs' `recursion_misses`, not by the probes.
+    /// Most are slab events of other caches; it bounds what the counts can
+    /// have missed.
+    pub const PROBE_MISSES: u32 = 13;
     /// Size of the array.
     pub const COUNT: u32 = 16;
 }

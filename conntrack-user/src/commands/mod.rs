@@ -1,8 +1,12 @@
 //! One module per subcommand; each wires a source, the model and a view.
+pub mod docs;
+pub mod drops;
 pub mod export;
 pub mod info;
+pub mod load;
 pub mod record;
 pub mod replay;
+pub mod serve;
 pub mod stats;
 
 use std::{fs, path::Path};

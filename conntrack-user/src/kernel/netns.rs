@@ -116,9 +116,9 @@ fn inum_of(meta: &std::fs::Metadata) -> io::Result<u32> {
 }
 
 /// Every network namespace reachable from here: named ones under /run/netns (their
-/// bind mount is the preferred path), then those of every process in /proc. Only
-/// thread-group leaders are scanned, so a namespace held solely by a non-leader thread
-/// or an open fd is missed. Sorted by inode.
+/// bind mount is the preferred path), then those of every process and thread in
+/// /proc. A namespace held solely by an open fd or a socket is missed. Sorted by
+/// inode.
 pub fn list_namespaces() -> Vec<NetnsHandle> {
     // Every namespace file lives on the nsfs device; a leftover /run/netns file whose
     // bind mount is gone is a plain tmpfs file and is skipped.
@@ -147,8 +147,17 @@ pub fn list_namespaces() -> Vec<NetnsHandle> {
         let Some(pid) = file_name.to_str() else {
             continue;
         };
-        if pid.bytes().all(|b| b.is_ascii_digit()) {
-            add(Path::new("/proc").join(pid).join("ns/net"), None);
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        add(Path::new("/proc").join(pid).join("ns/net"), None);
+        // Threads can live in other namespaces than their leader (setns
+        // is per thread; `ctscope load` works that way).
+        let tasks = Path::new("/proc").join(pid).join("task");
+        for task in std::fs::read_dir(&tasks).into_iter().flatten().flatten() {
+            if task.file_name() != file_name {
+                add(task.path().join("ns/net"), None);
+            }
         }
     }
     found.into_values().collect()

@@ -333,6 +333,9 @@ pub struct DropLog {
     pub top_dst: TopN<Endpoint>,
     pub top_src: TopN<IpAddr>,
     pub top_netns: TopN<u32>,
+    /// Drops that passed the filter in the last batch of events applied, in
+    /// order: what a streaming view prints next.
+    pub fresh: Vec<DropRecord>,
     /// Drop events that passed the filter.
     pub matched: u64,
     /// Drop events received (the kernel may have sampled them).
@@ -353,16 +356,22 @@ impl DropLog {
             top_dst: TopN::new(TOP_KEYS),
             top_src: TopN::new(TOP_KEYS),
             top_netns: TopN::new(TOP_KEYS),
+            fresh: Vec::new(),
             matched: 0,
             received: 0,
         }
     }
 
-    /// Adds a drop; returns it when it passed the filter.
-    pub fn push(&mut self, d: DropRecord) -> Option<&DropRecord> {
+    /// Starts a new batch: `fresh` will hold what the batch adds.
+    pub fn begin_batch(&mut self) {
+        self.fresh.clear();
+    }
+
+    /// Adds a drop if it passes the filter.
+    pub fn push(&mut self, d: DropRecord) {
         self.received += 1;
         if !self.filter.matches(&d) {
-            return None;
+            return;
         }
         self.matched += 1;
         self.top_dst.add(d.dst_endpoint(), 1);
@@ -371,8 +380,8 @@ impl DropLog {
         if self.recent.len() == RECENT {
             self.recent.pop_front();
         }
-        self.recent.push_back(d);
-        self.recent.back()
+        self.recent.push_back(d.clone());
+        self.fresh.push(d);
     }
 }
 
@@ -500,5 +509,8 @@ mod tests {
         assert_eq!((log.received, log.matched), (3, 2));
         assert_eq!(log.top_dst.top(1)[0].1, 2);
         assert_eq!(log.recent.len(), 2);
+        assert_eq!(log.fresh.len(), 2);
+        log.begin_batch();
+        assert!(log.fresh.is_empty());
     }
 }

@@ -45,9 +45,12 @@ pub struct Totals {
     pub drop_ruleset: u64,
     /// From the kernel's counters: this backend has no probe on early_drop().
     pub early_drop: u64,
-    /// Events the kernel could not deliver (ring buffer full or a probe
-    /// skipped because it was already running on that CPU).
+    /// Events the kernel could not deliver: the ring buffer was full.
     pub lost_events: u64,
+    /// Probe runs the kernel skipped because the same probe was already
+    /// running on that CPU. Most concern other slab caches; the counts can
+    /// be short by at most this many.
+    pub probe_misses: u64,
 }
 
 impl Totals {
@@ -65,6 +68,7 @@ impl Totals {
             drop_ruleset: drop(cause::RULESET),
             early_drop: kernel.early_drop,
             lost_events: d(counter::LOST_EVENTS),
+            probe_misses: d(counter::PROBE_MISSES),
         }
     }
 

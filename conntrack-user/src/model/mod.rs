@@ -59,10 +59,16 @@ pub struct Model {
     pub sysctls: Sysctls,
     /// Kernel events applied so far.
     pub events_seen: u64,
+    /// The kernel's own view of each namespace at the latest sample
+    /// (absolute counters, entry counts).
+    pub kernel_now: Vec<NetnsReading>,
     /// Dropped packets in detail, with top-N aggregations.
     pub drops: DropLog,
     /// The latest walk of the hash table, if any.
     pub buckets: Option<BucketWalk>,
+    /// Wall clock minus CLOCK_MONOTONIC, in ns, from the latest sample: turns
+    /// kernel timestamps into times of day.
+    clock_offset_ns: Option<i128>,
 }
 
 impl Model {
@@ -96,6 +102,7 @@ impl Model {
 
     fn apply_events(&mut self, events: &[Event]) {
         self.events_seen += events.len() as u64;
+        self.drops.begin_batch();
         for ev in events {
             if ev.kind == kind::DROP
                 && let Some(d) = DropRecord::from_event(ev)
@@ -110,8 +117,17 @@ impl Model {
         self.history.len()
     }
 
+    /// Wall-clock ms of a kernel (CLOCK_MONOTONIC) timestamp, once a sample
+    /// has tied the two clocks together.
+    pub fn wall_ms_of(&self, mono_ns: u64) -> Option<u64> {
+        let wall_ns = i128::from(mono_ns) + self.clock_offset_ns?;
+        u64::try_from(wall_ns / 1_000_000).ok()
+    }
+
     fn apply_sample(&mut self, s: &Sample) {
         self.sysctls = s.sysctls;
+        self.kernel_now.clone_from(&s.kernel);
+        self.clock_offset_ns = Some(i128::from(s.wall_ms) * 1_000_000 - i128::from(s.mono_ns));
         let kernel = self.fold_kernel(&s.kernel);
         let mark = Mark {
             mono_ns: s.mono_ns,

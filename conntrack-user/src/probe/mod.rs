@@ -158,10 +158,8 @@ impl Probes {
         Ok(())
     }
 
-    /// Machine-wide counters summed over CPUs. Program recursion misses
-    /// (an invocation skipped because the same probe was already running on
-    /// that CPU) are added to the lost events: the kernel did not deliver
-    /// those either.
+    /// Machine-wide counters summed over CPUs, plus the probes' recursion
+    /// misses in `counter::PROBE_MISSES`.
     pub fn counters(&self) -> Result<Counters, ProbeError> {
         let mut out = Counters::default();
         for (index, slot) in out.0.iter_mut().enumerate() {
@@ -174,7 +172,7 @@ impl Probes {
             .filter_map(|p| p.fd().ok())
             .map(|fd| progstats::recursion_misses(fd).unwrap_or(0))
             .sum();
-        out.0[counter::LOST_EVENTS as usize] += misses;
+        out.0[counter::PROBE_MISSES as usize] = misses;
         Ok(out)
     }
 

@@ -40,6 +40,7 @@ pub struct LiveOptions {
 
 enum Control {
     SampleNow,
+    Setting(u32, u32),
     Stop,
 }
 
@@ -75,6 +76,11 @@ impl LiveSource {
         let _ = self.control.send(Control::SampleNow);
     }
 
+    /// Changes a probe setting (`conntrack_common::setting`) while running.
+    pub fn set(&self, index: u32, value: u32) {
+        let _ = self.control.send(Control::Setting(index, value));
+    }
+
     /// Stops capture; the probes detach when the task drops them.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.control.send(Control::Stop);
@@ -107,6 +113,7 @@ async fn run(
                         return Ok(());
                     }
                 }
+                Some(Control::Setting(index, value)) => probes.set_setting(index, value)?,
                 Some(Control::Stop) | None => return Ok(()),
             },
             guard = ring.readable_mut() => {

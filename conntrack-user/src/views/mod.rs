@@ -1,2 +1,4 @@
 //! Views: pure functions from the model to text or frames.
+pub mod drops;
+pub mod metrics;
 pub mod stats;

@@ -1,0 +1,146 @@
+use conntrack_common::{NetnsCounters, cause, counter};
+
+use super::*;
+use crate::{
+    event::{Counters, Message, Sample},
+    kernel::{netns::NetnsReading, sysctl::Sysctls},
+    model::RunInfo,
+};
+
+fn model() -> Model {
+    let mut m = Model::new(RunInfo::default());
+    let reading = |drop| NetnsReading {
+        inum: 1000,
+        name: None,
+        count: Some(42),
+        max: Some(65536),
+        stats: Some(ConntrackStats {
+            drop,
+            ..ConntrackStats::default()
+        }),
+        source_used: None,
+        error: None,
+    };
+    let sample = |secs: u64, n: u64, drop: u64| {
+        let mut counters = Counters::default();
+        counters.0[counter::ALLOC as usize] = n;
+        counters.0[(counter::DROP_FIRST + u32::from(cause::TABLE_FULL)) as usize] = n / 10;
+        let mut ns = NetnsCounters {
+            alloc: n,
+            ..NetnsCounters::default()
+        };
+        ns.drops[cause::TABLE_FULL as usize] = n / 10;
+        Message::Sample(Box::new(Sample {
+            mono_ns: secs * 1_000_000_000,
+            wall_ms: secs * 1000,
+            counters,
+            netns: vec![(1000, ns)],
+            kernel: vec![reading(drop)],
+            sysctls: Sysctls {
+                nf_conntrack_max: Some(65536),
+                nf_conntrack_buckets: Some(16384),
+                ..Sysctls::default()
+            },
+        }))
+    };
+    m.apply(sample(1, 0, 7));
+    m.apply(sample(2, 500, 57));
+    m.buckets = Some(BucketWalk {
+        buckets: 4,
+        nodes: 6,
+        histogram: [1, 1, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0],
+        max: 4,
+        mean: 1.5,
+        ..BucketWalk::default()
+    });
+    m
+}
+
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn node_exporter_names_keep_their_meaning() {
+    let text = render(&model(), 1000, &[("version", "0.1.0")]);
+    assert_eq!(
+        value(&text, "node_nf_conntrack_entries"),
+        Some(42.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "node_nf_conntrack_entries_limit"),
+        Some(65536.0)
+    );
+    // node_exporter reports the kernel's absolute counters, as gauges.
+    assert_eq!(value(&text, "node_nf_conntrack_stat_drop"), Some(57.0));
+    assert!(
+        text.contains("# TYPE node_nf_conntrack_stat_drop gauge"),
+        "{text}"
+    );
+    // Another namespace is not ours: no node_exporter entry count.
+    let other = render(&model(), 999, &[]);
+    assert_eq!(value(&other, "node_nf_conntrack_entries"), None);
+}
+
+#[test]
+fn ctscope_counters_are_counters() {
+    let text = render(&model(), 1000, &[]);
+    assert!(text.contains("# TYPE ctscope_drops counter"), "{text}");
+    assert_eq!(
+        value(&text, "ctscope_drops_total{cause=\"table_full\"}"),
+        Some(50.0),
+        "{text}"
+    );
+    assert_eq!(value(&text, "ctscope_alloc_total"), Some(500.0));
+    assert_eq!(
+        value(&text, "ctscope_kernel_drop_total"),
+        Some(50.0),
+        "delta since start"
+    );
+    assert_eq!(
+        value(&text, "ctscope_netns_alloc_total{netns=\"1000\"}"),
+        Some(500.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "ctscope_netns_drops_total{netns=\"1000\",cause=\"table_full\"}"
+        ),
+        Some(50.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "ctscope_netns_entries{netns=\"1000\"}"),
+        Some(42.0)
+    );
+    assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics terminator");
+}
+
+#[test]
+fn chain_lengths_form_a_cumulative_histogram() {
+    let text = render(&model(), 1000, &[]);
+    assert!(
+        text.contains("# TYPE ctscope_chain_length histogram"),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "ctscope_chain_length_bucket{le=\"0.0\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "ctscope_chain_length_bucket{le=\"2.0\"}"),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(&text, "ctscope_chain_length_bucket{le=\"+Inf\"}"),
+        Some(4.0)
+    );
+    assert_eq!(value(&text, "ctscope_chain_length_sum"), Some(6.0));
+    assert_eq!(value(&text, "ctscope_chain_length_count"), Some(4.0));
+    assert_eq!(value(&text, "ctscope_chain_length_max"), Some(4.0));
+}

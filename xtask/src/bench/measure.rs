@@ -1,0 +1,162 @@
+//! Measurements: medians, unrelated slab work, a process's CPU and memory,
+//! a named namespace for tools that need one.
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader, Read},
+    process::{Command, Stdio},
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Stats {
+    pub fn of(samples: &[f64]) -> Self {
+        let mut v = samples.to_vec();
+        v.sort_by(f64::total_cmp);
+        if v.is_empty() {
+            return Self::default();
+        }
+        let mid = v.len() / 2;
+        let median = if v.len().is_multiple_of(2) {
+            (v[mid - 1] + v[mid]) / 2.0
+        } else {
+            v[mid]
+        };
+        Self {
+            median,
+            min: v[0],
+            max: v[v.len() - 1],
+        }
+    }
+}
+
+/// File create+write+unlink per second in /dev/shm: each op allocates and
+/// frees dentries and inodes, so every op runs the kmem_cache probes.
+pub fn slab_ops_per_sec(secs: f64) -> Result<f64> {
+    let dir = std::env::temp_dir().join(format!("ctscope-slab-{}", std::process::id()));
+    let base = if std::path::Path::new("/dev/shm").exists() {
+        std::path::PathBuf::from("/dev/shm").join(dir.file_name().unwrap_or_default())
+    } else {
+        dir
+    };
+    fs::create_dir_all(&base)?;
+    let start = Instant::now();
+    let mut ops = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        let p = base.join(format!("f{}", ops % 64));
+        fs::write(&p, b"x")?;
+        fs::remove_file(&p)?;
+        ops += 1;
+    }
+    let rate = ops as f64 / start.elapsed().as_secs_f64();
+    let _ = fs::remove_dir_all(&base);
+    Ok(rate)
+}
+
+/// utime + stime of a process, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("malformed stat")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = f.get(11).context("utime")?.parse()?;
+    let stime: u64 = f.get(12).context("stime")?.parse()?;
+    Ok(utime + stime)
+}
+
+pub fn ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+/// Peak resident set size (VmHWM) in KiB.
+pub fn peak_rss_kib(pid: u32) -> Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM")
+}
+
+/// Counts lines of a child's output on a thread.
+pub fn count_lines(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<u64> {
+    thread::spawn(move || match pipe {
+        Some(p) => BufReader::new(p).lines().map_while(Result::ok).count() as u64,
+        None => 0,
+    })
+}
+
+/// An `ip netns` namespace with conntrack active, for tools that need a
+/// name (`conntrack -E` through `ip netns exec`). Deleted on drop.
+pub struct NamedNetns {
+    pub name: String,
+}
+
+impl NamedNetns {
+    pub fn create(prefix: &str) -> Result<Self> {
+        let name = format!("{prefix}-{}", std::process::id());
+        run(Command::new("ip").args(["netns", "add", &name]))?;
+        let ns = Self { name };
+        run(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]))?;
+        let mut nft = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()?;
+        if let Some(mut stdin) = nft.stdin.take() {
+            std::io::Write::write_all(
+                &mut stdin,
+                b"table inet bench {\n chain out { type filter hook output priority 0; ct state established accept; }\n}\n",
+            )?;
+        }
+        if !nft.wait()?.success() {
+            bail!("nft failed in {}", ns.name);
+        }
+        Ok(ns)
+    }
+
+    /// `nf_conntrack_count` inside the namespace.
+    pub fn count(&self) -> Result<u64> {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.name,
+                "cat",
+                "/proc/sys/net/netfilter/nf_conntrack_count",
+            ])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+    }
+}
+
+impl Drop for NamedNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed");
+    }
+    Ok(())
+}
