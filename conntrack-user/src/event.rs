@@ -44,4 +44,7 @@ pub enum Message {
     Sample(Box<Sample>),
     /// A completed walk of the hash table.
     Buckets(Box<crate::model::buckets::BucketWalk>),
+    /// The source starts over (a replay seeking backwards): forget
+    /// everything applied so far; what follows is a new run.
+    Reset,
 }

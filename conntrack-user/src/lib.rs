@@ -12,6 +12,7 @@ pub mod loadgen;
 pub mod model;
 pub mod probe;
 pub mod source;
+pub mod trace;
 pub mod version;
 pub mod views;
 
@@ -26,6 +27,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Serve(args)) => commands::serve::run(args, &cli.probe).await,
         Some(Command::Completions { shell }) => commands::docs::completions(*shell),
         Some(Command::Man { subcommand }) => commands::docs::man(subcommand.as_deref()),
+        Some(Command::Record(args)) => commands::record::run(args, &cli.probe).await,
+        Some(Command::Replay(args)) => commands::replay::run(args).await,
+        Some(Command::Export(args)) => commands::export::run(args),
+        Some(Command::Info(args)) => commands::info::run(args),
         None => {
             let args = StatsArgs {
                 json: false,
@@ -45,6 +50,10 @@ pub fn exit_status(err: &anyhow::Error) -> u8 {
     if err
         .downcast_ref::<probe::ProbeError>()
         .is_some_and(probe::ProbeError::is_environment)
+        || err
+            .downcast_ref::<trace::TraceError>()
+            .is_some_and(trace::TraceError::is_bad_input)
+        || err.downcast_ref::<commands::BadInput>().is_some()
     {
         2
     } else {

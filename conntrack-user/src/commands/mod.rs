@@ -1,7 +1,11 @@
 //! One module per subcommand; each wires a source, the model and a view.
 pub mod docs;
 pub mod drops;
+pub mod export;
+pub mod info;
 pub mod load;
+pub mod record;
+pub mod replay;
 pub mod serve;
 pub mod stats;
 
@@ -18,3 +22,8 @@ pub fn write_ready_file(path: Option<&Path>) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// An argument combination or input that cannot work (exit status 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);

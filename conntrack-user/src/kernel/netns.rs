@@ -39,7 +39,7 @@ pub enum StatsSource {
 }
 
 /// The interface a reading actually came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StatsSourceUsed {
     Procfs,
     Ctnetlink,
@@ -56,7 +56,7 @@ pub struct NetnsHandle {
 }
 
 /// The kernel's view of one namespace. Failures are per namespace, in `error`.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NetnsReading {
     pub inum: u32,
     pub name: Option<String>,

@@ -20,7 +20,7 @@ use std::ops::{Add, AddAssign};
 ///
 /// Deprecated counters (`searched`, `new`, `ignore`, `delete`, `delete_list`) are
 /// always 0 on current kernels and are not kept.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConntrackStats {
     /// Lookups that found an existing entry.
     pub found: u64,

@@ -16,7 +16,7 @@ pub const SYSCTL_DIR: &str = "/proc/sys/net/netfilter";
 
 /// Conntrack sysctls of one namespace; `None` when the file is missing (older kernel,
 /// feature compiled out) or unreadable.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Sysctls {
     /// Global limit on entries, compared against each namespace's count.
     pub nf_conntrack_max: Option<u64>,

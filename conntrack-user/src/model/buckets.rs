@@ -3,7 +3,7 @@
 //! Produced by the bucket walker (issue: per-bucket occupancy); kept by the
 //! model for the TUI, `stats --buckets` and the metrics.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Histogram classes of chain length: 0 to 8 one by one, then 9-16, 17-32,
 /// 33-64 and more than 64.
@@ -23,7 +23,7 @@ pub fn histogram_class(len: u32) -> usize {
 }
 
 /// One entry (one of its two tuple nodes) found in a hot bucket.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChainEntry {
     /// "original" or "reply": which of the entry's two nodes is in this bucket.
     pub direction: String,
@@ -39,7 +39,7 @@ pub struct ChainEntry {
     pub timeout_s: i64,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct HotBucket {
     pub index: u64,
     pub len: u32,
@@ -47,7 +47,7 @@ pub struct HotBucket {
 }
 
 /// The result of one full walk.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BucketWalk {
     /// Wall clock when the walk finished, ms since the Unix epoch.
     pub ts_ms: u64,

@@ -93,6 +93,10 @@ impl Model {
             Message::Events(events) => self.apply_events(&events),
             Message::Sample(sample) => self.apply_sample(&sample),
             Message::Buckets(walk) => self.buckets = Some(*walk),
+            Message::Reset => {
+                let filter = std::mem::take(&mut self.drops.filter);
+                *self = Self::with_drop_filter(std::mem::take(&mut self.info), filter);
+            }
         }
     }
 
