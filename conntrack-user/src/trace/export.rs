@@ -30,9 +30,13 @@ pub const COUNTER_NAMES: [&str; counter::COUNT as usize] = [
     "resolved",
     "resolved_at_free",
     "sampled_out",
-    "reserved13",
-    "reserved14",
-    "reserved15",
+    "early_drop_calls",
+    "inserted",
+    "deleted",
+    "probe_misses",
+    "reserved17",
+    "reserved18",
+    "reserved19",
 ];
 
 /// One allocation, free or drop.
