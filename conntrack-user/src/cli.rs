@@ -25,7 +25,10 @@ Examples:
                                          one JSON object per 5 s for a minute
   ctscope stats --json --duration 30s --ready-file /tmp/ready
                                          for load-test scripts: start the load
-                                         once /tmp/ready exists";
+                                         once /tmp/ready exists
+  ctscope buckets --top 5                hash chain lengths and the 5 longest
+                                         chains with their entries
+  ctscope stats --buckets                chain-length summary every interval";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,6 +54,35 @@ pub enum Command {
     /// interval, with the kernel's own counters beside them (headless).
     #[command(after_help = STATS_AFTER)]
     Stats(StatsArgs),
+    /// Walk the conntrack hash table once: chain lengths per bucket
+    /// (histogram, mean, p99, max), the longest chains with their entries,
+    /// the walk's cost, and tuning advice.
+    #[command(after_help = BUCKETS_AFTER)]
+    Buckets(BucketsArgs),
+}
+
+const BUCKETS_AFTER: &str = "\
+Every entry is linked into the table twice (original and reply direction), so
+nodes = 2 x entries. Chain length is in nodes. The kernel refuses new entries
+whose chain is longer than a random limit of 52 to 81 nodes (kernel >= 6.3) and
+counts them as chaintoolong. The table's address is not exported: ctscope finds
+it through /proc/net/nf_conntrack or a live entry, and reports nothing from an
+address it has not validated. The JSON output is described by
+docs/buckets.schema.json.";
+
+#[derive(Debug, Args, Clone)]
+pub struct BucketsArgs {
+    /// One JSON object (schema: docs/buckets.schema.json). Default: a report.
+    #[arg(long)]
+    pub json: bool,
+
+    /// List the entries of this many of the longest chains.
+    #[arg(long, default_value_t = 5, value_name = "K")]
+    pub top: usize,
+
+    /// Create this file once the walker is loaded, before the walk.
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
 }
 
 const STATS_AFTER: &str = "\
@@ -119,6 +151,12 @@ pub struct StatsArgs {
     /// to start traffic.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+
+    /// Walk the conntrack hash table every interval and report chain
+    /// lengths (max, mean, p99) with each record. A walk of a million
+    /// buckets costs tens of milliseconds of CPU.
+    #[arg(long)]
+    pub buckets: bool,
 }
 
 /// Parses `10`, `2.5`, `10s`, `500ms`, `5m`, `1h`. Bare numbers are seconds.
@@ -222,5 +260,18 @@ mod tests {
         assert_eq!(args.count, Some(3));
         assert!(Cli::try_parse_from(["ctscope", "stats", "--count", "0"]).is_err());
         assert!(Cli::try_parse_from(["ctscope", "stats", "--bogus"]).is_err());
+    }
+
+    #[test]
+    fn buckets_flags_parse() {
+        let cli =
+            Cli::try_parse_from(["ctscope", "buckets", "--json", "--top", "3"]).expect("parse");
+        let Some(Command::Buckets(args)) = cli.command else {
+            panic!("not buckets");
+        };
+        assert!(args.json);
+        assert_eq!(args.top, 3);
+        let cli = Cli::try_parse_from(["ctscope", "stats", "--buckets"]).expect("parse");
+        assert!(matches!(cli.command, Some(Command::Stats(a)) if a.buckets));
     }
 }

@@ -20,6 +20,7 @@ use cli::{Cli, Command, StatsArgs};
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Some(Command::Stats(args)) => commands::stats::run(args, &cli.probe).await,
+        Some(Command::Buckets(args)) => commands::buckets::run(args, &cli.probe).await,
         None => {
             let args = StatsArgs {
                 json: false,
@@ -27,6 +28,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 count: None,
                 duration: None,
                 ready_file: None,
+                buckets: false,
             };
             commands::stats::run(&args, &cli.probe).await
         }
@@ -36,9 +38,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// Exit status for an error: 2 when the environment or the arguments are at
 /// fault (not root, no BTF, conntrack missing, bad input), 1 otherwise.
 pub fn exit_status(err: &anyhow::Error) -> u8 {
-    if err
-        .downcast_ref::<probe::ProbeError>()
-        .is_some_and(probe::ProbeError::is_environment)
+    let walk_env = err
+        .downcast_ref::<probe::WalkError>()
+        .is_some_and(probe::WalkError::is_environment);
+    if walk_env
+        || err
+            .downcast_ref::<probe::ProbeError>()
+            .is_some_and(probe::ProbeError::is_environment)
     {
         2
     } else {

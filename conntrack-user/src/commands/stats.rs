@@ -83,6 +83,7 @@ impl From<&ProbeArgs> for ProbeOptions {
     fn from(args: &ProbeArgs) -> Self {
         Self {
             ring_bytes: args.ring_size << 20,
+            hot: true,
         }
     }
 }

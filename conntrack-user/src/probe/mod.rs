@@ -10,6 +10,7 @@
 pub mod config;
 mod error;
 mod progstats;
+pub mod walk;
 
 use std::{
     thread,
@@ -23,8 +24,12 @@ use aya::{
 };
 use conntrack_common::{Config, Discovery, NetnsCounters, SysctlSlot, counter};
 pub use error::ProbeError;
+pub use walk::WalkError;
 
-use crate::{btf::KernelBtf, event::Counters, kallsyms::Kallsyms};
+use crate::{
+    btf::KernelBtf, event::Counters, kallsyms::Kallsyms, model::buckets::BucketWalk,
+    probe::walk::TableWalker,
+};
 
 /// The eBPF object built by build.rs from conntrack-ebpf.
 pub static EBPF_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/conntrack.bpf.o"));
@@ -42,12 +47,16 @@ const PROBES: [(&str, &str); 3] = [
 pub struct ProbeOptions {
     /// Ring buffer size in bytes (a power of two, at least one page).
     pub ring_bytes: u32,
+    /// Attach the allocation, free and drop probes. Without them only the
+    /// hash table walker is loaded (`ctscope buckets`).
+    pub hot: bool,
 }
 
 impl Default for ProbeOptions {
     fn default() -> Self {
         Self {
             ring_bytes: 16 << 20,
+            hot: true,
         }
     }
 }
@@ -72,6 +81,7 @@ pub struct Probes {
     counters: PerCpuArray<MapData, u64>,
     netns: PerCpuHashMap<MapData, u32, NetnsCounters>,
     settings: Array<MapData, u32>,
+    walker: TableWalker,
     pub info: ProbeInfo,
 }
 
@@ -93,14 +103,21 @@ impl Probes {
         cfg.ct_cache = found.discovery.ct_cache;
         cfg.cnet_id = found.discovery.cnet_id;
         cfg.max_ptr = found.max_ptr;
+        cfg.size_ptr = found.size_ptr;
 
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .btf(Some(&aya_btf))
             .override_global("CONFIG", &cfg, true)
-            .map_max_entries("EVENTS", opts.ring_bytes)
-            .load(EBPF_OBJECT)
-            .map_err(ProbeError::Load)?;
-        for (name, tracepoint) in PROBES {
+            .map_max_entries("EVENTS", opts.ring_bytes);
+        if !opts.hot {
+            // The walker alone needs none of the event maps' room.
+            loader
+                .map_max_entries("PENDING", 1)
+                .map_max_entries("NETNS", 1);
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT).map_err(ProbeError::Load)?;
+        for (name, tracepoint) in PROBES.iter().copied().filter(|_| opts.hot) {
             let prog: &mut BtfTracePoint = program(&mut ebpf, name)?;
             prog.load(tracepoint, &aya_btf)
                 .map_err(|source| ProbeError::Program { name, source })?;
@@ -117,6 +134,7 @@ impl Probes {
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
         let netns = PerCpuHashMap::try_from(take_map(&mut ebpf, "NETNS")?)?;
         let settings = Array::try_from(take_map(&mut ebpf, "SETTINGS")?)?;
+        let walker = TableWalker::new(&mut ebpf, &aya_btf, cfg.chain_min)?;
         let info = ProbeInfo {
             backend: "tracepoint",
             kernel: kernel_release(),
@@ -132,8 +150,15 @@ impl Probes {
             counters,
             netns,
             settings,
+            walker,
             info,
         })
+    }
+
+    /// Walks the conntrack hash table once (see [`walk`]) and lists the
+    /// entries of the `top` longest chains. Blocks for the walk's length.
+    pub fn walk_buckets(&mut self, top: usize) -> Result<BucketWalk, WalkError> {
+        self.walker.walk(&mut self.ebpf, &mut self.settings, top)
     }
 
     /// Hands the ring buffer to the task that polls it.
@@ -202,6 +227,7 @@ impl Probes {
 struct Found {
     discovery: Discovery,
     max_ptr: u64,
+    size_ptr: u64,
 }
 
 /// Runs the discovery programs on a throwaway load of the object.
@@ -265,20 +291,30 @@ fn discover(cfg: &Config, btf: &Btf) -> Result<Found, ProbeError> {
         ebpf.map("SYSCTLS")
             .ok_or(ProbeError::MissingMap("SYSCTLS"))?,
     )?;
-    let mut max_ptr = 0;
+    let (mut max_ptr, mut size_ptr) = (0, 0);
     for i in 0..discovery.sysctl_count {
         let slot = sysctls.get(&i, 0)?;
-        if procname(&slot) == "nf_conntrack_max" {
-            // Trust the address only if it holds the value /proc/sys shows.
-            let shown = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max")
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok());
-            if shown == Some(slot.value & 0xffff_ffff) {
+        let name = procname(&slot);
+        if name != "nf_conntrack_max" && name != "nf_conntrack_buckets" {
+            continue;
+        }
+        // Trust the address only if it holds the value /proc/sys shows.
+        let shown = std::fs::read_to_string(format!("/proc/sys/net/netfilter/{name}"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        if shown == Some(slot.value & 0xffff_ffff) {
+            if name == "nf_conntrack_max" {
                 max_ptr = slot.data;
+            } else {
+                size_ptr = slot.data;
             }
         }
     }
-    Ok(Found { discovery, max_ptr })
+    Ok(Found {
+        discovery,
+        max_ptr,
+        size_ptr,
+    })
 }
 
 fn procname(slot: &SysctlSlot) -> &str {
@@ -290,7 +326,10 @@ fn procname(slot: &SysctlSlot) -> &str {
     std::str::from_utf8(&slot.procname[..end]).unwrap_or("")
 }
 
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, ProbeError>
+pub(crate) fn program<'a, T>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut T, ProbeError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
@@ -301,7 +340,7 @@ where
         .map_err(|source| ProbeError::Program { name, source })
 }
 
-fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {
+pub(crate) fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {
     ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))
 }
 

@@ -1,0 +1,522 @@
+//! Walking the conntrack hash table (`nf_conntrack_hash`), and finding it.
+//!
+//! The table is an array of `struct hlist_nulls_head`, one 8-byte `first`
+//! pointer per bucket. Bucket `i` is initialised with
+//! `INIT_HLIST_NULLS_HEAD(&hash[i], i)` (nf_ct_alloc_hashtable in
+//! net/netfilter/nf_conntrack_core.c), so its chain ends in the odd "nulls"
+//! marker `(i << 1) | 1` (include/linux/list_nulls.h). Every walk checks that
+//! marker: a chain that ends in another bucket's marker crossed into another
+//! chain because an entry moved under the walk, and is walked again. A chain
+//! can only be trusted when it ends in its own marker; userspace accepts a
+//! table address only when every chain of a walk did.
+//!
+//! All reads go through `bpf_probe_read_kernel`, so a stale or wrong address
+//! gives failed reads and unverified chains, never a fault. The programs run
+//! from userspace with BPF_PROG_TEST_RUN, inside `rcu_read_lock()`
+//! (net/bpf/test_run.c), which keeps the table the walk started on alive for
+//! the length of one chunk (nf_conntrack_hash_resize frees the old table after
+//! `synchronize_net()`).
+
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::{
+    bpf_get_current_pid_tgid, bpf_jiffies64, bpf_ktime_get_ns, generated::bpf_loop,
+};
+use conntrack_common::{
+    CHAIN_CAP, ChainNode, Located, MAX_BUCKET_ENTRIES, TableInfo, WALK_CHUNK, located, setting,
+};
+
+use crate::{
+    kernel::{self, conf, member, read},
+    maps::{BUCKET_OUT, LOCATED, SETTINGS, TABLE, WALK_OUT},
+};
+
+/// Walks of one chain before it is reported unverified.
+const MAX_TRIES: u32 = 3;
+/// Loop iterations (one memory read each) of one `walk_chunk` run. A chunk
+/// that runs out returns early with `done` < its length; userspace resumes.
+const CHUNK_BUDGET: u32 = 1 << 20;
+/// Nodes followed when locating the table from an entry.
+const LOCATE_STEPS: u32 = 4096;
+
+/// Is `v` a nulls marker (rather than a node pointer)?
+#[inline(always)]
+fn is_marker(v: u64) -> bool {
+    v & 1 == 1
+}
+
+/// The head of bucket `b`.
+#[inline(always)]
+fn head(base: u64, b: u32) -> u64 {
+    base + 8 * b as u64
+}
+
+/// State of one chunk walk, on the stack for `bpf_loop`.
+#[repr(C)]
+struct Chunk {
+    base: u64,
+    /// Current node, or 0 when the bucket's head is to be read next.
+    node: u64,
+    start: u32,
+    count: u32,
+    /// Index of the current bucket within the chunk.
+    i: u32,
+    /// Nodes on the current chain so far.
+    len: u32,
+    tries: u32,
+    _pad: u32,
+}
+
+/// Records the length of the current chain and moves to the next bucket.
+#[inline(always)]
+fn finish(c: &mut Chunk, len: u32, verified: bool, truncated: bool) {
+    if let Some(out) = WALK_OUT.get_ptr_mut(0) {
+        // SAFETY: map value pointer from a successful lookup; only this
+        // program writes it, and test runs of it do not overlap.
+        let out = unsafe { &mut *out };
+        let i = (c.i & (WALK_CHUNK - 1)) as usize;
+        out.lens[i] = len as u16;
+        out.nodes += len as u64;
+        out.done = c.i + 1;
+        if !verified {
+            out.unverified += 1;
+        }
+        if truncated {
+            out.truncated += 1;
+        }
+        out.restarts += c.tries;
+    }
+    c.i += 1;
+    c.node = 0;
+    c.len = 0;
+    c.tries = 0;
+}
+
+/// One read: a bucket head or the next node. Returns 1 to stop.
+extern "C" fn chunk_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the pointer to our stack struct.
+    let c = unsafe { &mut *(ctx as *mut Chunk) };
+    if c.i >= c.count {
+        return 1;
+    }
+    let bucket = c.start + c.i;
+    let addr = if c.node == 0 {
+        head(c.base, bucket)
+    } else {
+        c.node + conf!(hn_next) as u64
+    };
+    let next = match read::<u64>(addr) {
+        Ok(v) if v != 0 => v,
+        // An unreadable node or a NULL link: not a table we can trust.
+        _ => {
+            finish(c, c.len, false, false);
+            return 0;
+        }
+    };
+    if is_marker(next) {
+        if next >> 1 == bucket as u64 {
+            finish(c, c.len, true, false);
+        } else if c.tries < MAX_TRIES {
+            // The walk left its chain (an entry was moved or freed and
+            // reused meanwhile): walk this bucket again.
+            c.tries += 1;
+            c.node = 0;
+            c.len = 0;
+        } else {
+            finish(c, c.len, false, false);
+        }
+        return 0;
+    }
+    c.len += 1;
+    if c.len >= CHAIN_CAP {
+        finish(c, CHAIN_CAP, true, true);
+        return 0;
+    }
+    c.node = next;
+    0
+}
+
+/// Walks buckets `start .. start + count` (at most [`WALK_CHUNK`]) of the
+/// table at `base` and writes their chain lengths to `WALK_OUT`.
+pub fn walk_chunk(base: u64, size: u32, start: u32, count: u32) {
+    let Some(out) = WALK_OUT.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: map value pointer from a successful lookup.
+    let out = unsafe { &mut *out };
+    out.start = start;
+    out.done = 0;
+    out.nodes = 0;
+    out.restarts = 0;
+    out.unverified = 0;
+    out.truncated = 0;
+    let count = count.min(WALK_CHUNK).min(size.saturating_sub(start));
+    if base == 0 || count == 0 {
+        return;
+    }
+    let mut c = Chunk {
+        base,
+        node: 0,
+        start,
+        count,
+        i: 0,
+        len: 0,
+        tries: 0,
+        _pad: 0,
+    };
+    // SAFETY: chunk_step has the bpf_loop callback signature and `c`
+    // outlives the call.
+    unsafe {
+        bpf_loop(
+            CHUNK_BUDGET,
+            chunk_step as *mut c_void,
+            &raw mut c as *mut c_void,
+            0,
+        )
+    };
+}
+
+/// State of a one-bucket walk that lists the entries.
+#[repr(C)]
+struct Listing {
+    base: u64,
+    node: u64,
+    bucket: u32,
+    len: u32,
+    listed: u32,
+    verified: u32,
+}
+
+/// Copies what `ctscope buckets` shows of the entry behind `node`.
+#[inline(always)]
+fn describe(node: u64, n: &mut ChainNode) {
+    let dir: u8 = member(node, conf!(th_tuple) + conf!(tup_dst_dir)).unwrap_or(0) & 1;
+    let ct = node - conf!(ct_tuplehash) as u64 - dir as u64 * conf!(th_sizeof) as u64;
+    n.ct = ct;
+    n.dir = dir;
+    kernel::ct_tuple(ct, &mut n.tuple);
+    n.status = member(ct, conf!(ct_status)).unwrap_or(0);
+    n.timeout = member(ct, conf!(ct_timeout)).unwrap_or(0);
+    n.netns = kernel::ct_netns(ct);
+    n.mark = member(ct, conf!(ct_mark)).unwrap_or(0);
+    n.zone = member(ct, conf!(ct_zone)).unwrap_or(0);
+    n.tcp_state = member(ct, conf!(ct_tcp_state)).unwrap_or(0);
+}
+
+extern "C" fn list_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the pointer to our stack struct.
+    let l = unsafe { &mut *(ctx as *mut Listing) };
+    let addr = if l.node == 0 {
+        head(l.base, l.bucket)
+    } else {
+        l.node + conf!(hn_next) as u64
+    };
+    let Ok(next) = read::<u64>(addr) else {
+        return 1;
+    };
+    if next == 0 {
+        return 1;
+    }
+    if is_marker(next) {
+        l.verified = (next >> 1 == l.bucket as u64) as u32;
+        return 1;
+    }
+    if l.listed < MAX_BUCKET_ENTRIES
+        && let Some(out) = BUCKET_OUT.get_ptr_mut(0)
+    {
+        // SAFETY: map value pointer from a successful lookup.
+        let out = unsafe { &mut *out };
+        let i = (l.listed & (MAX_BUCKET_ENTRIES - 1)) as usize;
+        describe(next, &mut out.nodes[i]);
+        l.listed += 1;
+    }
+    l.len += 1;
+    l.node = next;
+    (l.len >= CHAIN_CAP) as i64
+}
+
+/// Lists the entries on the chain of `bucket` into `BUCKET_OUT`.
+pub fn walk_bucket(base: u64, size: u32, bucket: u32) {
+    let Some(out) = BUCKET_OUT.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: map value pointer from a successful lookup.
+    let out = unsafe { &mut *out };
+    // SAFETY: helpers without preconditions.
+    out.jiffies = unsafe { bpf_jiffies64() };
+    out.ktime_ns = unsafe { bpf_ktime_get_ns() };
+    out.bucket = bucket;
+    out.len = 0;
+    out.listed = 0;
+    out.verified = 0;
+    if base == 0 || bucket >= size {
+        return;
+    }
+    let mut l = Listing {
+        base,
+        node: 0,
+        bucket,
+        len: 0,
+        listed: 0,
+        verified: 0,
+    };
+    // SAFETY: callback signature and context as bpf_loop requires.
+    unsafe {
+        bpf_loop(
+            CHAIN_CAP + 1,
+            list_step as *mut c_void,
+            &raw mut l as *mut c_void,
+            0,
+        )
+    };
+    out.len = l.len;
+    out.listed = l.listed;
+    out.verified = l.verified;
+}
+
+/// `kfree(ptr)` in ctscope's own thread group while `SETTINGS[LOCATE_TGID]`
+/// is set: when ctscope closes /proc/net/nf_conntrack, `seq_release_net`
+/// frees the iterator state, `struct ct_iter_state`, whose `hash` and
+/// `htable_size` `ct_seq_start` copied from `nf_conntrack_hash` and
+/// `nf_conntrack_htable_size` (net/netfilter/nf_conntrack_standalone.c).
+/// Other frees in that thread give garbage candidates; the size check and
+/// userspace's validation walk reject them.
+pub fn locate_seq(ptr: u64) {
+    let want = SETTINGS.get(setting::LOCATE_TGID).copied().unwrap_or(0);
+    if want == 0 || (bpf_get_current_pid_tgid() >> 32) as u32 != want || ptr == 0 {
+        return;
+    }
+    let (Some(hash), Some(size)) = (
+        member::<u64>(ptr, conf!(iter_hash)),
+        member::<u32>(ptr, conf!(iter_size)),
+    ) else {
+        return;
+    };
+    let live = conf!(size_ptr);
+    let live_size = if live == 0 {
+        size
+    } else {
+        read::<u32>(live).unwrap_or(0)
+    };
+    // Kernel addresses are in the upper half; heads are 8-byte aligned.
+    if size == 0 || size != live_size || hash >> 63 == 0 || hash & 7 != 0 {
+        return;
+    }
+    record(Located {
+        base: hash,
+        entry: 0,
+        size,
+        how: located::SEQ_FILE,
+    });
+}
+
+fn record(found: Located) {
+    if let Some(p) = LOCATED.get_ptr_mut(0) {
+        // SAFETY: map value pointer from a successful lookup.
+        unsafe { *p = found };
+    }
+}
+
+#[repr(C)]
+struct Forward {
+    node: u64,
+    marker: u64,
+}
+
+/// Follows `next` to the chain's nulls marker.
+extern "C" fn forward_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the pointer to our stack struct.
+    let f = unsafe { &mut *(ctx as *mut Forward) };
+    match read::<u64>(f.node + conf!(hn_next) as u64) {
+        Ok(next) if is_marker(next) => {
+            f.marker = next;
+            1
+        }
+        Ok(next) if next != 0 => {
+            f.node = next;
+            0
+        }
+        _ => 1,
+    }
+}
+
+#[repr(C)]
+struct Backward {
+    slot: u64,
+    head: u64,
+}
+
+/// Follows `pprev` back until it points at a bucket head. `pprev` of a node
+/// points at the previous node's `next` (the node itself: `next` is its
+/// first member) or at the head. A slot `p` is a node, not a head, when its
+/// own `pprev` `q = *(p + 8)` is even and `*q == p` (kernel-notes.md); for a
+/// head, `p + 8` is the next bucket's head, whose value is a marker or a
+/// node whose `next` never points at a head.
+extern "C" fn backward_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the pointer to our stack struct.
+    let b = unsafe { &mut *(ctx as *mut Backward) };
+    let Ok(p) = read::<u64>(b.slot + conf!(hn_pprev) as u64) else {
+        return 1;
+    };
+    if p == 0 || p & 7 != 0 || read::<u64>(p) != Ok(b.slot) {
+        // Unlinked meanwhile (pprev is LIST_POISON2 or NULL).
+        return 1;
+    }
+    let is_node = match read::<u64>(p + 8) {
+        Ok(q) if q != 0 && !is_marker(q) => read::<u64>(q) == Ok(p),
+        _ => false,
+    };
+    if is_node {
+        b.slot = p;
+        0
+    } else {
+        b.head = p;
+        1
+    }
+}
+
+/// Derives the table's address from a live, confirmed entry: the marker at
+/// the end of its original-direction chain gives the bucket `b`, the walk
+/// back along `pprev` gives `&hash[b]`, so the table is at `&hash[b] - 8b`.
+pub fn locate_from_entry(ct: u64) {
+    let status: u64 = member(ct, conf!(ct_status)).unwrap_or(0);
+    if status & (1 << (conf!(ips_confirmed_bit) & 63)) == 0 {
+        return;
+    }
+    let node = ct + conf!(ct_tuplehash) as u64;
+    let mut f = Forward { node, marker: 0 };
+    // SAFETY: callback signature and context as bpf_loop requires.
+    unsafe {
+        bpf_loop(
+            LOCATE_STEPS,
+            forward_step as *mut c_void,
+            &raw mut f as *mut c_void,
+            0,
+        )
+    };
+    if f.marker == 0 {
+        return;
+    }
+    let bucket = f.marker >> 1;
+    let mut b = Backward {
+        slot: node,
+        head: 0,
+    };
+    // SAFETY: callback signature and context as bpf_loop requires.
+    unsafe {
+        bpf_loop(
+            LOCATE_STEPS,
+            backward_step as *mut c_void,
+            &raw mut b as *mut c_void,
+            0,
+        )
+    };
+    if b.head == 0 || b.head < 8 * bucket {
+        return;
+    }
+    record(Located {
+        base: b.head - 8 * bucket,
+        entry: ct,
+        size: 0,
+        how: located::ENTRY,
+    });
+}
+
+/// State of the bounded walk the drop probe makes.
+#[repr(C)]
+struct Count {
+    node: u64,
+    bucket: u64,
+    len: u32,
+    verified: u32,
+}
+
+extern "C" fn count_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the pointer to our stack struct.
+    let c = unsafe { &mut *(ctx as *mut Count) };
+    match read::<u64>(c.node + conf!(hn_next) as u64) {
+        Ok(next) if is_marker(next) => {
+            c.verified = (next >> 1 == c.bucket) as u32;
+            1
+        }
+        Ok(next) if next != 0 => {
+            c.len += 1;
+            c.node = next;
+            0
+        }
+        _ => 1,
+    }
+}
+
+/// Longest walk of the drop probe: past the kernel's largest limit
+/// (MIN_CHAINLEN 50 + MAX_CHAINLEN 30 since 6.3).
+const DROP_WALK: u32 = 80;
+
+/// What the drop probe can tell about a failed insert from the table.
+pub enum ChainVerdict {
+    /// The entry's original-direction chain is past the kernel's smallest
+    /// limit, or the latest walk saw such chains elsewhere.
+    TooLong,
+    /// Chains are all short: the insert failed for another reason.
+    Short,
+}
+
+/// Classifies a confirm failure. `__nf_conntrack_alloc` saved the raw
+/// 32-bit hash of the original tuple in the reply node's `pprev`, and
+/// `__nf_conntrack_confirm` puts the entry in bucket
+/// `reciprocal_scale(hash, nf_conntrack_htable_size)` and gives up with
+/// `chaintoolong` once `chainlen++ > max_chainlen` (a random 50-79 since
+/// 6.3), i.e. on a chain of at least MIN_CHAINLEN + 2 nodes. The reply
+/// direction's bucket needs the secret hash seed, so a failure there is
+/// inferred from the longest chain of the latest walk (docs/drop-causes.md).
+pub fn confirm_failure(ct: u64) -> ChainVerdict {
+    let Some(table) = TABLE.get(0).copied() else {
+        return ChainVerdict::Short;
+    };
+    let live = conf!(size_ptr);
+    let size = if live == 0 {
+        table.size
+    } else {
+        read::<u32>(live).unwrap_or(0)
+    };
+    let limit = conf!(chain_min) + 2;
+    let long_elsewhere = table_has_long_chains(&table, limit);
+    if table.base == 0 || size == 0 || size != table.size {
+        return verdict(long_elsewhere);
+    }
+    let hash: u64 = member(ct, conf!(ct_tuplehash) + conf!(th_sizeof) + conf!(hn_pprev))
+        .unwrap_or(0)
+        & 0xffff_ffff;
+    let bucket = (hash * size as u64) >> 32;
+    let mut c = Count {
+        // The head acts as a node whose `next` is at offset 0.
+        node: head(table.base, bucket as u32) - conf!(hn_next) as u64,
+        bucket,
+        len: 0,
+        verified: 0,
+    };
+    // SAFETY: callback signature and context as bpf_loop requires.
+    unsafe {
+        bpf_loop(
+            DROP_WALK,
+            count_step as *mut c_void,
+            &raw mut c as *mut c_void,
+            0,
+        )
+    };
+    verdict(c.len >= limit || long_elsewhere)
+}
+
+#[inline(always)]
+fn table_has_long_chains(table: &TableInfo, limit: u32) -> bool {
+    table.base != 0 && table.max_chain >= limit
+}
+
+#[inline(always)]
+fn verdict(too_long: bool) -> ChainVerdict {
+    if too_long {
+        ChainVerdict::TooLong
+    } else {
+        ChainVerdict::Short
+    }
+}
