@@ -105,6 +105,24 @@ pub struct ProbeArgs {
     /// Where to read the kernel's own conntrack counters.
     #[arg(long, global = true, value_enum, default_value_t = StatsSourceArg::Auto)]
     pub kernel_stats: StatsSourceArg,
+
+    /// How to find the conntrack hash table, whose address the kernel does
+    /// not export (bucket walks and the chain-too-long drop cause).
+    #[arg(long, global = true, value_enum, default_value_t = Locate::Auto)]
+    pub locate: Locate,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, Default)]
+pub enum Locate {
+    /// /proc/net/nf_conntrack where it exists, else a live entry.
+    #[default]
+    Auto,
+    /// From the iterator of /proc/net/nf_conntrack only (works on an empty
+    /// table; needs CONFIG_NF_CONNTRACK_PROCFS).
+    Proc,
+    /// From a live entry carried by a packet of a tracked flow only (needs
+    /// traffic while ctscope starts).
+    Entry,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

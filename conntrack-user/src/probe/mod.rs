@@ -50,6 +50,8 @@ pub struct ProbeOptions {
     /// Attach the allocation, free and drop probes. Without them only the
     /// hash table walker is loaded (`ctscope buckets`).
     pub hot: bool,
+    /// How the walker finds the hash table.
+    pub locate: crate::cli::Locate,
 }
 
 impl Default for ProbeOptions {
@@ -57,6 +59,7 @@ impl Default for ProbeOptions {
         Self {
             ring_bytes: 16 << 20,
             hot: true,
+            locate: crate::cli::Locate::Auto,
         }
     }
 }
@@ -134,7 +137,7 @@ impl Probes {
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
         let netns = PerCpuHashMap::try_from(take_map(&mut ebpf, "NETNS")?)?;
         let settings = Array::try_from(take_map(&mut ebpf, "SETTINGS")?)?;
-        let walker = TableWalker::new(&mut ebpf, &aya_btf, cfg.chain_min)?;
+        let walker = TableWalker::new(&mut ebpf, &aya_btf, cfg.chain_min, opts.locate)?;
         let info = ProbeInfo {
             backend: "tracepoint",
             kernel: kernel_release(),

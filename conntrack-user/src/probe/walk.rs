@@ -32,6 +32,7 @@ use conntrack_common::{
 use super::{ProbeError, program, take_map};
 use crate::{
     btf::KernelBtf,
+    cli::Locate,
     kernel::{StatsSource, read_namespaces, sysctl::read_sysctl},
     model::buckets::{BucketWalk, ChainEntry, HotBucket, summarize, warnings},
 };
@@ -111,13 +112,19 @@ pub struct TableWalker {
     tcp_states: Vec<String>,
     chain_min: u32,
     seq_file: bool,
+    from_entries: bool,
     /// Times the table had to be found again after the first time.
     relocations: u64,
 }
 
 impl TableWalker {
     /// Loads the walk and locator programs of an already loaded object.
-    pub fn new(ebpf: &mut Ebpf, btf: &aya::Btf, chain_min: u32) -> Result<Self, ProbeError> {
+    pub fn new(
+        ebpf: &mut Ebpf,
+        btf: &aya::Btf,
+        chain_min: u32,
+        locate: Locate,
+    ) -> Result<Self, ProbeError> {
         for name in ["walk_chunk", "walk_bucket"] {
             let p: &mut RawTracePoint = program(ebpf, name)?;
             p.load()
@@ -137,7 +144,9 @@ impl TableWalker {
             hz: None,
             tcp_states: tcp_state_names(),
             chain_min,
-            seq_file: std::path::Path::new("/proc/net/nf_conntrack").exists(),
+            seq_file: locate != Locate::Entry
+                && std::path::Path::new("/proc/net/nf_conntrack").exists(),
+            from_entries: locate != Locate::Proc,
             relocations: 0,
         })
     }
@@ -241,7 +250,7 @@ impl TableWalker {
                 }));
             }
         }
-        if total_entries() == 0 {
+        if !self.from_entries || total_entries() == 0 {
             return Ok(None);
         }
         self.located.set(0, Located::default(), 0)?;

@@ -15,6 +15,7 @@ use tokio::{
 
 use crate::{
     event::{Message, Sample},
+    model::buckets::BucketWalk,
     kernel::{
         netns::{StatsSource, read_namespaces},
         sysctl::Sysctls,
@@ -28,6 +29,10 @@ use crate::{
 const RESOLVE_EVERY: Duration = Duration::from_millis(100);
 /// Events sent to the model in one message at most.
 const BATCH: usize = 4096;
+/// How often the hash table is walked when no one asked for bucket
+/// statistics: the drop probe needs its validated address and the latest
+/// longest chain to tell chain-too-long insert failures (probe/walk.rs).
+const TRACK_TABLE_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug)]
 pub struct LiveOptions {
@@ -36,6 +41,9 @@ pub struct LiveOptions {
     pub kernel_stats: StatsSource,
     /// Event classes to stream (`setting::EVENTS_*`); counters are always on.
     pub events: u32,
+    /// Walk the hash table before every sample and send the walk, listing
+    /// the entries of this many of the longest chains.
+    pub buckets: Option<usize>,
 }
 
 enum Control {
@@ -98,6 +106,9 @@ async fn run(
     resolve.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut tick = interval_at(Instant::now() + opts.sample_every, opts.sample_every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut track = interval(TRACK_TABLE_EVERY);
+    track.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut walker = WalkState::default();
     loop {
         tokio::select! {
             biased;
@@ -118,10 +129,45 @@ async fn run(
                 }
             }
             _ = resolve.tick() => probes.resolve_pending()?,
+            _ = track.tick(), if opts.buckets.is_none() => {
+                walker.walk(&mut probes, 0);
+            }
             _ = tick.tick() => {
+                if let Some(top) = opts.buckets
+                    && let Some(walk) = walker.walk(&mut probes, top)
+                    && out.send(Message::Buckets(Box::new(walk))).await.is_err()
+                {
+                    return Ok(());
+                }
                 if !sample(&mut probes, ring.get_mut(), &opts, &out).await? {
                     return Ok(());
                 }
+            }
+        }
+    }
+}
+
+/// Runs hash table walks and reports a failing walker once, not every
+/// interval: counting goes on without it.
+#[derive(Default)]
+struct WalkState {
+    failing: bool,
+}
+
+impl WalkState {
+    fn walk(&mut self, probes: &mut Probes, top: usize) -> Option<BucketWalk> {
+        // BPF_PROG_TEST_RUN runs the walk on this thread.
+        match tokio::task::block_in_place(|| probes.walk_buckets(top)) {
+            Ok(walk) => {
+                self.failing = false;
+                Some(walk)
+            }
+            Err(e) => {
+                if !self.failing {
+                    eprintln!("ctscope: walking the conntrack hash table: {e}");
+                }
+                self.failing = true;
+                None
             }
         }
     }
