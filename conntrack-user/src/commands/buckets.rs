@@ -36,7 +36,9 @@ pub async fn run(args: &BucketsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
     };
     let text = if args.json { json(walk) } else { report(walk) };
     let mut out = io::stdout();
-    writeln!(out, "{}", text.trim_end())?;
-    out.flush()?;
-    Ok(())
+    match writeln!(out, "{}", text.trim_end()).and_then(|()| out.flush()) {
+        // stdout closed early (e.g. piped into `head`): nothing left to do.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }

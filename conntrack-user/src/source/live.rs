@@ -15,11 +15,11 @@ use tokio::{
 
 use crate::{
     event::{Message, Sample},
-    model::buckets::BucketWalk,
     kernel::{
         netns::{StatsSource, read_namespaces},
         sysctl::Sysctls,
     },
+    model::buckets::BucketWalk,
     probe::{ProbeError, ProbeInfo, ProbeOptions, Probes},
 };
 
