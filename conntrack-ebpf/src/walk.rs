@@ -51,93 +51,136 @@ fn head(base: u64, b: u32) -> u64 {
     base + 8 * b as u64
 }
 
-/// State of one chunk walk, on the stack for `bpf_loop`.
+/// Chains walked side by side. Each `bpf_loop` iteration advances one lane
+/// by one read, round robin, so consecutive reads belong to different
+/// chains and do not depend on each other: the CPU overlaps their cache
+/// misses instead of waiting for each node in turn (one chain is a chain of
+/// dependent loads).
+const LANES: usize = 8;
+
+/// One chain being walked.
 #[repr(C)]
-struct Chunk {
-    base: u64,
+#[derive(Clone, Copy)]
+struct Lane {
     /// Current node, or 0 when the bucket's head is to be read next.
     node: u64,
-    start: u32,
-    count: u32,
-    /// Index of the current bucket within the chunk.
+    /// Index of the bucket within the chunk; `IDLE` when the lane has none.
     i: u32,
-    /// Nodes on the current chain so far.
+    /// Nodes on the chain so far.
     len: u32,
     tries: u32,
     _pad: u32,
 }
 
-/// Records the length of the current chain and moves to the next bucket.
+const IDLE: u32 = u32::MAX;
+
+/// State of one chunk walk, on the stack for `bpf_loop`.
+#[repr(C)]
+struct Chunk {
+    base: u64,
+    start: u32,
+    count: u32,
+    /// Next bucket (within the chunk) to hand to a lane.
+    next: u32,
+    /// Lanes that still have a bucket.
+    busy: u32,
+    lanes: [Lane; LANES],
+}
+
+/// Records the length of a lane's chain and gives it the next bucket.
 #[inline(always)]
-fn finish(c: &mut Chunk, len: u32, verified: bool, truncated: bool) {
+fn finish(c: &mut Chunk, lane: usize, len: u32, verified: bool, truncated: bool) {
+    let l = c.lanes[lane];
     if let Some(out) = WALK_OUT.get_ptr_mut(0) {
         // SAFETY: map value pointer from a successful lookup; only this
         // program writes it, and test runs of it do not overlap.
         let out = unsafe { &mut *out };
-        let i = (c.i & (WALK_CHUNK - 1)) as usize;
-        out.lens[i] = len as u16;
+        out.lens[(l.i & (WALK_CHUNK - 1)) as usize] = len as u16;
         out.nodes += len as u64;
-        out.done = c.i + 1;
         if !verified {
             out.unverified += 1;
         }
         if truncated {
             out.truncated += 1;
         }
-        out.restarts += c.tries;
+        out.restarts += l.tries;
     }
-    c.i += 1;
-    c.node = 0;
-    c.len = 0;
-    c.tries = 0;
+    assign(c, lane);
 }
 
-/// One read: a bucket head or the next node. Returns 1 to stop.
-extern "C" fn chunk_step(_index: u64, ctx: *mut c_void) -> i64 {
+/// Hands the next bucket of the chunk to a lane, or idles it.
+#[inline(always)]
+fn assign(c: &mut Chunk, lane: usize) {
+    let l = &mut c.lanes[lane];
+    l.node = 0;
+    l.len = 0;
+    l.tries = 0;
+    if c.next < c.count {
+        l.i = c.next;
+        c.next += 1;
+    } else {
+        if l.i != IDLE {
+            c.busy -= 1;
+        }
+        l.i = IDLE;
+    }
+}
+
+/// One read for one lane: a bucket head or the next node. Returns 1 to stop.
+extern "C" fn chunk_step(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: bpf_loop passes back the pointer to our stack struct.
     let c = unsafe { &mut *(ctx as *mut Chunk) };
-    if c.i >= c.count {
+    if c.busy == 0 {
         return 1;
     }
-    let bucket = c.start + c.i;
-    let addr = if c.node == 0 {
+    let lane = (index as usize) & (LANES - 1);
+    let l = c.lanes[lane];
+    if l.i == IDLE {
+        return 0;
+    }
+    let bucket = c.start + l.i;
+    let addr = if l.node == 0 {
         head(c.base, bucket)
     } else {
-        c.node + conf!(hn_next) as u64
+        l.node + conf!(hn_next) as u64
     };
     let next = match read::<u64>(addr) {
         Ok(v) if v != 0 => v,
         // An unreadable node or a NULL link: not a table we can trust.
         _ => {
-            finish(c, c.len, false, false);
+            finish(c, lane, l.len, false, false);
             return 0;
         }
     };
     if is_marker(next) {
         if next >> 1 == bucket as u64 {
-            finish(c, c.len, true, false);
-        } else if c.tries < MAX_TRIES {
+            finish(c, lane, l.len, true, false);
+        } else if l.tries < MAX_TRIES {
             // The walk left its chain (an entry was moved or freed and
             // reused meanwhile): walk this bucket again.
-            c.tries += 1;
-            c.node = 0;
-            c.len = 0;
+            let l = &mut c.lanes[lane];
+            l.tries += 1;
+            l.node = 0;
+            l.len = 0;
         } else {
-            finish(c, c.len, false, false);
+            finish(c, lane, l.len, false, false);
         }
         return 0;
     }
-    c.len += 1;
-    if c.len >= CHAIN_CAP {
-        finish(c, CHAIN_CAP, true, true);
+    if l.len + 1 >= CHAIN_CAP {
+        finish(c, lane, CHAIN_CAP, true, true);
         return 0;
     }
-    c.node = next;
+    let l = &mut c.lanes[lane];
+    l.len += 1;
+    l.node = next;
     0
 }
 
 /// Walks buckets `start .. start + count` (at most [`WALK_CHUNK`]) of the
-/// table at `base` and writes their chain lengths to `WALK_OUT`.
+/// table at `base` and writes their chain lengths to `WALK_OUT`. Lanes take
+/// buckets in order, so when the iteration budget runs out every bucket
+/// below the lowest one still in a lane is complete: that is `done`.
 pub fn walk_chunk(base: u64, size: u32, start: u32, count: u32) {
     let Some(out) = WALK_OUT.get_ptr_mut(0) else {
         return;
@@ -156,14 +199,21 @@ pub fn walk_chunk(base: u64, size: u32, start: u32, count: u32) {
     }
     let mut c = Chunk {
         base,
-        node: 0,
         start,
         count,
-        i: 0,
-        len: 0,
-        tries: 0,
-        _pad: 0,
+        next: 0,
+        busy: LANES as u32,
+        lanes: [Lane {
+            node: 0,
+            i: 0,
+            len: 0,
+            tries: 0,
+            _pad: 0,
+        }; LANES],
     };
+    for lane in 0..LANES {
+        assign(&mut c, lane);
+    }
     // SAFETY: chunk_step has the bpf_loop callback signature and `c`
     // outlives the call.
     unsafe {
@@ -174,6 +224,16 @@ pub fn walk_chunk(base: u64, size: u32, start: u32, count: u32) {
             0,
         )
     };
+    let mut done = c.next;
+    for l in c.lanes {
+        if l.i != IDLE && l.i < done {
+            done = l.i;
+        }
+    }
+    if let Some(out) = WALK_OUT.get_ptr_mut(0) {
+        // SAFETY: map value pointer from a successful lookup.
+        unsafe { (*out).done = done };
+    }
 }
 
 /// State of a one-bucket walk that lists the entries.

@@ -347,3 +347,67 @@ fn human_report_and_bad_arguments() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Benchmark, not a timed test: a full walk of a table of 2^20 buckets
+/// holding a million entries (UDP flows from one namespace to 16 loopback
+/// addresses). Prints the walk's wall and CPU time. Run it alone:
+/// `tests/bench/buckets.sh`, or
+/// `cargo test -p ctscope-integration --test buckets -- --ignored --nocapture bench`.
+#[test]
+#[ignore = "benchmark: fills the table with a million entries (~256 MiB)"]
+fn bench_walk_of_a_million_entries() {
+    require_root();
+    const BUCKETS: u64 = 1 << 20;
+    const FLOWS: u32 = 1_000_000;
+    let mut guard = SysctlGuard::new().expect("sysctl lock");
+    guard.set("nf_conntrack_max", 1_200_000).expect("max");
+    guard.set("nf_conntrack_buckets", BUCKETS).expect("buckets");
+    let ns = Netns::new().expect("namespace");
+    // The entries must outlive the fill and the walks.
+    ns.exec(&[
+        "sysctl",
+        "-qw",
+        "net.netfilter.nf_conntrack_udp_timeout=600",
+    ])
+    .expect("udp timeout");
+    let start = Instant::now();
+    let sent = ns
+        .run(|| {
+            let sock = std::net::UdpSocket::bind(("127.0.0.1", 0)).expect("bind");
+            let mut sent = 0u32;
+            for i in 0..FLOWS {
+                let dst = std::net::Ipv4Addr::new(127, 0, 1, (i / 62_500) as u8 + 1);
+                let port = 1024 + (i % 62_500) as u16;
+                if sock.send_to(b"b", (dst, port)).is_ok() {
+                    sent += 1;
+                }
+            }
+            sent
+        })
+        .expect("fill");
+    let fill = start.elapsed();
+    let entries = ns.count().expect("count");
+    eprintln!(
+        "fill: {sent} flows sent, {entries} entries in {:.1} s ({:.0}/s)",
+        fill.as_secs_f64(),
+        f64::from(sent) / fill.as_secs_f64()
+    );
+    assert!(entries >= u64::from(FLOWS) * 99 / 100, "{entries} entries");
+    for run in 1..=3 {
+        let w = walk(&["--top", "5"]);
+        eprintln!(
+            "walk {run}: {} buckets, {} entries, {} nodes, max {}, mean {}: \
+             {:.1} ms wall, {:.1} ms CPU, {} restarts",
+            w["buckets"],
+            w["entries"],
+            w["nodes"],
+            w["max"],
+            w["mean"],
+            w["duration_ns"].as_f64().unwrap_or(0.0) / 1e6,
+            w["cpu_ns"].as_f64().unwrap_or(0.0) / 1e6,
+            w["restarts"]
+        );
+        assert_eq!(w["buckets"], BUCKETS);
+        assert!(w["entries"].as_u64().expect("entries") >= entries);
+    }
+}

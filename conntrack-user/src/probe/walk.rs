@@ -302,8 +302,11 @@ impl TableWalker {
                 pass.unverified += 1;
                 return Ok(pass);
             }
-            pass.lens.extend_from_slice(&chunk.lens[..done as usize]);
-            pass.nodes += chunk.nodes;
+            let lens = &chunk.lens[..done as usize];
+            pass.lens.extend_from_slice(lens);
+            // From the lengths: a chunk cut short by its iteration budget
+            // also counted chains beyond `done`, which the next run walks again.
+            pass.nodes += lens.iter().map(|&l| u64::from(l)).sum::<u64>();
             pass.restarts += u64::from(chunk.restarts);
             pass.unverified += u64::from(chunk.unverified);
             pass.truncated += u64::from(chunk.truncated);
