@@ -159,14 +159,6 @@ impl TableWalker {
         settings: &mut Array<MapData, u32>,
         top: usize,
     ) -> Result<BucketWalk, WalkError> {
-        let hz = match self.hz {
-            Some(hz) => hz,
-            None => {
-                let hz = self.measure_hz(ebpf)?;
-                self.hz = Some(hz);
-                hz
-            }
-        };
         let started = Instant::now();
         for _attempt in 0..3 {
             let size = buckets_sysctl()?;
@@ -197,7 +189,7 @@ impl TableWalker {
                 self.forget()?;
                 continue;
             }
-            let mut walk = self.assemble(ebpf, table, &pass, top, hz)?;
+            let mut walk = self.assemble(ebpf, table, &pass, top)?;
             walk.duration_ns = started.elapsed().as_nanos() as u64;
             self.shared.set(
                 0,
@@ -321,10 +313,19 @@ impl TableWalker {
         table: Table,
         pass: &Pass,
         top: usize,
-        hz: u32,
     ) -> Result<BucketWalk, WalkError> {
         let summary = summarize(&pass.lens, top, HEAT_SLICES);
         let mut hottest = Vec::new();
+        let hz = match (self.hz, summary.hottest.is_empty()) {
+            (Some(hz), _) => hz,
+            // Only listed entries need it (their timeouts are in jiffies).
+            (None, true) => 0,
+            (None, false) => {
+                let hz = self.measure_hz(ebpf)?;
+                self.hz = Some(hz);
+                hz
+            }
+        };
         for &(index, len) in &summary.hottest {
             if len == 0 {
                 break;
