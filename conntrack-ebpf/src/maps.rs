@@ -50,6 +50,10 @@ pub static SYSCTLS: Array<SysctlSlot> = Array::with_max_entries(MAX_SYSCTLS, 0);
 #[map]
 pub static WALK_OUT: Array<WalkChunk> = Array::with_max_entries(1, 0);
 
+/// A batch of bucket heads read at once by `walk_chunk` (walk.rs).
+#[map]
+pub static HEADS: Array<[u64; 512]> = Array::with_max_entries(1, 0);
+
 /// Entries of the chain the latest `walk_bucket` run listed.
 #[map]
 pub static BUCKET_OUT: Array<BucketEntries> = Array::with_max_entries(1, 0);

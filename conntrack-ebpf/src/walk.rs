@@ -20,7 +20,8 @@
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::{
-    bpf_get_current_pid_tgid, bpf_jiffies64, bpf_ktime_get_ns, generated::bpf_loop,
+    bpf_get_current_pid_tgid, bpf_jiffies64, bpf_ktime_get_ns,
+    generated::{bpf_loop, bpf_probe_read_kernel},
 };
 use conntrack_common::{
     CHAIN_CAP, ChainNode, Located, MAX_BUCKET_ENTRIES, TableInfo, WALK_CHUNK, located, setting,
@@ -28,7 +29,7 @@ use conntrack_common::{
 
 use crate::{
     kernel::{self, conf, member, read},
-    maps::{BUCKET_OUT, LOCATED, SETTINGS, TABLE, WALK_OUT},
+    maps::{BUCKET_OUT, HEADS, LOCATED, SETTINGS, TABLE, WALK_OUT},
 };
 
 /// Walks of one chain before it is reported unverified.
@@ -64,6 +65,9 @@ const LANES: usize = 8;
 struct Lane {
     /// Current node, or 0 when the bucket's head is to be read next.
     node: u64,
+    /// A value already read for this lane (the bucket's head, from the
+    /// batch in `HEADS`), examined instead of reading; 0: none.
+    have: u64,
     /// Index of the bucket within the chunk; `IDLE` when the lane has none.
     i: u32,
     /// Nodes on the chain so far.
@@ -73,6 +77,8 @@ struct Lane {
 }
 
 const IDLE: u32 = u32::MAX;
+/// A lane that has not had its first bucket yet.
+const NEW: u32 = u32::MAX - 1;
 
 /// State of one chunk walk, on the stack for `bpf_loop`.
 #[repr(C)]
@@ -84,6 +90,9 @@ struct Chunk {
     next: u32,
     /// Lanes that still have a bucket.
     busy: u32,
+    /// Chunk index of `HEADS[0]`, and how many heads it holds.
+    batch_start: u32,
+    batch_len: u32,
     lanes: [Lane; LANES],
 }
 
@@ -111,18 +120,61 @@ fn finish(c: &mut Chunk, lane: usize, len: u32, verified: bool, truncated: bool)
 /// Hands the next bucket of the chunk to a lane, or idles it.
 #[inline(always)]
 fn assign(c: &mut Chunk, lane: usize) {
+    let i = c.next;
+    if i < c.count && i >= c.batch_start + c.batch_len {
+        refill(c, i);
+    }
+    let have = match HEADS.get_ptr(0) {
+        Some(h) if i >= c.batch_start && i < c.batch_start + c.batch_len => {
+            // SAFETY: map value pointer from a successful lookup; the index
+            // is masked into the array.
+            unsafe { (*h)[((i - c.batch_start) as usize) & (HEAD_BATCH - 1)] }
+        }
+        _ => 0,
+    };
     let l = &mut c.lanes[lane];
     l.node = 0;
+    l.have = have;
     l.len = 0;
     l.tries = 0;
-    if c.next < c.count {
-        l.i = c.next;
+    if i < c.count {
+        l.i = i;
         c.next += 1;
     } else {
         if l.i != IDLE {
             c.busy -= 1;
         }
         l.i = IDLE;
+    }
+}
+
+/// Heads read with one `bpf_probe_read_kernel`: most buckets then cost no
+/// helper call for their head, and empty ones none at all.
+const HEAD_BATCH: usize = 512;
+
+/// Reads the heads of buckets `i ..` of the chunk into `HEADS`. The table
+/// size is a multiple of 512 heads (nf_ct_alloc_hashtable rounds it up to a
+/// page), so a batch never runs past the array; if the read fails anyway,
+/// the lanes read their heads one by one.
+#[inline(always)]
+fn refill(c: &mut Chunk, i: u32) {
+    c.batch_start = i;
+    c.batch_len = 0;
+    let Some(h) = HEADS.get_ptr_mut(0) else {
+        return;
+    };
+    let src = head(c.base, c.start + i);
+    // SAFETY: the destination is a map value of exactly this size; the
+    // helper checks the source.
+    let ret = unsafe {
+        bpf_probe_read_kernel(
+            h as *mut c_void,
+            (HEAD_BATCH * 8) as u32,
+            src as *const c_void,
+        )
+    };
+    if ret == 0 {
+        c.batch_len = (HEAD_BATCH as u32).min(c.count - i);
     }
 }
 
@@ -138,13 +190,23 @@ extern "C" fn chunk_step(index: u64, ctx: *mut c_void) -> i64 {
     if l.i == IDLE {
         return 0;
     }
+    if l.i == NEW {
+        assign(c, lane);
+        return 0;
+    }
     let bucket = c.start + l.i;
     let addr = if l.node == 0 {
         head(c.base, bucket)
     } else {
         l.node + conf!(hn_next) as u64
     };
-    let next = match read::<u64>(addr) {
+    let value = if l.have != 0 {
+        c.lanes[lane].have = 0;
+        Ok(l.have)
+    } else {
+        read::<u64>(addr)
+    };
+    let next = match value {
         Ok(v) if v != 0 => v,
         // An unreadable node or a NULL link: not a table we can trust.
         _ => {
@@ -161,6 +223,7 @@ extern "C" fn chunk_step(index: u64, ctx: *mut c_void) -> i64 {
             let l = &mut c.lanes[lane];
             l.tries += 1;
             l.node = 0;
+            l.have = 0;
             l.len = 0;
         } else {
             finish(c, lane, l.len, false, false);
@@ -203,17 +266,17 @@ pub fn walk_chunk(base: u64, size: u32, start: u32, count: u32) {
         count,
         next: 0,
         busy: LANES as u32,
+        batch_start: 0,
+        batch_len: 0,
         lanes: [Lane {
             node: 0,
-            i: 0,
+            have: 0,
+            i: NEW,
             len: 0,
             tries: 0,
             _pad: 0,
         }; LANES],
     };
-    for lane in 0..LANES {
-        assign(&mut c, lane);
-    }
     // SAFETY: chunk_step has the bpf_loop callback signature and `c`
     // outlives the call.
     unsafe {
@@ -226,7 +289,7 @@ pub fn walk_chunk(base: u64, size: u32, start: u32, count: u32) {
     };
     let mut done = c.next;
     for l in c.lanes {
-        if l.i != IDLE && l.i < done {
+        if l.i < done {
             done = l.i;
         }
     }
