@@ -137,7 +137,11 @@ impl Probes {
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
         let netns = PerCpuHashMap::try_from(take_map(&mut ebpf, "NETNS")?)?;
         let settings = Array::try_from(take_map(&mut ebpf, "SETTINGS")?)?;
-        let walker = TableWalker::new(&mut ebpf, &aya_btf, cfg.chain_min, opts.locate)?;
+        let mut walker = TableWalker::new(&mut ebpf, &aya_btf, cfg.chain_min, opts.locate)?;
+        if opts.hot {
+            // A live run walks again and again; it must not block on traffic.
+            walker.set_entry_wait(std::time::Duration::ZERO);
+        }
         let info = ProbeInfo {
             backend: "tracepoint",
             kernel: kernel_release(),

@@ -37,8 +37,9 @@ use crate::{
     model::buckets::{BucketWalk, ChainEntry, HotBucket, summarize, warnings},
 };
 
-/// How long the entry locator waits for a packet of a tracked flow.
-const ENTRY_WAIT: Duration = Duration::from_secs(3);
+/// How long a one-shot walk waits for a packet of a tracked flow when only
+/// the entry locator can find the table.
+pub const ENTRY_WAIT: Duration = Duration::from_secs(3);
 /// Walks of one listing before its chain is reported as it was.
 const LIST_TRIES: usize = 3;
 /// Slices of the heat strip.
@@ -115,6 +116,10 @@ pub struct TableWalker {
     from_entries: bool,
     /// Times the table had to be found again after the first time.
     relocations: u64,
+    /// How long `walk` waits for the entry locator.
+    entry_wait: Duration,
+    /// The entry locator, while it is attached.
+    skb_link: Option<aya::programs::tp_btf::BtfTracePointLinkId>,
 }
 
 impl TableWalker {
@@ -148,7 +153,16 @@ impl TableWalker {
                 && std::path::Path::new("/proc/net/nf_conntrack").exists(),
             from_entries: locate != Locate::Proc,
             relocations: 0,
+            entry_wait: ENTRY_WAIT,
+            skb_link: None,
         })
+    }
+
+    /// How long a walk waits for a packet of a tracked flow to lead to the
+    /// table (when the proc iterator is not available). Zero for a live run:
+    /// the locator stays attached and a later walk finds what it saw.
+    pub fn set_entry_wait(&mut self, wait: Duration) {
+        self.entry_wait = wait;
     }
 
     /// One full walk: finds (or re-checks) the table, walks every bucket,
@@ -179,7 +193,7 @@ impl TableWalker {
                     walk.chain_limit = self.chain_min;
                     return Ok(walk);
                 }
-                return Err(WalkError::NotFound(ENTRY_WAIT));
+                return Err(WalkError::NotFound(self.entry_wait));
             };
             let pass = self.pass(ebpf, table)?;
             let size_after = buckets_sysctl()?;
@@ -245,18 +259,33 @@ impl TableWalker {
         if !self.from_entries || total_entries() == 0 {
             return Ok(None);
         }
-        self.located.set(0, Located::default(), 0)?;
-        let located = &self.located;
-        let found = with_attached(ebpf, "locate_skb", || {
-            let deadline = Instant::now() + ENTRY_WAIT;
-            loop {
-                match located.get(&0, 0) {
-                    Ok(l) if l.how == located::ENTRY => return Some(l),
-                    _ if Instant::now() > deadline => return None,
-                    _ => thread::sleep(Duration::from_millis(10)),
-                }
+        // The probe stays attached between walks until a packet of a tracked
+        // flow comes by; a live run does not wait for one (`entry_wait` 0).
+        if self.skb_link.is_none() {
+            self.located.set(0, Located::default(), 0)?;
+            let prog: &mut BtfTracePoint = program(ebpf, "locate_skb")?;
+            self.skb_link = Some(prog.attach().map_err(|source| ProbeError::Attach {
+                name: "locate_skb",
+                source,
+            })?);
+        }
+        let deadline = Instant::now() + self.entry_wait;
+        let found = loop {
+            match self.located.get(&0, 0)? {
+                l if l.how == located::ENTRY => break Some(l),
+                _ if Instant::now() >= deadline => break None,
+                _ => thread::sleep(Duration::from_millis(10)),
             }
-        })?;
+        };
+        if found.is_some()
+            && let Some(link) = self.skb_link.take()
+        {
+            let prog: &mut BtfTracePoint = program(ebpf, "locate_skb")?;
+            prog.detach(link).map_err(|source| ProbeError::Attach {
+                name: "locate_skb",
+                source,
+            })?;
+        }
         Ok(found.map(|l| Table {
             base: l.base,
             size,
