@@ -16,7 +16,7 @@
 //! * `walk_chunk`, `walk_bucket` — run from userspace: chain lengths of a
 //!   range of hash buckets, and the entries on one chain (walk.rs);
 //! * `locate_seq`, `locate_skb` — attached briefly to find the hash table
-//!   (`nf_conntrack_hash`, not in kallsyms either).
+//!   (`nf_conntrack_hash`, not in kallsyms either; locate.rs).
 //!
 //! Every kernel struct offset comes from the read-only `CONFIG` global, filled
 //! in from the running kernel's BTF by the loader. Loops are bounded, memory
@@ -25,6 +25,7 @@
 #![no_main]
 
 mod kernel;
+mod locate;
 mod maps;
 mod packet;
 mod walk;
@@ -193,7 +194,7 @@ pub fn walk_bucket(ctx: RawTracePointContext) -> i32 {
 /// ctscope itself closes holds the table's address.
 #[btf_tracepoint(function = "kfree")]
 pub fn locate_seq(ctx: BtfTracePointContext) -> i32 {
-    walk::locate_seq(ctx.arg(1));
+    locate::locate_seq(ctx.arg(1));
     0
 }
 
@@ -205,7 +206,7 @@ pub fn locate_skb(ctx: BtfTracePointContext) -> i32 {
     let nfct: u64 = kernel::member(skb, conf!(skb_nfct)).unwrap_or(0);
     let ct = nfct & !7;
     if ct != 0 {
-        walk::locate_from_entry(ct);
+        locate::locate_from_entry(ct);
     }
     0
 }

@@ -14,8 +14,6 @@
 //! walker find the table again.
 
 use std::{
-    fs,
-    io::Read as _,
     thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -26,12 +24,17 @@ use aya::{
     programs::{BtfTracePoint, RawTracePoint, RawTracePointRunOptions, TestRun as _},
 };
 use conntrack_common::{
-    BucketEntries, ChainNode, Located, TableInfo, WALK_CHUNK, WalkChunk, located, setting,
+    BucketEntries, ChainNode, Located, TableInfo, WALK_CHUNK, WalkChunk, located,
 };
+
+mod entries;
+mod locate;
+
+pub use entries::nearest_hz;
+use entries::{addr, proto_name, tcp_state_names};
 
 use super::{ProbeError, program, take_map};
 use crate::{
-    btf::KernelBtf,
     cli::Locate,
     kernel::{StatsSource, read_namespaces, sysctl::read_sysctl},
     model::buckets::{BucketWalk, ChainEntry, HotBucket, summarize, warnings},
@@ -228,71 +231,6 @@ impl TableWalker {
         Ok(())
     }
 
-    /// Finds a candidate address: the iterator of /proc/net/nf_conntrack,
-    /// else a live entry.
-    fn locate(
-        &mut self,
-        ebpf: &mut Ebpf,
-        settings: &mut Array<MapData, u32>,
-        size: u32,
-    ) -> Result<Option<Table>, WalkError> {
-        if self.seq_file {
-            self.located.set(0, Located::default(), 0)?;
-            settings.set(setting::LOCATE_TGID, std::process::id(), 0)?;
-            let result = with_attached(ebpf, "locate_seq", || {
-                // ct_seq_start runs on the first read; close frees the state.
-                let mut byte = [0u8; 1];
-                fs::File::open("/proc/net/nf_conntrack").and_then(|mut f| f.read(&mut byte))
-            });
-            settings.set(setting::LOCATE_TGID, 0, 0)?;
-            // An unreadable file leaves LOCATED empty: the entry locator runs.
-            let _read = result?;
-            let found = self.located.get(&0, 0)?;
-            if found.how == located::SEQ_FILE && found.size == size {
-                return Ok(Some(Table {
-                    base: found.base,
-                    size,
-                    how: found.how,
-                }));
-            }
-        }
-        if !self.from_entries || total_entries() == 0 {
-            return Ok(None);
-        }
-        // The probe stays attached between walks until a packet of a tracked
-        // flow comes by; a live run does not wait for one (`entry_wait` 0).
-        if self.skb_link.is_none() {
-            self.located.set(0, Located::default(), 0)?;
-            let prog: &mut BtfTracePoint = program(ebpf, "locate_skb")?;
-            self.skb_link = Some(prog.attach().map_err(|source| ProbeError::Attach {
-                name: "locate_skb",
-                source,
-            })?);
-        }
-        let deadline = Instant::now() + self.entry_wait;
-        let found = loop {
-            match self.located.get(&0, 0)? {
-                l if l.how == located::ENTRY => break Some(l),
-                _ if Instant::now() >= deadline => break None,
-                _ => thread::sleep(Duration::from_millis(10)),
-            }
-        };
-        if found.is_some()
-            && let Some(link) = self.skb_link.take()
-        {
-            let prog: &mut BtfTracePoint = program(ebpf, "locate_skb")?;
-            prog.detach(link).map_err(|source| ProbeError::Attach {
-                name: "locate_skb",
-                source,
-            })?;
-        }
-        Ok(found.map(|l| Table {
-            base: l.base,
-            size,
-            how: l.how,
-        }))
-    }
-
     /// Walks every bucket once, in chunks.
     fn pass(&mut self, ebpf: &mut Ebpf, table: Table) -> Result<Pass, WalkError> {
         let mut pass = Pass {
@@ -476,35 +414,6 @@ impl TableWalker {
     }
 }
 
-/// The nearest of the tick rates Kconfig offers.
-pub fn nearest_hz(rate: f64) -> u32 {
-    [100u32, 250, 300, 1000]
-        .into_iter()
-        .min_by(|a, b| {
-            (f64::from(*a) - rate)
-                .abs()
-                .total_cmp(&(f64::from(*b) - rate).abs())
-        })
-        .unwrap_or(250)
-}
-
-/// Attaches a locator for the length of `f`.
-fn with_attached<T>(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-    f: impl FnOnce() -> T,
-) -> Result<T, ProbeError> {
-    let prog: &mut BtfTracePoint = program(ebpf, name)?;
-    let link = prog
-        .attach()
-        .map_err(|source| ProbeError::Attach { name, source })?;
-    let out = f();
-    let prog: &mut BtfTracePoint = program(ebpf, name)?;
-    prog.detach(link)
-        .map_err(|source| ProbeError::Attach { name, source })?;
-    Ok(out)
-}
-
 fn buckets_sysctl() -> Result<u32, WalkError> {
     match read_sysctl("nf_conntrack_buckets") {
         Ok(Some(v)) => u32::try_from(v).map_err(|_| WalkError::Size(format!("{v} is too large"))),
@@ -537,61 +446,4 @@ fn wall_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-fn tcp_state_names() -> Vec<String> {
-    let Ok(btf) = KernelBtf::load() else {
-        return Vec::new();
-    };
-    (0..16)
-        .map_while(|v| btf.enum_name("tcp_conntrack", v))
-        .map(|n| n.trim_start_matches("TCP_CONNTRACK_").to_owned())
-        .collect()
-}
-
-fn addr(family: u8, bytes: &[u8; 16]) -> String {
-    if family == 10 {
-        std::net::Ipv6Addr::from(*bytes).to_string()
-    } else {
-        std::net::Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).to_string()
-    }
-}
-
-pub fn proto_name(proto: u8) -> String {
-    match proto {
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        58 => "icmpv6".into(),
-        132 => "sctp".into(),
-        136 => "udplite".into(),
-        33 => "dccp".into(),
-        47 => "gre".into(),
-        p => p.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hz_snaps_to_kconfig_values() {
-        assert_eq!(nearest_hz(249.0), 250);
-        assert_eq!(nearest_hz(262.0), 250);
-        assert_eq!(nearest_hz(990.0), 1000);
-        assert_eq!(nearest_hz(104.0), 100);
-        assert_eq!(nearest_hz(296.0), 300);
-    }
-
-    #[test]
-    fn addresses_render_per_family() {
-        let mut v4 = [0u8; 16];
-        v4[..4].copy_from_slice(&[127, 0, 0, 1]);
-        assert_eq!(addr(2, &v4), "127.0.0.1");
-        let mut v6 = [0u8; 16];
-        v6[15] = 1;
-        assert_eq!(addr(10, &v6), "::1");
-        assert_eq!(proto_name(17), "udp");
-    }
 }
