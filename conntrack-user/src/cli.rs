@@ -171,8 +171,9 @@ pub struct StatsArgs {
     pub ready_file: Option<PathBuf>,
 
     /// Walk the conntrack hash table every interval and report chain
-    /// lengths (max, mean, p99) with each record. A walk of a million
-    /// buckets costs tens of milliseconds of CPU.
+    /// lengths (max, mean, p99) with each record. A walk costs about 0.1 µs
+    /// of CPU per node (~0.2 s for a million entries). Without this flag the
+    /// table is walked every 5 s only, to classify chain-too-long drops.
     #[arg(long)]
     pub buckets: bool,
 }

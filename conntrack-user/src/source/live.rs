@@ -68,9 +68,17 @@ impl LiveSource {
             .take_events()
             .ok_or(ProbeError::MissingMap("EVENTS"))?;
         let info = probes.info.clone();
+        // Find the hash table before anything is counted, so the drop probe
+        // can tell chain-too-long failures from the first packet on.
+        let mut walker = WalkState::default();
+        if let Some(walk) = walker.walk(&mut probes, opts.buckets.unwrap_or(0))
+            && opts.buckets.is_some()
+        {
+            let _ = out.send(Message::Buckets(Box::new(walk))).await;
+        }
         sample(&mut probes, &mut ring, &opts, &out).await?;
         let (control, control_rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(probes, ring, opts, out, control_rx));
+        let task = tokio::spawn(run(probes, ring, opts, out, control_rx, walker));
         Ok(Self {
             control,
             task,
@@ -96,6 +104,7 @@ async fn run(
     opts: LiveOptions,
     out: mpsc::Sender<Message>,
     mut control: mpsc::UnboundedReceiver<Control>,
+    mut walker: WalkState,
 ) -> anyhow::Result<()> {
     // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open for as
     // long as it is registered.
@@ -106,9 +115,8 @@ async fn run(
     resolve.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut tick = interval_at(Instant::now() + opts.sample_every, opts.sample_every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut track = interval(TRACK_TABLE_EVERY);
+    let mut track = interval_at(Instant::now() + TRACK_TABLE_EVERY, TRACK_TABLE_EVERY);
     track.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut walker = WalkState::default();
     loop {
         tokio::select! {
             biased;
