@@ -20,7 +20,7 @@ use crate::{
         sysctl::Sysctls,
     },
     model::buckets::BucketWalk,
-    probe::{ProbeError, ProbeInfo, ProbeOptions, Probes},
+    probe::{ProbeError, ProbeInfo, ProbeOptions, Probes, WalkError},
 };
 
 /// How often queued allocations are attributed to their namespaces. The
@@ -170,6 +170,9 @@ impl WalkState {
                 self.failing = false;
                 Some(walk)
             }
+            // Not found yet: the entry locator stays attached and a later
+            // walk picks up what it saw; nothing to report.
+            Err(WalkError::NotFound(_)) => None,
             Err(e) => {
                 if !self.failing {
                     eprintln!("ctscope: walking the conntrack hash table: {e}");
