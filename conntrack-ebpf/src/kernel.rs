@@ -47,7 +47,7 @@ pub(crate) fn member<T>(base: u64, off: u32) -> Option<T> {
 
 /// Reads the original-direction tuple of a conntrack entry.
 #[inline(always)]
-fn ct_tuple(ct: u64, t: &mut Tuple) {
+pub(crate) fn ct_tuple(ct: u64, t: &mut Tuple) {
     let base = ct + conf!(ct_tuplehash) as u64 + conf!(th_tuple) as u64;
     t.src = read(base + conf!(tup_src_u3) as u64).unwrap_or([0; 16]);
     t.dst = read(base + conf!(tup_dst_u3) as u64).unwrap_or([0; 16]);
@@ -195,7 +195,13 @@ pub fn classify(skb: u64, net: u64, location: u64, ev: &mut Event) -> u8 {
     // not tell.
     let pprev: u64 = member(ct, conf!(ct_tuplehash) + conf!(hn_pprev)).unwrap_or(1);
     if pprev == 0 {
-        return cause::INSERT_FAILED;
+        if status & (1 << (conf!(ips_dying_bit) & 63)) != 0 {
+            return cause::INSERT_FAILED;
+        }
+        return match crate::walk::confirm_failure(ct) {
+            crate::walk::ChainVerdict::TooLong => cause::CHAIN_TOO_LONG,
+            crate::walk::ChainVerdict::Short => cause::INSERT_FAILED,
+        };
     }
     cause::RULESET
 }

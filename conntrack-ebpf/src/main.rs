@@ -12,7 +12,11 @@
 //!   allocations to their network namespace once `__nf_conntrack_alloc` has
 //!   written `ct_net`;
 //! * `discover_cache`, `discover_net` — start-up discovery of the slab and of
-//!   `struct nf_conntrack_net`, whose addresses are not in kallsyms.
+//!   `struct nf_conntrack_net`, whose addresses are not in kallsyms;
+//! * `walk_chunk`, `walk_bucket` — run from userspace: chain lengths of a
+//!   range of hash buckets, and the entries on one chain (walk.rs);
+//! * `locate_seq`, `locate_skb` — attached briefly to find the hash table
+//!   (`nf_conntrack_hash`, not in kallsyms either; locate.rs).
 //!
 //! Every kernel struct offset comes from the read-only `CONFIG` global, filled
 //! in from the running kernel's BTF by the loader. Loops are bounded, memory
@@ -23,8 +27,10 @@
 mod kernel;
 mod kprobe;
 mod lifecycle;
+mod locate;
 mod maps;
 mod packet;
+mod walk;
 
 use aya_ebpf::{
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
@@ -208,6 +214,43 @@ pub fn discover_cache(ctx: BtfTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "ctscope_discover")]
 pub fn discover_net(_ctx: RawTracePointContext) -> i32 {
     kernel::discover_net();
+    0
+}
+
+/// Chain lengths of buckets `arg(2) .. arg(2) + arg(3)` of the table at
+/// `arg(0)` with `arg(1)` buckets, into `WALK_OUT`.
+#[raw_tracepoint(tracepoint = "ctscope_walk")]
+pub fn walk_chunk(ctx: RawTracePointContext) -> i32 {
+    walk::walk_chunk(ctx.arg(0), ctx.arg(1), ctx.arg(2), ctx.arg(3));
+    0
+}
+
+/// The entries on the chain of bucket `arg(2)` of the table at `arg(0)`
+/// with `arg(1)` buckets, into `BUCKET_OUT`.
+#[raw_tracepoint(tracepoint = "ctscope_bucket")]
+pub fn walk_bucket(ctx: RawTracePointContext) -> i32 {
+    walk::walk_bucket(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    0
+}
+
+/// `kfree(call_site, ptr)`: the iterator of /proc/net/nf_conntrack that
+/// ctscope itself closes holds the table's address.
+#[btf_tracepoint(function = "kfree")]
+pub fn locate_seq(ctx: BtfTracePointContext) -> i32 {
+    locate::locate_seq(ctx.arg(1));
+    0
+}
+
+/// `consume_skb(skb, location)`: a packet of a tracked flow carries its
+/// confirmed entry, which leads to the table.
+#[btf_tracepoint(function = "consume_skb")]
+pub fn locate_skb(ctx: BtfTracePointContext) -> i32 {
+    let skb: u64 = ctx.arg(0);
+    let nfct: u64 = kernel::member(skb, conf!(skb_nfct)).unwrap_or(0);
+    let ct = nfct & !7;
+    if ct != 0 {
+        locate::locate_from_entry(ct);
+    }
     0
 }
 

@@ -9,7 +9,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use conntrack_common::{
-    Discovery, Event, MAX_SYSCTLS, NetnsCounters, Pending, SysctlSlot, counter, kind, setting,
+    BucketEntries, Discovery, Event, Located, MAX_SYSCTLS, NetnsCounters, Pending, SysctlSlot,
+    TableInfo, WalkChunk, counter, kind, setting,
 };
 
 use crate::kernel;
@@ -44,6 +45,26 @@ pub static DISCOVERY: Array<Discovery> = Array::with_max_entries(1, 0);
 /// The conntrack sysctl table, copied at discovery.
 #[map]
 pub static SYSCTLS: Array<SysctlSlot> = Array::with_max_entries(MAX_SYSCTLS, 0);
+
+/// Chain lengths of the latest `walk_chunk` run.
+#[map]
+pub static WALK_OUT: Array<WalkChunk> = Array::with_max_entries(1, 0);
+
+/// A batch of bucket heads read at once by `walk_chunk` (walk.rs).
+#[map]
+pub static HEADS: Array<[u64; 512]> = Array::with_max_entries(1, 0);
+
+/// Entries of the chain the latest `walk_bucket` run listed.
+#[map]
+pub static BUCKET_OUT: Array<BucketEntries> = Array::with_max_entries(1, 0);
+
+/// The latest candidate address of the hash table from the locators.
+#[map]
+pub static LOCATED: Array<Located> = Array::with_max_entries(1, 0);
+
+/// The hash table as userspace last validated it, for the drop probe.
+#[map]
+pub static TABLE: Array<TableInfo> = Array::with_max_entries(1, 0);
 
 /// Adds one to a machine-wide counter.
 #[inline(always)]

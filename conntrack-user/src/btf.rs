@@ -219,6 +219,18 @@ impl KernelBtf {
         Err(missing())
     }
 
+    /// Name of the enumerator of a named enum with value `value`.
+    pub fn enum_name(&self, enum_name: &str, value: u64) -> Option<String> {
+        for ty in self.btf.resolve_types_by_name(enum_name).ok()? {
+            if let Type::Enum(e) = ty
+                && let Some(m) = e.members.iter().find(|m| u64::from(m.val()) == value)
+            {
+                return self.btf.resolve_name(m).ok();
+            }
+        }
+        None
+    }
+
     /// Does the kernel have this BTF type (e.g. a tracepoint's
     /// `btf_trace_kfree_skb` typedef)?
     pub fn has_type(&self, name: &str) -> bool {
@@ -295,6 +307,10 @@ mod tests {
         assert_eq!(v("ip_conntrack_info", "IP_CT_UNTRACKED"), 7);
         assert!(v("skb_drop_reason", "SKB_DROP_REASON_NETFILTER_DROP") > 0);
         assert!(btf.enum_value("skb_drop_reason", "NO_SUCH_REASON").is_err());
+        assert_eq!(
+            btf.enum_name("tcp_conntrack", 3).as_deref(),
+            Some("TCP_CONNTRACK_ESTABLISHED")
+        );
     }
 
     #[test]

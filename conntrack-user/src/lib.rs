@@ -31,6 +31,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Replay(args)) => commands::replay::run(args).await,
         Some(Command::Export(args)) => commands::export::run(args),
         Some(Command::Info(args)) => commands::info::run(args),
+        Some(Command::Buckets(args)) => commands::buckets::run(args, &cli.probe).await,
         None => {
             let args = StatsArgs {
                 json: false,
@@ -38,6 +39,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 count: None,
                 duration: None,
                 ready_file: None,
+                buckets: false,
             };
             commands::stats::run(&args, &cli.probe).await
         }
@@ -47,9 +49,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// Exit status for an error: 2 when the environment or the arguments are at
 /// fault (not root, no BTF, conntrack missing, bad input), 1 otherwise.
 pub fn exit_status(err: &anyhow::Error) -> u8 {
-    if err
-        .downcast_ref::<probe::ProbeError>()
-        .is_some_and(probe::ProbeError::is_environment)
+    let walk_env = err
+        .downcast_ref::<probe::WalkError>()
+        .is_some_and(probe::WalkError::is_environment);
+    if walk_env
+        || err
+            .downcast_ref::<probe::ProbeError>()
+            .is_some_and(probe::ProbeError::is_environment)
         || err
             .downcast_ref::<trace::TraceError>()
             .is_some_and(trace::TraceError::is_bad_input)

@@ -1,7 +1,18 @@
 //! The fleet files in deploy/: a DaemonSet with the capabilities it needs
-//! rather than privileged, and valid Prometheus rules.
+//! rather than privileged, valid Prometheus rules, and a dashboard and
+//! alerts that only use metrics `ctscope serve` exports.
 
-use std::{fs, path::Path, process::Command};
+use std::{
+    collections::BTreeSet,
+    fs,
+    net::{Ipv4Addr, SocketAddr},
+    path::Path,
+    process::Command,
+    time::Duration,
+};
+
+use ctscope_integration::*;
+use serde_json::Value;
 
 fn deploy(path: &str) -> String {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -101,4 +112,60 @@ fn alert_rules_are_valid_for_prometheus() {
     ] {
         assert!(names.contains(&want), "{names:?}");
     }
+}
+
+/// Metric names in a PromQL expression (ours and node_exporter's).
+fn metric_names(expr: &str, out: &mut BTreeSet<String>) {
+    for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if word.starts_with("ctscope_") || word.starts_with("node_nf_conntrack") {
+            out.insert(word.to_owned());
+        }
+    }
+}
+
+#[test]
+fn dashboard_and_alerts_use_only_exported_metrics() {
+    require_root();
+    let _lock = shared_lock();
+    let mut used = BTreeSet::new();
+    let dash: Value =
+        serde_json::from_str(&deploy("grafana/ctscope.json")).expect("dashboard json");
+    for panel in dash["panels"].as_array().expect("panels") {
+        for t in panel["targets"].as_array().expect("targets") {
+            metric_names(t["expr"].as_str().expect("expr"), &mut used);
+        }
+    }
+    let rules: serde_yaml::Value =
+        serde_yaml::from_str(&deploy("prometheus/alerts.yaml")).expect("yaml");
+    for r in rules["groups"][0]["rules"].as_sequence().expect("rules") {
+        metric_names(r["expr"].as_str().expect("expr"), &mut used);
+    }
+    assert!(used.len() > 10, "{used:?}");
+
+    let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let _ct = Ctscope::start(&[
+        "serve",
+        "--listen",
+        &listen.to_string(),
+        "--interval",
+        "0.5",
+    ])
+    .expect("serve");
+    let mut exported = BTreeSet::new();
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            let Ok((200, body)) = http_get(listen, "/metrics") else {
+                return false;
+            };
+            exported = body
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.split(['{', ' ']).next())
+                .map(str::to_owned)
+                .collect();
+            used.iter().all(|m| exported.contains(m))
+        }),
+        "not exported: {:?}",
+        used.difference(&exported).collect::<Vec<_>>()
+    );
 }

@@ -97,6 +97,9 @@ pub mod setting {
     pub const EVENTS: u32 = 0;
     /// Send the details of one drop in N (0 or 1: every drop).
     pub const DROP_SAMPLE: u32 = 1;
+    /// Thread group whose `kfree` of a `/proc/net/nf_conntrack` iterator
+    /// reveals the hash table (see `locate_seq`); 0: none.
+    pub const LOCATE_TGID: u32 = 2;
     /// Size of the array.
     pub const COUNT: u32 = 4;
 
@@ -240,6 +243,12 @@ pub struct Config {
     /// rules drop itself (net/netfilter/nf_tables_core.c).
     pub loc_nft_lo: u64,
     pub loc_nft_hi: u64,
+    /// Address of `nf_conntrack_htable_size` (the `nf_conntrack_buckets`
+    /// sysctl's data, checked against /proc/sys); 0 if unknown.
+    pub size_ptr: u64,
+    /// Address of `__per_cpu_offset` (kprobe backend; 0 if unknown: a data
+    /// symbol, in kallsyms only with CONFIG_KALLSYMS_ALL).
+    pub per_cpu_offset: u64,
 
     /// Number of possible CPUs.
     pub ncpus: u32,
@@ -249,6 +258,8 @@ pub struct Config {
     pub ips_confirmed_bit: u32,
     /// Bit number of `IPS_TEMPLATE`.
     pub ips_template_bit: u32,
+    /// Bit number of `IPS_DYING`.
+    pub ips_dying_bit: u32,
     /// `IP_CT_UNTRACKED` from `enum ip_conntrack_info`.
     pub ip_ct_untracked: u32,
     /// `net_generic` id of `struct nf_conntrack_net` (0 if unknown).
@@ -302,6 +313,10 @@ pub struct Config {
     pub ct_tuplehash: u32,
     pub ct_zone: u32,
     pub ct_mark: u32,
+    /// `nf_conn.timeout`: u32 jiffies, absolute once the entry is confirmed.
+    pub ct_timeout: u32,
+    /// `nf_conn.proto.tcp.state` (u8).
+    pub ct_tcp_state: u32,
     // struct nf_conntrack_tuple_hash, struct hlist_nulls_node
     pub th_tuple: u32,
     pub th_sizeof: u32,
@@ -314,19 +329,122 @@ pub struct Config {
     pub tup_dst_u3: u32,
     pub tup_dst_port: u32,
     pub tup_protonum: u32,
-
-    // kprobe backend (see conntrack-ebpf/src/kprobe.rs); all zero with the
-    // tracepoint backend.
-    /// Address of `__per_cpu_offset` (0 if unknown: a data symbol, in
-    /// kallsyms only with CONFIG_KALLSYMS_ALL).
-    pub per_cpu_offset: u64,
-    /// Bits of [`kprobe_hook`]: which kprobes are attached.
+    /// `nf_conntrack_tuple.dst.dir`: which of the entry's two nodes this is.
+    pub tup_dst_dir: u32,
+    // struct ct_iter_state (the /proc/net/nf_conntrack iterator)
+    pub iter_hash: u32,
+    pub iter_size: u32,
+    /// The kernel's `MIN_CHAINLEN`: inserts fail once a chain has more than
+    /// a random limit of at least this many nodes.
+    pub chain_min: u32,
+    /// Bits of [`kprobe_hook`]: which kprobes are attached (kprobe backend).
     pub kp_hooks: u32,
     /// `struct net` -> `ct.stat` (`struct ip_conntrack_stat __percpu *`).
     pub net_ct_stat: u32,
     /// `struct ip_conntrack_stat` members.
     pub stat_insert_failed: u32,
     pub stat_chaintoolong: u32,
+    pub _pad: u32,
+}
+
+/// Buckets one run of the `walk_chunk` program covers at most; a chunk
+/// keeps the CPU for a few milliseconds at most.
+pub const WALK_CHUNK: u32 = 16384;
+/// Nodes counted on one chain at most (lengths are u16).
+pub const CHAIN_CAP: u32 = 65535;
+/// Entries `walk_bucket` lists from one chain at most.
+pub const MAX_BUCKET_ENTRIES: u32 = 128;
+
+/// Output of one `walk_chunk` run: chain lengths of buckets
+/// `start .. start + done`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct WalkChunk {
+    pub start: u32,
+    /// Buckets completed (the run may stop early on its iteration budget).
+    pub done: u32,
+    /// Nodes counted on the completed chains.
+    pub nodes: u64,
+    /// Chains walked again because the walk ended in another bucket's marker.
+    pub restarts: u32,
+    /// Chains that never ended in their own marker (or could not be read).
+    pub unverified: u32,
+    /// Chains longer than [`CHAIN_CAP`].
+    pub truncated: u32,
+    pub _pad: u32,
+    pub lens: [u16; WALK_CHUNK as usize],
+}
+
+/// One node found on a chain by `walk_bucket`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChainNode {
+    /// Address of the entry.
+    pub ct: u64,
+    /// The entry's original-direction tuple.
+    pub tuple: Tuple,
+    pub status: u32,
+    /// `nf_conn.timeout`, u32 jiffies.
+    pub timeout: u32,
+    pub netns: u32,
+    pub mark: u32,
+    pub zone: u16,
+    /// 0: the original-direction node is in this bucket; 1: the reply's.
+    pub dir: u8,
+    /// `nf_conn.proto.tcp.state` (meaningful for TCP only).
+    pub tcp_state: u8,
+    pub _pad: u32,
+}
+
+/// Output of `walk_bucket`: the nodes of one chain.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BucketEntries {
+    /// `bpf_jiffies64()` and `bpf_ktime_get_ns()` when the walk ran.
+    pub jiffies: u64,
+    pub ktime_ns: u64,
+    pub bucket: u32,
+    /// Nodes on the chain (up to [`CHAIN_CAP`]).
+    pub len: u32,
+    /// Nodes copied to `nodes`.
+    pub listed: u32,
+    /// 1 when the chain ended in this bucket's marker.
+    pub verified: u32,
+    pub nodes: [ChainNode; MAX_BUCKET_ENTRIES as usize],
+}
+
+/// The hash table as userspace last validated it, for the drop probe.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableInfo {
+    /// `nf_conntrack_hash`; 0 when unknown.
+    pub base: u64,
+    /// Buckets of that table.
+    pub size: u32,
+    /// Longest chain seen by the latest walk.
+    pub max_chain: u32,
+}
+
+/// How a candidate table address was found.
+pub mod located {
+    /// From the `/proc/net/nf_conntrack` iterator ctscope opened.
+    pub const SEQ_FILE: u32 = 1;
+    /// From a live entry: its chain's marker gives the bucket, `pprev`
+    /// leads back to the bucket head.
+    pub const ENTRY: u32 = 2;
+}
+
+/// A candidate address of the hash table, written by the locator probes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Located {
+    pub base: u64,
+    /// The entry it was found from ([`located::ENTRY`]).
+    pub entry: u64,
+    /// Table size seen with it ([`located::SEQ_FILE`]); 0 if not known.
+    pub size: u32,
+    /// One of [`located`]; 0: nothing found yet.
+    pub how: u32,
 }
 
 /// Bits of `Config::kp_hooks`: the conntrack functions probed directly.
@@ -355,6 +473,11 @@ mod pod {
     unsafe impl aya::Pod for super::Discovery {}
     unsafe impl aya::Pod for super::SysctlSlot {}
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::WalkChunk {}
+    unsafe impl aya::Pod for super::ChainNode {}
+    unsafe impl aya::Pod for super::BucketEntries {}
+    unsafe impl aya::Pod for super::TableInfo {}
+    unsafe impl aya::Pod for super::Located {}
 }
 
 // Layout checks: a change that introduces implicit padding fails here.
@@ -364,4 +487,10 @@ const _: () = assert!(core::mem::size_of::<NetnsCounters>() == 8 * (2 + cause::C
 const _: () = assert!(core::mem::size_of::<Pending>() == 16);
 const _: () = assert!(core::mem::size_of::<Discovery>() == 32);
 const _: () = assert!(core::mem::size_of::<SysctlSlot>() == 48);
-const _: () = assert!(core::mem::size_of::<Config>() == 8 * 8 + 58 * 4);
+const _: () = assert!(core::mem::size_of::<Config>() == 9 * 8 + 66 * 4);
+const _: () = assert!(core::mem::size_of::<WalkChunk>() == 32 + 2 * WALK_CHUNK as usize);
+const _: () = assert!(core::mem::size_of::<ChainNode>() == 72);
+const _: () =
+    assert!(core::mem::size_of::<BucketEntries>() == 32 + 72 * MAX_BUCKET_ENTRIES as usize);
+const _: () = assert!(core::mem::size_of::<TableInfo>() == 16);
+const _: () = assert!(core::mem::size_of::<Located>() == 24);

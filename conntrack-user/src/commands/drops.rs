@@ -34,6 +34,8 @@ pub async fn run(args: &DropsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
             sample_every: SAMPLE_EVERY,
             kernel_stats: probe.kernel_stats.into(),
             events: setting::EVENTS_DROP,
+            // The drop probe needs the table only to tell chain_too_long.
+            buckets: None,
         },
         tx,
     )

@@ -1,4 +1,5 @@
 //! One module per subcommand; each wires a source, the model and a view.
+pub mod buckets;
 pub mod docs;
 pub mod drops;
 pub mod export;

@@ -67,6 +67,8 @@ pub async fn run(args: &RecordArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
             sample_every: args.interval,
             kernel_stats: probe.kernel_stats.into(),
             events: filter.event_classes(),
+            // Snapshots carry the chain-length histogram.
+            buckets: Some(0),
         },
         tx,
     )

@@ -56,6 +56,8 @@ pub async fn run(args: &ServeArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
             sample_every: args.interval,
             kernel_stats: probe.kernel_stats.into(),
             events: 0,
+            // The chain-length histogram metrics.
+            buckets: Some(0),
         },
         tx,
     )

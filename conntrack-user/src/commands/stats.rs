@@ -14,7 +14,7 @@ use crate::{
     model::{Model, RunInfo},
     probe::ProbeOptions,
     source::live::{LiveOptions, LiveSource},
-    views::stats::{TABLE_HEADER, json_line, table_row},
+    views::stats::{BUCKETS_HEADER, TABLE_HEADER, bucket_columns, json_line, table_row},
 };
 
 pub async fn run(args: &StatsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
@@ -27,6 +27,8 @@ pub async fn run(args: &StatsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
             // Drop details are rare and cheap; allocation events are not
             // needed for counts.
             events: setting::EVENTS_DROP,
+            // The stats record carries the summary only.
+            buckets: args.buckets.then_some(0),
         },
         tx,
     )
@@ -38,7 +40,8 @@ pub async fn run(args: &StatsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
     });
     let mut out = io::stdout();
     if !args.json {
-        writeln!(out, "{TABLE_HEADER}")?;
+        let extra = if args.buckets { BUCKETS_HEADER } else { "" };
+        writeln!(out, "{TABLE_HEADER}{extra}")?;
     }
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -55,7 +58,11 @@ pub async fn run(args: &StatsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
                     continue;
                 }
                 let Some(interval) = &model.latest else { continue };
-                let line = if args.json { json_line(interval) } else { table_row(interval) };
+                let line = match (args.json, args.buckets) {
+                    (true, _) => json_line(interval),
+                    (false, false) => table_row(interval),
+                    (false, true) => table_row(interval) + &bucket_columns(interval),
+                };
                 if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
                     break; // stdout closed (e.g. piped into `head`)
                 }
@@ -87,6 +94,8 @@ impl ProbeArgs {
         ProbeOptions {
             ring_bytes: self.ring_size.unwrap_or(default_ring_mib) << 20,
             backend: self.backend.into(),
+            hot: true,
+            locate: self.locate,
         }
     }
 }

@@ -22,6 +22,9 @@ pub struct Interval {
     /// The kernel's own counters, summed over namespaces, since start.
     pub kernel: ConntrackStats,
     pub netns: Vec<NetnsRow>,
+    /// The latest walk of the hash table (`stats --buckets`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buckets: Option<super::buckets::BucketSummary>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]

@@ -157,6 +157,7 @@ impl Model {
             totals,
             kernel,
             netns: self.netns_rows(&first.netns, &s.netns, &s.kernel),
+            buckets: self.buckets.as_ref().map(buckets::BucketSummary::from),
         };
         self.latest = Some(interval.clone());
         if self.history.len() == HISTORY {

@@ -138,3 +138,27 @@ fn history_is_bounded() {
     }
     assert_eq!(m.history.len(), HISTORY);
 }
+
+#[test]
+fn the_latest_walk_goes_into_each_interval() {
+    let mut m = Model::default();
+    m.apply(sample(0, 0, 0, vec![]));
+    m.apply(sample(1, 0, 0, vec![]));
+    assert_eq!(m.latest.as_ref().and_then(|i| i.buckets.as_ref()), None);
+    let walk = buckets::BucketWalk {
+        buckets: 1024,
+        nodes: 600,
+        entries: 300,
+        max: 4,
+        ..buckets::BucketWalk::empty(1024)
+    };
+    m.apply(Message::Buckets(Box::new(walk)));
+    m.apply(sample(2, 0, 0, vec![]));
+    let b = m
+        .latest
+        .as_ref()
+        .and_then(|i| i.buckets.clone())
+        .expect("summary");
+    assert_eq!((b.buckets, b.nodes, b.entries, b.max), (1024, 600, 300, 4));
+    assert_eq!(m.buckets.as_ref().map(|w| w.nodes), Some(600));
+}

@@ -26,6 +26,8 @@ pub fn from_btf(btf: &KernelBtf, ncpus: u32) -> Result<Config, BtfError> {
         reason_netfilter_drop: enum_u32("skb_drop_reason", "SKB_DROP_REASON_NETFILTER_DROP")?,
         ips_confirmed_bit: enum_u32("ip_conntrack_status", "IPS_CONFIRMED_BIT")?,
         ips_template_bit: enum_u32("ip_conntrack_status", "IPS_TEMPLATE_BIT")?,
+        ips_dying_bit: enum_u32("ip_conntrack_status", "IPS_DYING_BIT")?,
+        chain_min: min_chainlen(&crate::probe::kernel_release()),
         ip_ct_untracked: enum_u32("ip_conntrack_info", "IP_CT_UNTRACKED")?,
 
         kc_name: off("kmem_cache.name")?,
@@ -71,6 +73,8 @@ pub fn from_btf(btf: &KernelBtf, ncpus: u32) -> Result<Config, BtfError> {
         ct_tuplehash: off("nf_conn.tuplehash")?,
         ct_zone: opt("nf_conn.zone.id")?,
         ct_mark: opt("nf_conn.mark")?,
+        ct_timeout: off("nf_conn.timeout")?,
+        ct_tcp_state: opt("nf_conn.proto.tcp.state")?,
         th_tuple: off("nf_conntrack_tuple_hash.tuple")?,
         th_sizeof: btf.size_of("nf_conntrack_tuple_hash")?,
         hn_next: off("hlist_nulls_node.next")?,
@@ -81,8 +85,23 @@ pub fn from_btf(btf: &KernelBtf, ncpus: u32) -> Result<Config, BtfError> {
         tup_dst_u3: off("nf_conntrack_tuple.dst.u3")?,
         tup_dst_port: off("nf_conntrack_tuple.dst.u")?,
         tup_protonum: off("nf_conntrack_tuple.dst.protonum")?,
+        tup_dst_dir: off("nf_conntrack_tuple.dst.dir")?,
+        iter_hash: opt("ct_iter_state.hash")?,
+        iter_size: opt("ct_iter_state.htable_size")?,
         ..Config::default()
     })
+}
+
+/// The kernel's `MIN_CHAINLEN` (net/netfilter/nf_conntrack_core.c): 50
+/// since 6.3 ("netfilter: conntrack: increase the max chain length"), 8 in
+/// 5.15-6.2, when the limit became random.
+pub fn min_chainlen(release: &str) -> u32 {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    if (major, minor) >= (6, 3) { 50 } else { 8 }
 }
 
 /// Function addresses used to tell who dropped a packet and to recognise
@@ -116,5 +135,18 @@ mod tests {
         assert_ne!(cfg.skb_nfct, 0);
         assert_ne!(cfg.net_gen, 0);
         assert_ne!(cfg.ct_zone, ABSENT, "the build kernel has conntrack zones");
+        assert_ne!(
+            cfg.iter_hash, ABSENT,
+            "the build kernel has /proc/net/nf_conntrack"
+        );
+        assert_eq!(cfg.ct_timeout, 8);
+    }
+
+    #[test]
+    fn chain_limit_follows_the_kernel_version() {
+        assert_eq!(min_chainlen("6.18.44-fc-v657"), 50);
+        assert_eq!(min_chainlen("6.3.0"), 50);
+        assert_eq!(min_chainlen("6.1.0-50-amd64"), 8);
+        assert_eq!(min_chainlen("5.15.0"), 8);
     }
 }

@@ -12,6 +12,7 @@ pub mod config;
 mod error;
 mod kprobes;
 mod progstats;
+pub mod walk;
 
 use std::{
     thread,
@@ -25,9 +26,13 @@ use aya::{
 };
 use conntrack_common::{Config, Discovery, NetnsCounters, SysctlSlot, counter};
 pub use error::ProbeError;
+pub use walk::WalkError;
 
 use self::backend::{Backend, BackendRequest, Choice, KernelSymbols};
-use crate::{btf::KernelBtf, event::Counters, kallsyms::Kallsyms};
+use crate::{
+    btf::KernelBtf, event::Counters, kallsyms::Kallsyms, model::buckets::BucketWalk,
+    probe::walk::TableWalker,
+};
 
 /// The eBPF object built by build.rs from conntrack-ebpf.
 pub static EBPF_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/conntrack.bpf.o"));
@@ -47,6 +52,11 @@ pub struct ProbeOptions {
     pub ring_bytes: u32,
     /// `--backend`.
     pub backend: BackendRequest,
+    /// Attach the allocation, free and drop probes. Without them only the
+    /// hash table walker is loaded (`ctscope buckets`).
+    pub hot: bool,
+    /// How the walker finds the hash table.
+    pub locate: crate::cli::Locate,
 }
 
 impl Default for ProbeOptions {
@@ -54,6 +64,8 @@ impl Default for ProbeOptions {
         Self {
             ring_bytes: 16 << 20,
             backend: BackendRequest::Auto,
+            hot: true,
+            locate: crate::cli::Locate::Auto,
         }
     }
 }
@@ -82,6 +94,7 @@ pub struct Probes {
     settings: Array<MapData, u32>,
     /// Programs whose recursion misses count as lost events.
     hot: Vec<&'static str>,
+    walker: TableWalker,
     pub info: ProbeInfo,
 }
 
@@ -125,17 +138,28 @@ impl Probes {
         cfg.ct_cache = found.discovery.ct_cache;
         cfg.cnet_id = found.discovery.cnet_id;
         cfg.max_ptr = found.max_ptr;
+        cfg.size_ptr = found.size_ptr;
 
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .btf(Some(&aya_btf))
             .override_global("CONFIG", &cfg, true)
             .map_max_entries("EVENTS", opts.ring_bytes)
             .map_max_entries("BUCKETS", kprobes::buckets_size(choice))
-            .map_max_entries("INSERTED", kprobes::inserted_size(choice))
-            .load(EBPF_OBJECT)
-            .map_err(ProbeError::Load)?;
-        let mut hot: Vec<&'static str> = kprobes::programs(choice).collect();
-        for (name, tracepoint) in PROBES {
+            .map_max_entries("INSERTED", kprobes::inserted_size(choice));
+        if !opts.hot {
+            // The walker alone needs none of the event maps' room.
+            loader
+                .map_max_entries("PENDING", 1)
+                .map_max_entries("NETNS", 1);
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT).map_err(ProbeError::Load)?;
+        let mut hot: Vec<&'static str> = if opts.hot {
+            kprobes::programs(choice).collect()
+        } else {
+            Vec::new()
+        };
+        for (name, tracepoint) in PROBES.iter().copied().filter(|_| opts.hot) {
             // The kprobe on the conntrack function replaces the slab tracepoint.
             let replaced = match name {
                 "ct_alloc" => choice.hooks & conntrack_common::kprobe_hook::ALLOC != 0,
@@ -152,7 +176,9 @@ impl Probes {
             prog.attach()
                 .map_err(|source| ProbeError::Attach { name, source })?;
         }
-        kprobes::attach(&mut ebpf, choice, &kernel_syms)?;
+        if opts.hot {
+            kprobes::attach(&mut ebpf, choice, &kernel_syms)?;
+        }
         let resolve: &mut RawTracePoint = program(&mut ebpf, "resolve")?;
         resolve.load().map_err(|source| ProbeError::Program {
             name: "resolve",
@@ -163,6 +189,11 @@ impl Probes {
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
         let netns = PerCpuHashMap::try_from(take_map(&mut ebpf, "NETNS")?)?;
         let settings = Array::try_from(take_map(&mut ebpf, "SETTINGS")?)?;
+        let mut walker = TableWalker::new(&mut ebpf, &aya_btf, cfg.chain_min, opts.locate)?;
+        if opts.hot {
+            // A live run walks again and again; it must not block on traffic.
+            walker.set_entry_wait(std::time::Duration::ZERO);
+        }
         let info = ProbeInfo {
             backend: choice.backend.name(),
             backend_reason: choice.reason.clone(),
@@ -180,8 +211,15 @@ impl Probes {
             netns,
             settings,
             hot,
+            walker,
             info,
         })
+    }
+
+    /// Walks the conntrack hash table once (see [`walk`]) and lists the
+    /// entries of the `top` longest chains. Blocks for the walk's length.
+    pub fn walk_buckets(&mut self, top: usize) -> Result<BucketWalk, WalkError> {
+        self.walker.walk(&mut self.ebpf, &mut self.settings, top)
     }
 
     /// Hands the ring buffer to the task that polls it.
@@ -249,6 +287,7 @@ impl Probes {
 struct Found {
     discovery: Discovery,
     max_ptr: u64,
+    size_ptr: u64,
 }
 
 /// Runs the discovery programs on a throwaway load of the object.
@@ -314,20 +353,30 @@ fn discover(cfg: &Config, btf: &Btf) -> Result<Found, ProbeError> {
         ebpf.map("SYSCTLS")
             .ok_or(ProbeError::MissingMap("SYSCTLS"))?,
     )?;
-    let mut max_ptr = 0;
+    let (mut max_ptr, mut size_ptr) = (0, 0);
     for i in 0..discovery.sysctl_count {
         let slot = sysctls.get(&i, 0)?;
-        if procname(&slot) == "nf_conntrack_max" {
-            // Trust the address only if it holds the value /proc/sys shows.
-            let shown = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max")
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok());
-            if shown == Some(slot.value & 0xffff_ffff) {
+        let name = procname(&slot);
+        if name != "nf_conntrack_max" && name != "nf_conntrack_buckets" {
+            continue;
+        }
+        // Trust the address only if it holds the value /proc/sys shows.
+        let shown = std::fs::read_to_string(format!("/proc/sys/net/netfilter/{name}"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        if shown == Some(slot.value & 0xffff_ffff) {
+            if name == "nf_conntrack_max" {
                 max_ptr = slot.data;
+            } else {
+                size_ptr = slot.data;
             }
         }
     }
-    Ok(Found { discovery, max_ptr })
+    Ok(Found {
+        discovery,
+        max_ptr,
+        size_ptr,
+    })
 }
 
 fn procname(slot: &SysctlSlot) -> &str {
@@ -339,7 +388,10 @@ fn procname(slot: &SysctlSlot) -> &str {
     std::str::from_utf8(&slot.procname[..end]).unwrap_or("")
 }
 
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, ProbeError>
+pub(crate) fn program<'a, T>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut T, ProbeError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
@@ -350,7 +402,7 @@ where
         .map_err(|source| ProbeError::Program { name, source })
 }
 
-fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {
+pub(crate) fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {
     ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))
 }
 

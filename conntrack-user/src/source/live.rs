@@ -19,7 +19,8 @@ use crate::{
         netns::{StatsSource, read_namespaces},
         sysctl::Sysctls,
     },
-    probe::{ProbeError, ProbeInfo, ProbeOptions, Probes},
+    model::buckets::BucketWalk,
+    probe::{ProbeError, ProbeInfo, ProbeOptions, Probes, WalkError},
 };
 
 /// How often queued allocations are attributed to their namespaces. The
@@ -28,6 +29,10 @@ use crate::{
 const RESOLVE_EVERY: Duration = Duration::from_millis(100);
 /// Events sent to the model in one message at most.
 const BATCH: usize = 4096;
+/// How often the hash table is walked when no one asked for bucket
+/// statistics: the drop probe needs its validated address and the latest
+/// longest chain to tell chain-too-long insert failures (probe/walk.rs).
+const TRACK_TABLE_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug)]
 pub struct LiveOptions {
@@ -36,6 +41,9 @@ pub struct LiveOptions {
     pub kernel_stats: StatsSource,
     /// Event classes to stream (`setting::EVENTS_*`); counters are always on.
     pub events: u32,
+    /// Walk the hash table before every sample and send the walk, listing
+    /// the entries of this many of the longest chains.
+    pub buckets: Option<usize>,
 }
 
 enum Control {
@@ -61,9 +69,17 @@ impl LiveSource {
             .take_events()
             .ok_or(ProbeError::MissingMap("EVENTS"))?;
         let info = probes.info.clone();
+        // Find the hash table before anything is counted, so the drop probe
+        // can tell chain-too-long failures from the first packet on.
+        let mut walker = WalkState::default();
+        if let Some(walk) = walker.walk(&mut probes, opts.buckets.unwrap_or(0))
+            && opts.buckets.is_some()
+        {
+            let _ = out.send(Message::Buckets(Box::new(walk))).await;
+        }
         sample(&mut probes, &mut ring, &opts, &out).await?;
         let (control, control_rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(probes, ring, opts, out, control_rx));
+        let task = tokio::spawn(run(probes, ring, opts, out, control_rx, walker));
         Ok(Self {
             control,
             task,
@@ -94,6 +110,7 @@ async fn run(
     opts: LiveOptions,
     out: mpsc::Sender<Message>,
     mut control: mpsc::UnboundedReceiver<Control>,
+    mut walker: WalkState,
 ) -> anyhow::Result<()> {
     // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open for as
     // long as it is registered.
@@ -104,6 +121,8 @@ async fn run(
     resolve.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut tick = interval_at(Instant::now() + opts.sample_every, opts.sample_every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut track = interval_at(Instant::now() + TRACK_TABLE_EVERY, TRACK_TABLE_EVERY);
+    track.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             biased;
@@ -125,10 +144,48 @@ async fn run(
                 }
             }
             _ = resolve.tick() => probes.resolve_pending()?,
+            _ = track.tick(), if opts.buckets.is_none() => {
+                walker.walk(&mut probes, 0);
+            }
             _ = tick.tick() => {
+                if let Some(top) = opts.buckets
+                    && let Some(walk) = walker.walk(&mut probes, top)
+                    && out.send(Message::Buckets(Box::new(walk))).await.is_err()
+                {
+                    return Ok(());
+                }
                 if !sample(&mut probes, ring.get_mut(), &opts, &out).await? {
                     return Ok(());
                 }
+            }
+        }
+    }
+}
+
+/// Runs hash table walks and reports a failing walker once, not every
+/// interval: counting goes on without it.
+#[derive(Default)]
+struct WalkState {
+    failing: bool,
+}
+
+impl WalkState {
+    fn walk(&mut self, probes: &mut Probes, top: usize) -> Option<BucketWalk> {
+        // BPF_PROG_TEST_RUN runs the walk on this thread.
+        match tokio::task::block_in_place(|| probes.walk_buckets(top)) {
+            Ok(walk) => {
+                self.failing = false;
+                Some(walk)
+            }
+            // Not found yet: the entry locator stays attached and a later
+            // walk picks up what it saw; nothing to report.
+            Err(WalkError::NotFound(_)) => None,
+            Err(e) => {
+                if !self.failing {
+                    eprintln!("ctscope: walking the conntrack hash table: {e}");
+                }
+                self.failing = true;
+                None
             }
         }
     }

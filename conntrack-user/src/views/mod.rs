@@ -1,4 +1,5 @@
 //! Views: pure functions from the model to text or frames.
+pub mod buckets;
 pub mod drops;
 pub mod metrics;
 pub mod stats;

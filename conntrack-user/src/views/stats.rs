@@ -32,6 +32,18 @@ pub fn table_row(i: &Interval) -> String {
     )
 }
 
+/// Columns `stats --buckets` adds: the latest walk's longest chain, mean
+/// chain length and 99th percentile.
+pub const BUCKETS_HEADER: &str = "  LONGEST  MEANLEN  P99LEN";
+
+/// The values under [`BUCKETS_HEADER`] ("-" until the first walk).
+pub fn bucket_columns(i: &Interval) -> String {
+    match &i.buckets {
+        Some(b) => format!("  {:>7} {:>8.3} {:>7}", b.max, b.mean, b.p99),
+        None => format!("  {:>7} {:>8} {:>7}", "-", "-", "-"),
+    }
+}
+
 /// `HH:MM:SS` (UTC) of a Unix time in ms.
 fn clock(ts_ms: u64) -> String {
     let secs = ts_ms / 1000;
@@ -83,6 +95,35 @@ mod tests {
             TABLE_HEADER.split_whitespace().count(),
             row.split_whitespace().count(),
             "every column has a value:\n{TABLE_HEADER}\n{row}"
+        );
+    }
+
+    #[test]
+    fn bucket_columns_line_up() {
+        let mut i = interval();
+        let empty = bucket_columns(&i);
+        assert_eq!(empty.split_whitespace().count(), 3);
+        i.buckets = Some(crate::model::buckets::BucketSummary {
+            max: 71,
+            mean: 0.25,
+            p99: 3,
+            ..Default::default()
+        });
+        let row = table_row(&i) + &bucket_columns(&i);
+        let header = format!("{TABLE_HEADER}{BUCKETS_HEADER}");
+        assert_eq!(
+            header.split_whitespace().count(),
+            row.split_whitespace().count()
+        );
+        assert!(row.ends_with("       71    0.250       3"), "{row}");
+        let v: serde_json::Value = serde_json::from_str(&json_line(&i)).expect("json");
+        assert_eq!(v.pointer("/buckets/max"), Some(&serde_json::json!(71)));
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&json_line(&interval()))
+                .expect("json")
+                .get("buckets")
+                .is_none(),
+            "no buckets object without a walk"
         );
     }
 

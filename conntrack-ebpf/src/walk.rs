@@ -1,0 +1,493 @@
+//! Walking the conntrack hash table (`nf_conntrack_hash`; locate.rs finds it).
+//!
+//! The table is an array of `struct hlist_nulls_head`, one 8-byte `first`
+//! pointer per bucket. Bucket `i` is initialised with
+//! `INIT_HLIST_NULLS_HEAD(&hash[i], i)` (nf_ct_alloc_hashtable in
+//! net/netfilter/nf_conntrack_core.c), so its chain ends in the odd "nulls"
+//! marker `(i << 1) | 1` (include/linux/list_nulls.h). Every walk checks that
+//! marker: a chain that ends in another bucket's marker crossed into another
+//! chain because an entry moved under the walk, and is walked again. A chain
+//! can only be trusted when it ends in its own marker; userspace accepts a
+//! table address only when every chain of a walk did.
+//!
+//! All reads go through `bpf_probe_read_kernel`, so a stale or wrong address
+//! gives failed reads and unverified chains, never a fault. The programs run
+//! from userspace with BPF_PROG_TEST_RUN, inside `rcu_read_lock()`
+//! (net/bpf/test_run.c), which keeps the table the walk started on alive for
+//! the length of one chunk (nf_conntrack_hash_resize frees the old table after
+//! `synchronize_net()`).
+
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::{
+    bpf_jiffies64, bpf_ktime_get_ns,
+    generated::{bpf_loop, bpf_probe_read_kernel},
+};
+use conntrack_common::{CHAIN_CAP, ChainNode, MAX_BUCKET_ENTRIES, TableInfo, WALK_CHUNK};
+
+use crate::{
+    kernel::{self, conf, member, read},
+    maps::{BUCKET_OUT, HEADS, TABLE, WALK_OUT},
+};
+
+/// Walks of one chain before it is reported unverified.
+const MAX_TRIES: u32 = 3;
+/// Loop iterations (one memory read each) of one `walk_chunk` run. A chunk
+/// that runs out returns early with `done` < its length; userspace resumes.
+const CHUNK_BUDGET: u32 = 1 << 20;
+
+/// Is `v` a nulls marker (rather than a node pointer)?
+#[inline(always)]
+pub fn is_marker(v: u64) -> bool {
+    v & 1 == 1
+}
+
+/// The head of bucket `b`.
+#[inline(always)]
+fn head(base: u64, b: u32) -> u64 {
+    base + 8 * b as u64
+}
+
+/// Chains walked side by side. Each `bpf_loop` iteration advances one lane
+/// by one read, round robin, so consecutive reads belong to different
+/// chains and do not depend on each other: the CPU overlaps their cache
+/// misses instead of waiting for each node in turn (one chain is a chain of
+/// dependent loads).
+const LANES: usize = 8;
+
+/// One chain being walked.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Lane {
+    /// Current node, or 0 when the bucket's head is to be read next.
+    node: u64,
+    /// A value already read for this lane (the bucket's head, from the
+    /// batch in `HEADS`), examined instead of reading; 0: none.
+    have: u64,
+    /// Index of the bucket within the chunk; `IDLE` when the lane has none.
+    i: u32,
+    /// Nodes on the chain so far.
+    len: u32,
+    tries: u32,
+    _pad: u32,
+}
+
+const IDLE: u32 = u32::MAX;
+/// A lane that has not had its first bucket yet.
+const NEW: u32 = u32::MAX - 1;
+
+/// State of one chunk walk, on the stack for `bpf_loop`.
+#[repr(C)]
+struct Chunk {
+    base: u64,
+    start: u32,
+    count: u32,
+    /// Next bucket (within the chunk) to hand to a lane.
+    next: u32,
+    /// Lanes that still have a bucket.
+    busy: u32,
+    /// Chunk index of `HEADS[0]`, and how many heads it holds.
+    batch_start: u32,
+    batch_len: u32,
+    lanes: [Lane; LANES],
+}
+
+/// Records the length of a lane's chain and gives it the next bucket.
+#[inline(always)]
+fn finish(c: &mut Chunk, lane: usize, len: u32, verified: bool, truncated: bool) {
+    let l = c.lanes[lane];
+    if let Some(out) = WALK_OUT.get_ptr_mut(0) {
+        // SAFETY: map value pointer from a successful lookup; only this
+        // program writes it, and test runs of it do not overlap.
+        let out = unsafe { &mut *out };
+        out.lens[(l.i & (WALK_CHUNK - 1)) as usize] = len as u16;
+        out.nodes += len as u64;
+        if !verified {
+            out.unverified += 1;
+        }
+        if truncated {
+            out.truncated += 1;
+        }
+        out.restarts += l.tries;
+    }
+    assign(c, lane);
+}
+
+/// Hands the next bucket of the chunk to a lane, or idles it.
+#[inline(always)]
+fn assign(c: &mut Chunk, lane: usize) {
+    let i = c.next;
+    if i < c.count && i >= c.batch_start + c.batch_len {
+        refill(c, i);
+    }
+    let have = match HEADS.get_ptr(0) {
+        Some(h) if i >= c.batch_start && i < c.batch_start + c.batch_len => {
+            // SAFETY: map value pointer from a successful lookup; the index
+            // is masked into the array.
+            unsafe { (*h)[((i - c.batch_start) as usize) & (HEAD_BATCH - 1)] }
+        }
+        _ => 0,
+    };
+    let l = &mut c.lanes[lane];
+    l.node = 0;
+    l.have = have;
+    l.len = 0;
+    l.tries = 0;
+    if i < c.count {
+        l.i = i;
+        c.next += 1;
+    } else {
+        if l.i != IDLE {
+            c.busy -= 1;
+        }
+        l.i = IDLE;
+    }
+}
+
+/// Heads read with one `bpf_probe_read_kernel`: most buckets then cost no
+/// helper call for their head, and empty ones none at all.
+const HEAD_BATCH: usize = 512;
+
+/// Reads the heads of buckets `i ..` of the chunk into `HEADS`. The table
+/// size is a multiple of 512 heads (nf_ct_alloc_hashtable rounds it up to a
+/// page), so a batch never runs past the array; if the read fails anyway,
+/// the lanes read their heads one by one.
+#[inline(always)]
+fn refill(c: &mut Chunk, i: u32) {
+    c.batch_start = i;
+    c.batch_len = 0;
+    let Some(h) = HEADS.get_ptr_mut(0) else {
+        return;
+    };
+    let src = head(c.base, c.start + i);
+    // SAFETY: the destination is a map value of exactly this size; the
+    // helper checks the source.
+    let ret = unsafe {
+        bpf_probe_read_kernel(
+            h as *mut c_void,
+            (HEAD_BATCH * 8) as u32,
+            src as *const c_void,
+        )
+    };
+    if ret == 0 {
+        c.batch_len = (HEAD_BATCH as u32).min(c.count - i);
+    }
+}
+
+/// One read for one lane: a bucket head or the next node. Returns 1 to stop.
+extern "C" fn chunk_step(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the pointer to our stack struct.
+    let c = unsafe { &mut *(ctx as *mut Chunk) };
+    if c.busy == 0 {
+        return 1;
+    }
+    let lane = (index as usize) & (LANES - 1);
+    let l = c.lanes[lane];
+    if l.i == IDLE {
+        return 0;
+    }
+    if l.i == NEW {
+        assign(c, lane);
+        return 0;
+    }
+    let bucket = c.start + l.i;
+    let addr = if l.node == 0 {
+        head(c.base, bucket)
+    } else {
+        l.node + conf!(hn_next) as u64
+    };
+    let value = if l.have != 0 {
+        c.lanes[lane].have = 0;
+        Ok(l.have)
+    } else {
+        read::<u64>(addr)
+    };
+    let next = match value {
+        Ok(v) if v != 0 => v,
+        // An unreadable node or a NULL link: not a table we can trust.
+        _ => {
+            finish(c, lane, l.len, false, false);
+            return 0;
+        }
+    };
+    if is_marker(next) {
+        if next >> 1 == bucket as u64 {
+            finish(c, lane, l.len, true, false);
+        } else if l.tries < MAX_TRIES {
+            // The walk left its chain (an entry was moved or freed and
+            // reused meanwhile): walk this bucket again.
+            let l = &mut c.lanes[lane];
+            l.tries += 1;
+            l.node = 0;
+            l.have = 0;
+            l.len = 0;
+        } else {
+            finish(c, lane, l.len, false, false);
+        }
+        return 0;
+    }
+    if l.len + 1 >= CHAIN_CAP {
+        finish(c, lane, CHAIN_CAP, true, true);
+        return 0;
+    }
+    let l = &mut c.lanes[lane];
+    l.len += 1;
+    l.node = next;
+    0
+}
+
+/// Walks buckets `start .. start + count` (at most [`WALK_CHUNK`]) of the
+/// table at `base` and writes their chain lengths to `WALK_OUT`. Lanes take
+/// buckets in order, so when the iteration budget runs out every bucket
+/// below the lowest one still in a lane is complete: that is `done`.
+pub fn walk_chunk(base: u64, size: u32, start: u32, count: u32) {
+    let Some(out) = WALK_OUT.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: map value pointer from a successful lookup.
+    let out = unsafe { &mut *out };
+    out.start = start;
+    out.done = 0;
+    out.nodes = 0;
+    out.restarts = 0;
+    out.unverified = 0;
+    out.truncated = 0;
+    let count = count.min(WALK_CHUNK).min(size.saturating_sub(start));
+    if base == 0 || count == 0 {
+        return;
+    }
+    let mut c = Chunk {
+        base,
+        start,
+        count,
+        next: 0,
+        busy: LANES as u32,
+        batch_start: 0,
+        batch_len: 0,
+        lanes: [Lane {
+            node: 0,
+            have: 0,
+            i: NEW,
+            len: 0,
+            tries: 0,
+            _pad: 0,
+        }; LANES],
+    };
+    // SAFETY: chunk_step has the bpf_loop callback signature and `c`
+    // outlives the call.
+    unsafe {
+        bpf_loop(
+            CHUNK_BUDGET,
+            chunk_step as *mut c_void,
+            &raw mut c as *mut c_void,
+            0,
+        )
+    };
+    let mut done = c.next;
+    for l in c.lanes {
+        if l.i < done {
+            done = l.i;
+        }
+    }
+    if let Some(out) = WALK_OUT.get_ptr_mut(0) {
+        // SAFETY: map value pointer from a successful lookup.
+        unsafe { (*out).done = done };
+    }
+}
+
+/// State of a one-bucket walk that lists the entries.
+#[repr(C)]
+struct Listing {
+    base: u64,
+    node: u64,
+    bucket: u32,
+    len: u32,
+    listed: u32,
+    verified: u32,
+}
+
+/// Copies what `ctscope buckets` shows of the entry behind `node`.
+#[inline(always)]
+fn describe(node: u64, n: &mut ChainNode) {
+    let dir: u8 = member(node, conf!(th_tuple) + conf!(tup_dst_dir)).unwrap_or(0) & 1;
+    let ct = node - conf!(ct_tuplehash) as u64 - dir as u64 * conf!(th_sizeof) as u64;
+    n.ct = ct;
+    n.dir = dir;
+    kernel::ct_tuple(ct, &mut n.tuple);
+    n.status = member(ct, conf!(ct_status)).unwrap_or(0);
+    n.timeout = member(ct, conf!(ct_timeout)).unwrap_or(0);
+    n.netns = kernel::ct_netns(ct);
+    n.mark = member(ct, conf!(ct_mark)).unwrap_or(0);
+    n.zone = member(ct, conf!(ct_zone)).unwrap_or(0);
+    n.tcp_state = member(ct, conf!(ct_tcp_state)).unwrap_or(0);
+}
+
+extern "C" fn list_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the pointer to our stack struct.
+    let l = unsafe { &mut *(ctx as *mut Listing) };
+    let addr = if l.node == 0 {
+        head(l.base, l.bucket)
+    } else {
+        l.node + conf!(hn_next) as u64
+    };
+    let Ok(next) = read::<u64>(addr) else {
+        return 1;
+    };
+    if next == 0 {
+        return 1;
+    }
+    if is_marker(next) {
+        l.verified = (next >> 1 == l.bucket as u64) as u32;
+        return 1;
+    }
+    if l.listed < MAX_BUCKET_ENTRIES
+        && let Some(out) = BUCKET_OUT.get_ptr_mut(0)
+    {
+        // SAFETY: map value pointer from a successful lookup.
+        let out = unsafe { &mut *out };
+        let i = (l.listed & (MAX_BUCKET_ENTRIES - 1)) as usize;
+        describe(next, &mut out.nodes[i]);
+        l.listed += 1;
+    }
+    l.len += 1;
+    l.node = next;
+    (l.len >= CHAIN_CAP) as i64
+}
+
+/// Lists the entries on the chain of `bucket` into `BUCKET_OUT`.
+pub fn walk_bucket(base: u64, size: u32, bucket: u32) {
+    let Some(out) = BUCKET_OUT.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: map value pointer from a successful lookup.
+    let out = unsafe { &mut *out };
+    // SAFETY: helpers without preconditions.
+    out.jiffies = unsafe { bpf_jiffies64() };
+    out.ktime_ns = unsafe { bpf_ktime_get_ns() };
+    out.bucket = bucket;
+    out.len = 0;
+    out.listed = 0;
+    out.verified = 0;
+    if base == 0 || bucket >= size {
+        return;
+    }
+    let mut l = Listing {
+        base,
+        node: 0,
+        bucket,
+        len: 0,
+        listed: 0,
+        verified: 0,
+    };
+    // SAFETY: callback signature and context as bpf_loop requires.
+    unsafe {
+        bpf_loop(
+            CHAIN_CAP + 1,
+            list_step as *mut c_void,
+            &raw mut l as *mut c_void,
+            0,
+        )
+    };
+    out.len = l.len;
+    out.listed = l.listed;
+    out.verified = l.verified;
+}
+
+/// State of the bounded walk the drop probe makes.
+#[repr(C)]
+struct Count {
+    node: u64,
+    bucket: u64,
+    len: u32,
+    verified: u32,
+}
+
+extern "C" fn count_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the pointer to our stack struct.
+    let c = unsafe { &mut *(ctx as *mut Count) };
+    match read::<u64>(c.node + conf!(hn_next) as u64) {
+        Ok(next) if is_marker(next) => {
+            c.verified = (next >> 1 == c.bucket) as u32;
+            1
+        }
+        Ok(next) if next != 0 => {
+            c.len += 1;
+            c.node = next;
+            0
+        }
+        _ => 1,
+    }
+}
+
+/// Longest walk of the drop probe: past the kernel's largest limit
+/// (MIN_CHAINLEN 50 + MAX_CHAINLEN 30 since 6.3).
+const DROP_WALK: u32 = 80;
+
+/// What the drop probe can tell about a failed insert from the table.
+pub enum ChainVerdict {
+    /// The entry's original-direction chain is past the kernel's smallest
+    /// limit, or the latest walk saw such chains elsewhere.
+    TooLong,
+    /// Chains are all short: the insert failed for another reason.
+    Short,
+}
+
+/// Classifies a confirm failure. `__nf_conntrack_alloc` saved the raw
+/// 32-bit hash of the original tuple in the reply node's `pprev`, and
+/// `__nf_conntrack_confirm` puts the entry in bucket
+/// `reciprocal_scale(hash, nf_conntrack_htable_size)` and gives up with
+/// `chaintoolong` once `chainlen++ > max_chainlen` (a random 50-79 since
+/// 6.3), i.e. on a chain of at least MIN_CHAINLEN + 2 nodes. The reply
+/// direction's bucket needs the secret hash seed, so a failure there is
+/// inferred from the longest chain of the latest walk (docs/drop-causes.md).
+pub fn confirm_failure(ct: u64) -> ChainVerdict {
+    let Some(table) = TABLE.get(0).copied() else {
+        return ChainVerdict::Short;
+    };
+    let live = conf!(size_ptr);
+    let size = if live == 0 {
+        table.size
+    } else {
+        read::<u32>(live).unwrap_or(0)
+    };
+    let limit = conf!(chain_min) + 2;
+    let long_elsewhere = table_has_long_chains(&table, limit);
+    if table.base == 0 || size == 0 || size != table.size {
+        return verdict(long_elsewhere);
+    }
+    let hash: u64 = member(ct, conf!(ct_tuplehash) + conf!(th_sizeof) + conf!(hn_pprev))
+        .unwrap_or(0)
+        & 0xffff_ffff;
+    let bucket = (hash * size as u64) >> 32;
+    let mut c = Count {
+        // The head acts as a node whose `next` is at offset 0.
+        node: head(table.base, bucket as u32) - conf!(hn_next) as u64,
+        bucket,
+        len: 0,
+        verified: 0,
+    };
+    // SAFETY: callback signature and context as bpf_loop requires.
+    unsafe {
+        bpf_loop(
+            DROP_WALK,
+            count_step as *mut c_void,
+            &raw mut c as *mut c_void,
+            0,
+        )
+    };
+    verdict(c.len >= limit || long_elsewhere)
+}
+
+#[inline(always)]
+fn table_has_long_chains(table: &TableInfo, limit: u32) -> bool {
+    table.base != 0 && table.max_chain >= limit
+}
+
+#[inline(always)]
+fn verdict(too_long: bool) -> ChainVerdict {
+    if too_long {
+        ChainVerdict::TooLong
+    } else {
+        ChainVerdict::Short
+    }
+}

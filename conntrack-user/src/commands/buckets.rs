@@ -1,0 +1,44 @@
+//! `ctscope buckets`: one walk of the conntrack hash table, then exit.
+
+use std::io::{self, Write as _};
+
+use anyhow::Context as _;
+
+use crate::{
+    cli::{BucketsArgs, ProbeArgs},
+    event::Message,
+    model::{Model, RunInfo},
+    probe::{ProbeOptions, Probes},
+    views::buckets::{json, report},
+};
+
+pub async fn run(args: &BucketsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
+    let top = args.top;
+    let opts = ProbeOptions {
+        // The walker needs no event ring; the smallest one will do.
+        ring_bytes: 4096,
+        hot: false,
+        ..ProbeOptions::from(probe)
+    };
+    let mut probes = Probes::attach(&opts)?;
+    super::write_ready_file(args.ready_file.as_deref())?;
+    let mut model = Model::new(RunInfo {
+        backend: probes.info.backend.to_owned(),
+        kernel: probes.info.kernel.clone(),
+    });
+    // BPF_PROG_TEST_RUN blocks the calling thread for the walk.
+    let walk = tokio::task::spawn_blocking(move || probes.walk_buckets(top))
+        .await
+        .context("the walk panicked")??;
+    model.apply(Message::Buckets(Box::new(walk)));
+    let Some(walk) = &model.buckets else {
+        return Ok(());
+    };
+    let text = if args.json { json(walk) } else { report(walk) };
+    let mut out = io::stdout();
+    match writeln!(out, "{}", text.trim_end()).and_then(|()| out.flush()) {
+        // stdout closed early (e.g. piped into `head`): nothing left to do.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
