@@ -197,7 +197,7 @@ pub fn advise(f: &Facts) -> Vec<Finding> {
     out.extend(tcp_timeout(f, &mut plan));
     out.extend(persist(f, &plan));
     // Stable: equal severities keep the order above.
-    out.sort_by(|a, b| b.severity.cmp(&a.severity));
+    out.sort_by_key(|f| std::cmp::Reverse(f.severity));
     out
 }
 
@@ -432,9 +432,8 @@ fn persist(f: &Facts, plan: &Plan) -> Option<Finding> {
         .iter()
         .map(|(name, value)| format!("echo 'net.netfilter.{name} = {value}' >> {SYSCTL_D_FILE}"))
         .collect();
-    let mut message = format!(
-        "sysctl -w lasts until reboot; {SYSCTL_D_FILE} makes the changes above permanent."
-    );
+    let mut message =
+        format!("sysctl -w lasts until reboot; {SYSCTL_D_FILE} makes the changes above permanent.");
     if f.conntrack_module == Some(false) {
         message.push_str(
             " nf_conntrack is built into this kernel, so sysctl.d applies at boot; where it is \
@@ -512,20 +511,31 @@ mod tests {
 
     #[test]
     fn critical_at_95_percent_or_after_table_full_drops() {
-        assert_eq!(advise(&facts(1000, 1024, 950))[0].severity, Severity::Critical);
+        assert_eq!(
+            advise(&facts(1000, 1024, 950))[0].severity,
+            Severity::Critical
+        );
         let mut f = facts(1000, 1024, 10);
         f.drops_table_full = 3;
         let out = advise(&f);
         assert_eq!(out[0].id, "raise-max");
         assert_eq!(out[0].severity, Severity::Critical);
-        assert!(out[0].message.contains("3 packets were dropped"), "{}", out[0].message);
+        assert!(
+            out[0].message.contains("3 packets were dropped"),
+            "{}",
+            out[0].message
+        );
     }
 
     #[test]
     fn buckets_are_compared_with_max() {
         let out = advise(&facts(4096, 1024, 10));
         assert_eq!(ids(&out), ["buckets", "persist"]);
-        assert_eq!(out[0].severity, Severity::Info, "2 x 4 = 8 nodes is the ceiling");
+        assert_eq!(
+            out[0].severity,
+            Severity::Info,
+            "2 x 4 = 8 nodes is the ceiling"
+        );
         assert_eq!(
             out[0].commands,
             ["sysctl -w net.netfilter.nf_conntrack_buckets=4096"]
@@ -561,7 +571,11 @@ mod tests {
         let out = advise(&f);
         assert_eq!(ids(&out), ["raise-max", "chain-mean", "persist"]);
         assert!(out[1].commands.is_empty());
-        assert!(out[0].message.contains("netns 1 (web)"), "{}", out[0].message);
+        assert!(
+            out[0].message.contains("netns 1 (web)"),
+            "{}",
+            out[0].message
+        );
     }
 
     #[test]
@@ -641,7 +655,10 @@ mod tests {
         );
         f.conntrack_module = None;
         let out = advise(&f);
-        assert!(out.iter().any(|x| x.commands.iter().any(|c| c.contains("udev"))));
+        assert!(
+            out.iter()
+                .any(|x| x.commands.iter().any(|c| c.contains("udev")))
+        );
         f.conntrack_module = Some(false);
         let out = advise(&f);
         let persist = out.iter().find(|x| x.id == "persist").expect("persist");

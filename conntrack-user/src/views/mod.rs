@@ -2,3 +2,4 @@
 pub mod drops;
 pub mod metrics;
 pub mod stats;
+pub mod tui;
