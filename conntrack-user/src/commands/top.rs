@@ -7,7 +7,6 @@
 
 use std::{
     io::{self, IsTerminal as _, Stdout},
-    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -39,7 +38,7 @@ use crate::{
     source::live::{LiveOptions, LiveSource},
     views::tui::{
         UiState, apply_kernel, render,
-        state::{Action, Env, Objsize},
+        state::{Action, Env},
     },
 };
 
@@ -294,23 +293,16 @@ pub fn color_allowed() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-/// Bytes each conntrack entry takes in its slab: `slab_size` (object plus
-/// SLUB metadata, what /proc/slabinfo calls objsize), read once.
-pub fn read_objsize() -> Option<Objsize> {
-    let sysfs = PathBuf::from("/sys/kernel/slab/nf_conntrack/slab_size");
-    if let Ok(text) = std::fs::read_to_string(&sysfs)
+/// Bytes each conntrack entry takes in its slab: `slab_size` (the object
+/// plus SLUB's metadata, 256 here for a 248-byte `struct nf_conn`), which
+/// is what /proc/slabinfo calls objsize. Read once.
+pub fn read_objsize() -> Option<u64> {
+    if let Ok(text) = std::fs::read_to_string("/sys/kernel/slab/nf_conntrack/slab_size")
         && let Ok(bytes) = text.trim().parse()
     {
-        return Some(Objsize {
-            bytes,
-            source: sysfs.display().to_string(),
-        });
+        return Some(bytes);
     }
-    let text = std::fs::read_to_string("/proc/slabinfo").ok()?;
-    slabinfo_objsize(&text).map(|bytes| Objsize {
-        bytes,
-        source: "/proc/slabinfo".to_owned(),
-    })
+    slabinfo_objsize(&std::fs::read_to_string("/proc/slabinfo").ok()?)
 }
 
 /// The `<objsize>` column of the `nf_conntrack` row of /proc/slabinfo.
@@ -349,8 +341,8 @@ mod tests {
     fn this_machine_has_a_conntrack_slab() {
         // nf_conntrack is built in on the build machines (platform.md).
         if std::path::Path::new("/sys/kernel/slab/nf_conntrack").exists() {
-            let o = read_objsize().expect("objsize");
-            assert!((128..=1024).contains(&o.bytes), "{o:?}");
+            let bytes = read_objsize().expect("objsize");
+            assert!((128..=1024).contains(&bytes), "{bytes}");
         }
     }
 }

@@ -142,6 +142,9 @@ pub struct Derived {
     pub drops: DropsView,
     pub chain: Option<ChainFacts>,
     pub advice: Vec<Finding>,
+    /// Scrollable rows of the buckets panel: histogram classes up to the
+    /// longest, hottest chains, and the walk's cost.
+    pub bucket_rows: usize,
 }
 
 impl Derived {
@@ -150,11 +153,9 @@ impl Derived {
         match panel {
             Panel::Namespaces => self.namespaces.len(),
             Panel::Drops => self.drops.lines.len().max(self.drops.top_dst.len()),
-            Panel::Advice => self
-                .advice
-                .iter()
-                .map(|f| 1 + f.commands.len())
-                .sum::<usize>(),
+            // Advice scrolls by finding.
+            Panel::Advice => self.advice.len(),
+            Panel::Buckets => self.bucket_rows,
             _ => 0,
         }
     }
@@ -162,7 +163,7 @@ impl Derived {
 
 pub fn derive(model: &Model, ui: &UiState) -> Derived {
     let mut facts = Facts::from_model(model);
-    facts.objsize = ui.env.objsize.as_ref().map(|o| o.bytes);
+    facts.objsize = ui.env.objsize;
     facts.conntrack_module = ui.env.conntrack_module;
     let Some(latest) = &model.latest else {
         return Derived {
@@ -188,13 +189,21 @@ pub fn derive(model: &Model, ui: &UiState) -> Derived {
         drops: drops(model, latest, ui, &named),
         chain: facts.chain,
         advice: advice::advise(&facts),
+        bucket_rows: model.buckets.as_ref().map_or(0, |w| {
+            w.histogram.iter().rposition(|n| *n > 0).unwrap_or(0) + 1 + w.hottest.len() + 1
+        }),
     }
 }
 
 fn fill(model: &Model, facts: &Facts) -> FillView {
     let objsize_known = facts.objsize.is_some();
     let objsize = facts.objsize.unwrap_or(320);
-    let ratio = facts.fill();
+    // With no namespace holding entries, the machine-wide count (0) still
+    // gives the gauge a value.
+    let ratio = facts.fill().or(match (facts.entries_total, facts.max) {
+        (Some(e), Some(m)) if m > 0 => Some(e as f64 / m as f64),
+        _ => None,
+    });
     let buckets_bytes = facts.buckets.unwrap_or(0) * advice::BUCKET_BYTES;
     let growth = growth(model, facts.fullest.as_ref());
     let time_to_full = match (&facts.fullest, facts.max, growth) {

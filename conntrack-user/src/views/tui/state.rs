@@ -106,13 +106,6 @@ impl DropSort {
     }
 }
 
-/// Bytes per conntrack entry, and where that number came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Objsize {
-    pub bytes: u64,
-    pub source: String,
-}
-
 /// Facts about the run that are not in the model: set by the command at
 /// start (and the clock and uptime as time passes).
 #[derive(Clone, Debug, PartialEq)]
@@ -120,7 +113,8 @@ pub struct Env {
     pub interval: Duration,
     /// Time since ctscope started, updated on every tick.
     pub uptime: Duration,
-    pub objsize: Option<Objsize>,
+    /// Bytes per conntrack entry in its slab, read once at start.
+    pub objsize: Option<u64>,
     /// Whether nf_conntrack is a loadable module; `None` when unknown.
     pub conntrack_module: Option<bool>,
     /// False when NO_COLOR is set: no colours at all.

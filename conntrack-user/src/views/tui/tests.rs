@@ -11,7 +11,7 @@ use ratatui::{Terminal, backend::TestBackend, buffer::Buffer, style::Color};
 
 use super::{
     UiState, apply_kernel, render,
-    state::{Env, Objsize, Panel},
+    state::{Env, Panel},
 };
 use crate::{
     event::{Counters, Message, Sample},
@@ -138,10 +138,7 @@ fn env(color: bool) -> Env {
     Env {
         interval: Duration::from_secs(1),
         uptime: Duration::from_secs(83),
-        objsize: Some(Objsize {
-            bytes: 256,
-            source: "test".into(),
-        }),
+        objsize: Some(256),
         conntrack_module: Some(false),
         color,
         clock: None,

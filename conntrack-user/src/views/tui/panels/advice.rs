@@ -49,7 +49,8 @@ pub fn draw(ui: &UiState, frame: &mut Frame, area: Rect, theme: Theme) {
             }
         }
         for c in &f.commands {
-            for l in wrap(&format!("$ {c}"), width, "    ") {
+            // A small indent keeps long sysctl names on one line more often.
+            for l in wrap(&format!("$ {c}"), width, "  ") {
                 lines.push(Line::styled(l, theme.command()));
             }
         }

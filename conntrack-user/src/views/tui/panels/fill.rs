@@ -25,16 +25,19 @@ pub fn draw(ui: &UiState, frame: &mut Frame, area: Rect, theme: Theme) {
     match (f.ratio, f.max) {
         (Some(ratio), Some(max)) => {
             lines.push(gauge(ratio, f.level, width, theme));
-            if let Some(n) = &f.fullest {
-                let who = n
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| format!("netns {}", n.inum));
-                lines.push(Line::raw(fit(
-                    &format!("{} of {} · {who}", thousands(n.entries), thousands(max)),
-                    width,
-                )));
-            }
+            let (entries, who) = match &f.fullest {
+                Some(n) => (
+                    n.entries,
+                    n.name
+                        .clone()
+                        .unwrap_or_else(|| format!("netns {}", n.inum)),
+                ),
+                None => (f.entries_total.unwrap_or(0), "all namespaces".to_owned()),
+            };
+            lines.push(Line::raw(fit(
+                &format!("{} of {} · {who}", thousands(entries), thousands(max)),
+                width,
+            )));
         }
         (_, Some(max)) if ui.view.ready => {
             lines.push(Line::raw(format!("nf_conntrack_max {}", thousands(max))));
