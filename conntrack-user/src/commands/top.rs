@@ -37,7 +37,7 @@ use crate::{
     probe::ProbeOptions,
     source::live::{LiveOptions, LiveSource},
     views::tui::{
-        UiState, apply_kernel, render,
+        UiState, render,
         state::{Action, Env},
     },
 };
@@ -143,9 +143,13 @@ pub async fn event_loop<B: Backend>(
     draw(terminal, &model, &mut ui)?;
     while let Some(ev) = rx.recv().await {
         let redraw = match ev {
-            // Events are drawn on the next tick; a flood of drops must not
-            // become a flood of frames.
-            AppEvent::Kernel(msg) => apply_kernel(&mut model, &mut ui, msg),
+            AppEvent::Kernel(msg) => {
+                // Events are drawn on the next tick: a flood of drops must
+                // not become a flood of frames.
+                let news = matches!(msg, Message::Sample(_) | Message::Buckets(_));
+                model.apply(msg);
+                news
+            }
             AppEvent::Tick => {
                 ui.env.uptime = started.elapsed();
                 ui.tick();

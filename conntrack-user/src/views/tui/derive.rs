@@ -104,7 +104,7 @@ pub struct NsLine {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DropLine {
-    /// HH:MM:SS UTC, or seconds since start when no clock is known yet.
+    /// HH:MM:SS UTC (as `stats` prints), `--:--:--` before the first sample.
     pub time: String,
     pub cause: Cause,
     pub proto: String,
@@ -134,6 +134,8 @@ pub struct Derived {
     /// False until the first interval has completed.
     pub ready: bool,
     pub lost_events: u64,
+    /// Probe runs skipped because the probe was already running on the CPU.
+    pub probe_misses: u64,
     pub fill: FillView,
     pub rates: RatesView,
     pub namespaces: Vec<NsLine>,
@@ -182,6 +184,7 @@ pub fn derive(model: &Model, ui: &UiState) -> Derived {
     Derived {
         ready: true,
         lost_events: latest.totals.lost_events,
+        probe_misses: latest.totals.probe_misses,
         fill: fill(model, &facts),
         rates: rates(model),
         namespaces: namespaces(latest, ui),
@@ -368,7 +371,7 @@ fn drops(model: &Model, latest: &Interval, ui: &UiState, named: &[u32]) -> Drops
     DropsView {
         lines: lines
             .into_iter()
-            .map(|d| drop_line(d, ui.env.clock))
+            .map(|d| drop_line(d, model.wall_ms_of(d.ts_ns)))
             .collect(),
         top_dst,
         top_scope,
@@ -385,14 +388,8 @@ fn drops(model: &Model, latest: &Interval, ui: &UiState, named: &[u32]) -> Drops
     }
 }
 
-fn drop_line(d: &DropRecord, clock: Option<(u64, u64)>) -> DropLine {
-    let time = match clock {
-        Some((mono_ns, wall_ms)) => {
-            let ms = wall_ms as i128 - (mono_ns as i128 - d.ts_ns as i128) / 1_000_000;
-            crate::views::stats::clock(ms.max(0) as u64)
-        }
-        None => format!("{:.1}s", d.ts_ns as f64 / 1e9),
-    };
+fn drop_line(d: &DropRecord, wall_ms: Option<u64>) -> DropLine {
+    let time = wall_ms.map_or_else(|| "--:--:--".to_owned(), crate::views::stats::clock);
     DropLine {
         time,
         cause: d.cause,

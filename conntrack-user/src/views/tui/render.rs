@@ -129,6 +129,13 @@ fn draw_header(model: &Model, ui: &UiState, frame: &mut Frame, area: Rect, theme
     } else {
         Span::raw(lost)
     });
+    if v.probe_misses > 0 {
+        spans.push(sep());
+        spans.push(Span::styled(
+            format!("probe misses {}", text::thousands(v.probe_misses)),
+            theme.level(super::derive::Level::Warning),
+        ));
+    }
     if ui.paused {
         spans.push(Span::raw("  "));
         spans.push(Span::styled(" PAUSED ", theme.banner()));

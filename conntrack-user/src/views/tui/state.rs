@@ -119,9 +119,6 @@ pub struct Env {
     pub conntrack_module: Option<bool>,
     /// False when NO_COLOR is set: no colours at all.
     pub color: bool,
-    /// (CLOCK_MONOTONIC ns, wall ms) of the latest sample, to put wall
-    /// times on kernel timestamps.
-    pub clock: Option<(u64, u64)>,
     /// Whether this build walks the hash table (the buckets panel says so
     /// when it does not).
     pub bucket_walker: bool,
@@ -135,7 +132,6 @@ impl Default for Env {
             objsize: None,
             conntrack_module: None,
             color: true,
-            clock: None,
             bucket_walker: false,
         }
     }

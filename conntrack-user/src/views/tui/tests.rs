@@ -10,7 +10,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::{Terminal, backend::TestBackend, buffer::Buffer, style::Color};
 
 use super::{
-    UiState, apply_kernel, render,
+    UiState, render,
     state::{Env, Panel},
 };
 use crate::{
@@ -141,7 +141,6 @@ fn env(color: bool) -> Env {
         objsize: Some(256),
         conntrack_module: Some(false),
         color,
-        clock: None,
         bucket_walker: false,
     }
 }
@@ -163,7 +162,7 @@ impl Screen {
     }
 
     fn feed(&mut self, msg: Message) -> &mut Self {
-        apply_kernel(&mut self.model, &mut self.ui, msg);
+        self.model.apply(msg);
         self
     }
 
