@@ -111,15 +111,8 @@ pub async fn run(args: &TopArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
     spawn_ticker(tx.clone());
     spawn_signals(tx.clone())?;
 
-    let guard = TerminalGuard::enter().context("setting up the terminal")?;
-    let mut terminal =
-        Terminal::new(CrosstermBackend::new(io::stdout())).context("setting up the terminal")?;
-    let input = InputReader::spawn(tx);
-    super::write_ready_file(args.ready_file.as_deref())?;
-    let outcome = event_loop(&mut terminal, model, UiState::new(env), rx, started).await;
-    input.stop();
-    drop(terminal);
-    drop(guard);
+    let outcome = on_screen(model, UiState::new(env), tx, rx, args, started).await;
+    // Whatever happened on screen, the probes detach before ctscope exits.
     let stopped = live.stop().await;
     let reason = outcome?;
     stopped?;
@@ -127,6 +120,26 @@ pub async fn run(args: &TopArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
         eprintln!("ctscope: {reason}");
     }
     Ok(())
+}
+
+/// Takes over the terminal, runs the loop, and gives the terminal back
+/// (also on error; on panic the hook does it).
+async fn on_screen(
+    model: Model,
+    ui: UiState,
+    tx: mpsc::Sender<AppEvent>,
+    rx: mpsc::Receiver<AppEvent>,
+    args: &TopArgs,
+    started: Instant,
+) -> anyhow::Result<Option<String>> {
+    let _guard = TerminalGuard::enter().context("setting up the terminal")?;
+    let mut terminal =
+        Terminal::new(CrosstermBackend::new(io::stdout())).context("setting up the terminal")?;
+    // Dropped before the guard: keys stop being read before the terminal
+    // leaves raw mode, so nothing typed after exit is swallowed.
+    let _input = InputReader::spawn(tx);
+    super::write_ready_file(args.ready_file.as_deref())?;
+    event_loop(&mut terminal, model, ui, rx, started).await
 }
 
 /// Runs until the user quits or a signal arrives; returns why, when it
@@ -226,10 +239,10 @@ fn spawn_signals(tx: mpsc::Sender<AppEvent>) -> anyhow::Result<()> {
 }
 
 /// Reads terminal events on a thread of its own (crossterm's reader
-/// blocks) and sends them on.
+/// blocks) and sends them on; stops when dropped.
 struct InputReader {
     stop: Arc<AtomicBool>,
-    handle: thread::JoinHandle<()>,
+    handle: Option<thread::JoinHandle<()>>,
 }
 
 impl InputReader {
@@ -250,14 +263,19 @@ impl InputReader {
                 }
             }
         });
-        Self { stop, handle }
+        Self {
+            stop,
+            handle: Some(handle),
+        }
     }
+}
 
-    /// Stops reading before the terminal leaves raw mode, so no keystroke
-    /// typed after exit is swallowed.
-    fn stop(self) {
+impl Drop for InputReader {
+    fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = self.handle.join();
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
     }
 }
 

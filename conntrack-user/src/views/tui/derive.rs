@@ -53,6 +53,8 @@ pub enum TimeToFull {
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FillView {
+    /// The filter picks the namespaces the gauge looks at.
+    pub narrowed: bool,
     pub entries_total: Option<u64>,
     pub max: Option<u64>,
     pub buckets: Option<u64>,
@@ -169,7 +171,7 @@ pub fn derive(model: &Model, ui: &UiState) -> Derived {
     facts.conntrack_module = ui.env.conntrack_module;
     let Some(latest) = &model.latest else {
         return Derived {
-            fill: fill(model, &facts),
+            fill: fill(model, &facts, ui),
             advice: advice::advise(&facts),
             chain: facts.chain,
             ..Derived::default()
@@ -185,7 +187,7 @@ pub fn derive(model: &Model, ui: &UiState) -> Derived {
         ready: true,
         lost_events: latest.totals.lost_events,
         probe_misses: latest.totals.probe_misses,
-        fill: fill(model, &facts),
+        fill: fill(model, &facts, ui),
         rates: rates(model),
         namespaces: namespaces(latest, ui),
         namespaces_total: latest.netns.len(),
@@ -198,7 +200,31 @@ pub fn derive(model: &Model, ui: &UiState) -> Derived {
     }
 }
 
-fn fill(model: &Model, facts: &Facts) -> FillView {
+/// The fill of the fullest namespace, or of the fullest one the filter
+/// selects (advice stays machine-wide).
+fn fill(model: &Model, facts: &Facts, ui: &UiState) -> FillView {
+    let filter = &ui.filter;
+    let narrowed = filter.drops.netns.is_some() || filter.netns_name.is_some();
+    let mut shown;
+    let facts = if narrowed {
+        shown = facts.clone();
+        shown.fullest = model.latest.as_ref().and_then(|l| {
+            l.netns
+                .iter()
+                .filter(|r| filter.matches_netns(r))
+                .filter_map(|r| {
+                    r.entries.map(|entries| NamespaceFill {
+                        inum: r.inum,
+                        name: r.name.clone(),
+                        entries,
+                    })
+                })
+                .max_by(|a, b| a.entries.cmp(&b.entries).then(b.inum.cmp(&a.inum)))
+        });
+        &shown
+    } else {
+        facts
+    };
     let objsize_known = facts.objsize.is_some();
     let objsize = facts.objsize.unwrap_or(320);
     // With no namespace holding entries, the machine-wide count (0) still
@@ -218,6 +244,7 @@ fn fill(model: &Model, facts: &Facts) -> FillView {
         _ => TimeToFull::Unknown,
     };
     FillView {
+        narrowed,
         entries_total: facts.entries_total,
         max: facts.max,
         buckets: facts.buckets,

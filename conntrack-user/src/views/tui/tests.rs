@@ -487,6 +487,18 @@ fn filter_narrows_drops_and_namespaces() {
     let shown = text(&screen.draw(120, 40));
     assert!(shown.contains("1 of 2"), "{shown}");
     assert!(!shown.contains(&HOST_NS.to_string()), "{shown}");
+
+    // The gauge follows a namespace filter: the host namespace holds 40.
+    screen.key(KeyCode::Char('/'));
+    screen.ui.editing = Some(String::new());
+    screen.keys(&format!("netns {HOST_NS}")).key(KeyCode::Enter);
+    let shown = text(&screen.draw(120, 40));
+    assert!(shown.contains("40 of 1,000 · netns 4026531840"), "{shown}");
+    assert!(shown.contains("Table fill · [netns:4026531840]"), "{shown}");
+    assert!(
+        shown.contains("CRITICAL netns 4026532999"),
+        "advice stays machine-wide: {shown}"
+    );
 }
 
 #[test]

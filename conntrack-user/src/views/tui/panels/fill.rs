@@ -19,7 +19,12 @@ use crate::views::tui::{
 
 pub fn draw(ui: &UiState, frame: &mut Frame, area: Rect, theme: Theme) {
     let f = &ui.view.fill;
-    let block = frame_block(Panel::Fill, ui, String::new(), theme);
+    let extra = if f.narrowed {
+        format!("[{}]", ui.filter.text)
+    } else {
+        String::new()
+    };
+    let block = frame_block(Panel::Fill, ui, extra, theme);
     let width = block.inner(area).width as usize;
     let mut lines = Vec::new();
     match (f.ratio, f.max) {
@@ -83,7 +88,12 @@ pub fn draw(ui: &UiState, frame: &mut Frame, area: Rect, theme: Theme) {
 
 /// `█████░░░░  93%`: readable without colour.
 fn gauge(ratio: f64, level: Level, width: usize, theme: Theme) -> Line<'static> {
-    let label = format!(" {:>3.0}%", ratio * 100.0);
+    // A limit lowered below the count leaves the namespace over 100%.
+    let label = if ratio < 10.0 {
+        format!(" {:>3.0}%", ratio * 100.0)
+    } else {
+        " >999%".to_owned()
+    };
     let bar = width.saturating_sub(label.len()).max(1);
     let filled = ((ratio.clamp(0.0, 1.0) * bar as f64).round() as usize).min(bar);
     Line::from(vec![
