@@ -205,7 +205,7 @@ pub struct ProbeArgs {
     /// Size of the kernel-to-ctscope event ring buffer in MiB (a power of
     /// two). Events that do not fit are counted as lost, never dropped
     /// silently. Default: 1 for stats and serve (they stream no per-entry
-    /// events), 4 for drops, 16 for commands that stream every event.
+    /// events), 4 for drops and top, 16 for commands that stream every event.
     #[arg(long, global = true, value_name = "MIB", value_parser = parse_ring_mib)]
     pub ring_size: Option<u32>,
 

@@ -34,7 +34,6 @@ use crate::{
     cli::{ProbeArgs, StatsArgs, TopArgs},
     event::Message,
     model::{Model, RunInfo},
-    probe::ProbeOptions,
     source::live::{LiveOptions, LiveSource},
     views::tui::{
         UiState, render,
@@ -79,7 +78,8 @@ pub async fn run(args: &TopArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
     // Attach before touching the terminal, so errors print normally.
     let live = LiveSource::start(
         LiveOptions {
-            probe: ProbeOptions::from(probe),
+            // Like `drops`: only drop events stream, and they are bursty.
+            probe: probe.options(4),
             sample_every: args.interval,
             kernel_stats: probe.kernel_stats.into(),
             events: setting::EVENTS_DROP,
