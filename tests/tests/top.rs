@@ -106,7 +106,8 @@ impl Drop for Tmux {
 
 /// Starts `ctscope top` from the shell in the pane and waits for its
 /// ready file; returns the pid.
-fn start_top(tmux: &Tmux, ready: &PathBuf) -> u32 {
+fn start_top(tmux: &Tmux, ready: &ReadyFile) -> u32 {
+    let ready = &ready.0;
     let _ = fs::remove_file(ready);
     tmux.type_text(&format!(
         "{} top --interval 0.5 --ready-file {}; echo ctscope-exit=$?",
@@ -130,12 +131,23 @@ fn start_top(tmux: &Tmux, ready: &PathBuf) -> u32 {
     }
 }
 
-fn ready_path() -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "ctscope-top-ready-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ))
+/// The `--ready-file` path, removed on drop (also when the test fails).
+struct ReadyFile(PathBuf);
+
+impl ReadyFile {
+    fn new() -> Self {
+        Self(std::env::temp_dir().join(format!(
+            "ctscope-top-ready-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        )))
+    }
+}
+
+impl Drop for ReadyFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
 }
 
 /// The namespaces panel's row for `inum`: NETNS ENTRIES FILL ALLOC DROPS.
@@ -195,7 +207,7 @@ fn top_shows_entries_and_drops_then_quits_cleanly() {
         .set("nf_conntrack_max", 200)
         .expect("lower nf_conntrack_max");
     let tmux = Tmux::start(120, 40);
-    let ready = ready_path();
+    let ready = ReadyFile::new();
     let pid = start_top(&tmux, &ready);
     let ids = program_ids_of(pid);
     assert!(ids.len() >= 4, "programs held: {ids:?}");
@@ -255,7 +267,6 @@ fn top_shows_entries_and_drops_then_quits_cleanly() {
     });
     tmux.key("q");
     assert_terminal_restored(&tmux, pid, &ids);
-    let _ = fs::remove_file(&ready);
 }
 
 #[test]
@@ -263,7 +274,7 @@ fn reflows_on_resize_and_sigterm_restores_the_terminal() {
     require_root();
     let _lock = shared_lock();
     let tmux = Tmux::start(100, 30);
-    let ready = ready_path();
+    let ready = ReadyFile::new();
     let pid = start_top(&tmux, &ready);
     let ids = program_ids_of(pid);
     assert!(ids.len() >= 4, "programs held: {ids:?}");
@@ -291,7 +302,6 @@ fn reflows_on_resize_and_sigterm_restores_the_terminal() {
     assert_terminal_restored(&tmux, pid, &ids);
     let screen = tmux.screen();
     assert!(screen.contains("SIGTERM: stopped"), "{screen}");
-    let _ = fs::remove_file(&ready);
 }
 
 #[test]
