@@ -101,6 +101,10 @@ impl Drop for Tmux {
         let _ = Command::new("tmux")
             .args(["-L", &self.socket, "kill-server"])
             .status();
+        // kill-server leaves the socket file behind.
+        // SAFETY: getuid has no preconditions.
+        let uid = unsafe { libc::getuid() };
+        let _ = fs::remove_file(format!("/tmp/tmux-{uid}/{}", self.socket));
     }
 }
 
