@@ -20,6 +20,7 @@ attaches is released when it exits.";
 
 const EXAMPLES: &str = "\
 Examples:
+  ctscope                                the live view (ctscope top) in a terminal
   ctscope stats                          table fill, rates and drops every second
   ctscope stats --json --interval 5 --count 12
                                          one JSON object per 5 s for a minute
@@ -102,6 +103,11 @@ pub enum Command {
     /// the walk's cost, and tuning advice.
     #[command(after_help = BUCKETS_AFTER)]
     Buckets(BucketsArgs),
+
+    /// Live view: table fill, rates, bucket chains, drops, namespaces and
+    /// tuning advice on one screen. Plain `ctscope` in a terminal runs this.
+    #[command(after_help = TOP_AFTER)]
+    Top(TopArgs),
 }
 
 const BUCKETS_AFTER: &str = "\
@@ -126,6 +132,34 @@ pub struct BucketsArgs {
     /// Create this file once the walker is loaded, before the walk.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+}
+
+const TOP_AFTER: &str = "\
+Keys: q quit, p pause, Tab/Shift-Tab or 1-6 focus a panel, z zoom it, arrows or
+j/k scroll, s sort, / filter (netns, port, host), r record, ? help.
+
+When stdout is not a terminal, ctscope says so and prints `ctscope stats` lines
+instead. NO_COLOR=1 turns colours off. Needs at least 80x24.";
+
+#[derive(Debug, Args, Clone)]
+pub struct TopArgs {
+    /// Seconds between samples: the rates' resolution and how often the
+    /// screen updates its counts (e.g. 1, 0.5, 2s).
+    #[arg(short, long, default_value = "1", value_name = "DURATION", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Create this file once the probes are attached (for scripts and tests).
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+}
+
+impl Default for TopArgs {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            ready_file: None,
+        }
+    }
 }
 
 const SERVE_AFTER: &str = "\
@@ -203,7 +237,7 @@ pub struct ProbeArgs {
     /// Size of the kernel-to-ctscope event ring buffer in MiB (a power of
     /// two). Events that do not fit are counted as lost, never dropped
     /// silently. Default: 1 for stats and serve (they stream no per-entry
-    /// events), 4 for drops, 16 for commands that stream every event.
+    /// events), 4 for drops and top, 16 for commands that stream every event.
     #[arg(long, global = true, value_name = "MIB", value_parser = parse_ring_mib)]
     pub ring_size: Option<u32>,
 
@@ -844,5 +878,20 @@ mod tests {
         assert_eq!(args.top, 3);
         let cli = Cli::try_parse_from(["ctscope", "stats", "--buckets"]).expect("parse");
         assert!(matches!(cli.command, Some(Command::Stats(a)) if a.buckets));
+    }
+
+    #[test]
+    fn top_flags_parse() {
+        let cli = Cli::try_parse_from(["ctscope", "top", "-i", "500ms"]).expect("parse");
+        let Some(Command::Top(args)) = cli.command else {
+            panic!("not top");
+        };
+        assert_eq!(args.interval, Duration::from_millis(500));
+        assert!(
+            Cli::try_parse_from(["ctscope"])
+                .expect("bare")
+                .command
+                .is_none()
+        );
     }
 }

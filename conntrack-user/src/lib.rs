@@ -16,7 +16,7 @@ pub mod trace;
 pub mod version;
 pub mod views;
 
-use cli::{Cli, Command, StatsArgs};
+use cli::{Cli, Command, TopArgs};
 
 /// Runs one invocation of the command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -32,17 +32,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Export(args)) => commands::export::run(args),
         Some(Command::Info(args)) => commands::info::run(args),
         Some(Command::Buckets(args)) => commands::buckets::run(args, &cli.probe).await,
-        None => {
-            let args = StatsArgs {
-                json: false,
-                interval: std::time::Duration::from_secs(1),
-                count: None,
-                duration: None,
-                ready_file: None,
-                buckets: false,
-            };
-            commands::stats::run(&args, &cli.probe).await
-        }
+        Some(Command::Top(args)) => commands::top::run(args, &cli.probe).await,
+        // `top` itself falls back to stats lines when stdout is not a terminal.
+        None => commands::top::run(&TopArgs::default(), &cli.probe).await,
     }
 }
 

@@ -34,7 +34,7 @@ fn completions_cover_every_subcommand() {
     for shell in ["bash", "zsh", "fish"] {
         let (ok, text) = run(&["completions", shell]);
         assert!(ok, "{shell}");
-        for sub in ["stats", "drops", "load", "serve"] {
+        for sub in ["stats", "drops", "load", "serve", "top"] {
             assert!(text.contains(sub), "{shell} completion lacks {sub}");
         }
     }
@@ -51,5 +51,11 @@ fn man_pages_render_for_the_tool_and_its_subcommands() {
     let (ok, page) = run(&["man", "drops"]);
     assert!(ok && page.contains(".TH ctscope-drops 1"), "{page}");
     assert!(page.contains("syn"), "options are documented");
+    let (ok, page) = run(&["man", "top"]);
+    assert!(ok && page.contains(".TH ctscope-top 1"), "{page}");
+    assert!(
+        page.contains("NO_COLOR"),
+        "the keys and NO_COLOR are documented"
+    );
     assert!(!run(&["man", "nope"]).0);
 }

@@ -9,6 +9,7 @@ pub mod record;
 pub mod replay;
 pub mod serve;
 pub mod stats;
+pub mod top;
 
 use std::{fs, path::Path};
 

@@ -5,6 +5,7 @@
 //! views only read. Live capture and a replayed trace go through the same
 //! `apply`.
 
+pub mod advice;
 pub mod buckets;
 pub mod drops;
 mod interval;
@@ -42,7 +43,7 @@ struct Mark {
     netns: HashMap<u32, NetnsCounters>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Model {
     pub info: RunInfo,
     first: Option<Mark>,

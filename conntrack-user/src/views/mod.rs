@@ -3,3 +3,4 @@ pub mod buckets;
 pub mod drops;
 pub mod metrics;
 pub mod stats;
+pub mod tui;

@@ -45,7 +45,7 @@ pub fn bucket_columns(i: &Interval) -> String {
 }
 
 /// `HH:MM:SS` (UTC) of a Unix time in ms.
-fn clock(ts_ms: u64) -> String {
+pub(crate) fn clock(ts_ms: u64) -> String {
     let secs = ts_ms / 1000;
     format!(
         "{:02}:{:02}:{:02}",

@@ -1,0 +1,533 @@
+//! Frame snapshots: a model fed synthetic messages, the UI state set as a
+//! user would set it, rendered on ratatui's TestBackend. The snapshots in
+//! `snapshots/` are the screens; review changes with `cargo insta review`
+//! (or `INSTA_UPDATE=always` and `git diff`).
+
+use std::time::Duration;
+
+use conntrack_common::{Event, NetnsCounters, Tuple, cause, counter, kind};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::{Terminal, backend::TestBackend, buffer::Buffer, style::Color};
+
+use super::{
+    UiState, render,
+    state::{Env, Panel},
+};
+use crate::{
+    event::{Counters, Message, Sample},
+    kernel::{netns::NetnsReading, stats::ConntrackStats, sysctl::Sysctls},
+    model::{
+        Model, RunInfo,
+        buckets::{BucketWalk, ChainEntry, HotBucket},
+    },
+};
+
+const HOST_NS: u32 = 4_026_531_840;
+const TEST_NS: u32 = 4_026_532_999;
+/// CLOCK_MONOTONIC of the first sample; wall clock 12:00:00 UTC then.
+const T0_NS: u64 = 1_000_000_000_000;
+const WALL0_MS: u64 = 1_700_049_600_000;
+
+/// One namespace's state at a sample.
+#[derive(Clone, Copy)]
+struct Ns {
+    inum: u32,
+    entries: u64,
+    alloc: u64,
+    free: u64,
+    table_full: u64,
+    ruleset: u64,
+}
+
+impl Ns {
+    fn new(inum: u32, entries: u64) -> Self {
+        Self {
+            inum,
+            entries,
+            alloc: entries,
+            free: 0,
+            table_full: 0,
+            ruleset: 0,
+        }
+    }
+}
+
+struct Scenario {
+    max: u64,
+    buckets: u64,
+    tcp_timeout: u64,
+}
+
+impl Scenario {
+    fn sample(&self, secs: u64, namespaces: &[Ns]) -> Message {
+        let mut counters = Counters::default();
+        let mut netns = Vec::new();
+        let mut kernel = Vec::new();
+        for ns in namespaces {
+            counters.0[counter::ALLOC as usize] += ns.alloc;
+            counters.0[counter::FREE as usize] += ns.free;
+            counters.0[(counter::DROP_FIRST + u32::from(cause::TABLE_FULL)) as usize] +=
+                ns.table_full;
+            counters.0[(counter::DROP_FIRST + u32::from(cause::RULESET)) as usize] += ns.ruleset;
+            let mut c = NetnsCounters {
+                alloc: ns.alloc,
+                free: ns.free,
+                ..NetnsCounters::default()
+            };
+            c.drops[cause::TABLE_FULL as usize] = ns.table_full;
+            c.drops[cause::RULESET as usize] = ns.ruleset;
+            netns.push((ns.inum, c));
+            kernel.push(NetnsReading {
+                inum: ns.inum,
+                name: (ns.inum == TEST_NS).then(|| "loadtest".to_owned()),
+                count: Some(ns.entries),
+                max: Some(self.max),
+                stats: Some(ConntrackStats {
+                    drop: ns.table_full,
+                    ..ConntrackStats::default()
+                }),
+                source_used: None,
+                error: None,
+            });
+        }
+        Message::Sample(Box::new(Sample {
+            mono_ns: T0_NS + secs * 1_000_000_000,
+            wall_ms: WALL0_MS + secs * 1000,
+            counters,
+            netns,
+            kernel,
+            sysctls: Sysctls {
+                nf_conntrack_max: Some(self.max),
+                nf_conntrack_buckets: Some(self.buckets),
+                nf_conntrack_tcp_timeout_established: Some(self.tcp_timeout),
+                ..Sysctls::default()
+            },
+        }))
+    }
+}
+
+fn drop_event(secs: f64, cause: u8, dst: [u8; 4], dport: u16, netns: u32) -> Event {
+    let mut tuple = Tuple {
+        family: 2,
+        proto: if cause == conntrack_common::cause::RULESET {
+            6
+        } else {
+            17
+        },
+        sport: 40_000 + dport % 7,
+        dport,
+        ..Tuple::default()
+    };
+    tuple.src[..4].copy_from_slice(&[127, 0, 0, 1]);
+    tuple.dst[..4].copy_from_slice(&dst);
+    let mut ifname = [0u8; 16];
+    ifname[..2].copy_from_slice(b"lo");
+    Event {
+        ts_ns: T0_NS + (secs * 1e9) as u64,
+        kind: kind::DROP,
+        cause,
+        tcp_flags: if tuple.proto == 6 { 0x02 } else { 0 },
+        netns,
+        ifname,
+        tuple,
+        ..Event::default()
+    }
+}
+
+fn env(color: bool) -> Env {
+    Env {
+        interval: Duration::from_secs(1),
+        uptime: Duration::from_secs(83),
+        objsize: Some(256),
+        conntrack_module: Some(false),
+        color,
+        bucket_walker: false,
+    }
+}
+
+struct Screen {
+    model: Model,
+    ui: UiState,
+}
+
+impl Screen {
+    fn new(color: bool) -> Self {
+        Self {
+            model: Model::new(RunInfo {
+                backend: "tracepoint".into(),
+                kernel: "6.18.44-test".into(),
+            }),
+            ui: UiState::new(env(color)),
+        }
+    }
+
+    fn feed(&mut self, msg: Message) -> &mut Self {
+        self.model.apply(msg);
+        self
+    }
+
+    fn key(&mut self, code: KeyCode) -> &mut Self {
+        self.ui.on_key(KeyEvent::new(code, KeyModifiers::NONE));
+        self
+    }
+
+    fn keys(&mut self, text: &str) -> &mut Self {
+        for c in text.chars() {
+            self.key(KeyCode::Char(c));
+        }
+        self
+    }
+
+    fn draw(&mut self, width: u16, height: u16) -> Terminal<TestBackend> {
+        self.ui.refresh(&self.model);
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
+        terminal
+            .draw(|frame| render(&self.model, &self.ui, frame))
+            .expect("draw");
+        terminal
+    }
+}
+
+/// An idle machine: a few entries in the host namespace, defaults that
+/// follow the guide.
+fn empty() -> Screen {
+    let s = Scenario {
+        max: 262_144,
+        buckets: 262_144,
+        tcp_timeout: 21_600,
+    };
+    let mut screen = Screen::new(true);
+    for t in 0..4 {
+        screen.feed(s.sample(t, &[Ns::new(HOST_NS, 12)]));
+    }
+    screen
+}
+
+/// A load test filling a namespace at about 20 entries/s towards a limit
+/// of 1000, with the kernel's default established timeout.
+fn filling() -> Screen {
+    let s = Scenario {
+        max: 1000,
+        buckets: 1024,
+        tcp_timeout: 432_000,
+    };
+    let mut screen = Screen::new(true);
+    for t in 0..=20 {
+        let entries = 520 + 20 * t;
+        screen.feed(s.sample(
+            t,
+            &[
+                Ns::new(HOST_NS, 40),
+                Ns {
+                    free: 5 * t,
+                    ..Ns::new(TEST_NS, entries)
+                },
+            ],
+        ));
+    }
+    screen
+}
+
+/// The namespace hit the limit: table-full drops to one service, and a
+/// firewall rule dropping SYNs to another.
+fn dropping() -> Screen {
+    let s = Scenario {
+        max: 1000,
+        buckets: 1024,
+        tcp_timeout: 432_000,
+    };
+    let mut screen = Screen::new(true);
+    for t in 0..=12u64 {
+        let full = t.saturating_sub(6) * 40;
+        let ruleset = t.saturating_sub(9);
+        screen.feed(s.sample(
+            t,
+            &[
+                Ns::new(HOST_NS, 40),
+                Ns {
+                    table_full: full,
+                    ruleset,
+                    ..Ns::new(TEST_NS, (700 + 50 * t).min(1000))
+                },
+            ],
+        ));
+        if t >= 7 {
+            let mut events: Vec<Event> = (0..5)
+                .map(|i| {
+                    drop_event(
+                        t as f64 + 0.1 * f64::from(i),
+                        cause::TABLE_FULL,
+                        [127, 0, 0, 1],
+                        5300 + (i % 2) as u16,
+                        TEST_NS,
+                    )
+                })
+                .collect();
+            if t >= 10 {
+                events.push(drop_event(
+                    t as f64 + 0.7,
+                    cause::RULESET,
+                    [10, 9, 8, 7],
+                    22,
+                    TEST_NS,
+                ));
+            }
+            screen.feed(Message::Events(events));
+        }
+    }
+    screen
+}
+
+fn walk() -> BucketWalk {
+    let mut histogram = [0u64; 13];
+    histogram[0] = 610;
+    histogram[1] = 280;
+    histogram[2] = 100;
+    histogram[3] = 28;
+    histogram[4] = 5;
+    histogram[7] = 1;
+    BucketWalk {
+        ts_ms: WALL0_MS + 12_000,
+        buckets: 1024,
+        entries: 500,
+        nodes: 1000,
+        histogram,
+        mean: 1000.0 / 1024.0,
+        mean_nonempty: 1000.0 / 414.0,
+        max: 7,
+        p99: 3,
+        hottest: vec![HotBucket {
+            index: 517,
+            len: 7,
+            entries: vec![ChainEntry {
+                direction: "original".into(),
+                proto: "udp".into(),
+                src: "127.0.0.1".into(),
+                sport: 40001,
+                dst: "127.0.0.1".into(),
+                dport: 5300,
+                state: String::new(),
+                netns: TEST_NS,
+                timeout_s: 29,
+                ..ChainEntry::default()
+            }],
+        }],
+        heat: (0..64).map(|i| [0, 1, 2, 1, 3, 0, 7, 2][i % 8]).collect(),
+        duration_ns: 3_400_000,
+        cpu_ns: 3_000_000,
+        restarts: 0,
+        warnings: Vec::new(),
+        ..BucketWalk::default()
+    }
+}
+
+fn text(terminal: &Terminal<TestBackend>) -> String {
+    terminal.backend().to_string()
+}
+
+fn has_color(buffer: &Buffer) -> bool {
+    buffer
+        .content
+        .iter()
+        .any(|c| c.fg != Color::Reset || c.bg != Color::Reset || c.underline_color != Color::Reset)
+}
+
+#[test]
+fn empty_table() {
+    let t = empty().draw(120, 40);
+    let screen = text(&t);
+    assert!(screen.contains("Nothing to change"), "{screen}");
+    insta::assert_snapshot!("empty_120x40", screen);
+}
+
+#[test]
+fn before_the_first_interval() {
+    let mut screen = Screen::new(true);
+    screen.feed(
+        Scenario {
+            max: 262_144,
+            buckets: 262_144,
+            tcp_timeout: 21_600,
+        }
+        .sample(0, &[Ns::new(HOST_NS, 12)]),
+    );
+    let t = screen.draw(80, 24);
+    assert!(text(&t).contains("waiting for the first interval"));
+    insta::assert_snapshot!("waiting_80x24", text(&t));
+}
+
+#[test]
+fn filling_table_warns_and_projects() {
+    let mut screen = filling();
+    let t = screen.draw(120, 40);
+    let shown = text(&t);
+    // 920 of 1000: past the 90% warning, 20 entries/s net, 4 s to full.
+    assert!(shown.contains("920 of 1,000"), "{shown}");
+    assert!(shown.contains(" 92%"), "{shown}");
+    assert!(shown.contains("full in 4s at +20.0/s"), "{shown}");
+    assert!(shown.contains("WARNING"), "{shown}");
+    assert!(
+        shown.contains("sysctl -w net.netfilter.nf_conntrack_max=2048"),
+        "{shown}"
+    );
+    insta::assert_snapshot!("filling_120x40", shown);
+    // The gauge is yellow at 90-95%.
+    let buf = t.backend().buffer();
+    assert!(
+        buf.content
+            .iter()
+            .any(|c| c.symbol() == "█" && c.fg == Color::Yellow),
+        "warning colour on the gauge"
+    );
+}
+
+#[test]
+fn drops_are_listed_with_top_destinations() {
+    let mut screen = dropping();
+    let t = screen.draw(120, 40);
+    let shown = text(&t);
+    assert!(shown.contains("127.0.0.1:5300"), "{shown}");
+    assert!(shown.contains("FULL: new connections drop"), "{shown}");
+    assert!(shown.contains("CRITICAL"), "{shown}");
+    assert!(shown.contains("240 packets were"), "{shown}");
+    insta::assert_snapshot!("drops_120x40", shown);
+    let buf = t.backend().buffer();
+    assert!(
+        buf.content
+            .iter()
+            .any(|c| c.symbol() == "█" && c.fg == Color::Red),
+        "critical colour on the gauge"
+    );
+}
+
+#[test]
+fn smallest_layout_80x24() {
+    let t = dropping().draw(80, 24);
+    let shown = text(&t);
+    for panel in Panel::ALL {
+        assert!(
+            shown.contains(panel.title()),
+            "{} missing:\n{shown}",
+            panel.title()
+        );
+    }
+    assert!(
+        shown.contains("q quit") && shown.contains("r record"),
+        "{shown}"
+    );
+    insta::assert_snapshot!("drops_80x24", shown);
+}
+
+#[test]
+fn smaller_than_80x24_says_so() {
+    let t = dropping().draw(70, 20);
+    assert!(text(&t).contains("needs 80x24; this terminal is 70x20"));
+}
+
+#[test]
+fn help_overlay() {
+    let mut screen = dropping();
+    screen.key(KeyCode::Char('?'));
+    let t = screen.draw(80, 24);
+    let shown = text(&t);
+    assert!(shown.contains("Help"), "{shown}");
+    insta::assert_snapshot!("help_80x24", shown);
+}
+
+#[test]
+fn no_color_means_no_colour_at_all() {
+    let mut plain = dropping();
+    plain.ui.env.color = false;
+    let t = plain.draw(120, 40);
+    assert!(
+        !has_color(t.backend().buffer()),
+        "a cell has a colour under NO_COLOR"
+    );
+    // Same text as with colour: nothing is lost but the colours.
+    let coloured = dropping().draw(120, 40);
+    assert!(has_color(coloured.backend().buffer()));
+    assert_eq!(text(&t), text(&coloured));
+    // Focus still shows, by the border.
+    plain.key(KeyCode::Char('4'));
+    let t = plain.draw(120, 40);
+    assert!(text(&t).contains("┏"), "thick border on the focused panel");
+    assert!(!has_color(t.backend().buffer()));
+    insta::assert_snapshot!("no_color_focus_drops_120x40", text(&t));
+}
+
+#[test]
+fn bucket_walk_is_drawn_when_present() {
+    let mut screen = dropping();
+    let before = text(&screen.draw(120, 40));
+    assert!(before.contains("does not do yet"), "{before}");
+    assert!(
+        before.contains("Estimate: 2 × entries / buckets"),
+        "{before}"
+    );
+    screen.feed(Message::Buckets(Box::new(walk())));
+    let shown = text(&screen.draw(120, 40));
+    assert!(shown.contains("max 7 · mean 0.98 · p99 3"), "{shown}");
+    assert!(shown.contains("#517 len 7"), "{shown}");
+    insta::assert_snapshot!("buckets_120x40", shown);
+}
+
+#[test]
+fn filter_narrows_drops_and_namespaces() {
+    let mut screen = dropping();
+    screen
+        .key(KeyCode::Char('/'))
+        .keys("port 22")
+        .key(KeyCode::Enter);
+    let shown = text(&screen.draw(120, 40));
+    assert!(shown.contains("10.9.8.7:22"), "{shown}");
+    assert!(!shown.contains("127.0.0.1:5300 "), "{shown}");
+    assert!(shown.contains("last 3 matching"), "{shown}");
+
+    screen.key(KeyCode::Char('/'));
+    screen.ui.editing = Some(String::new());
+    screen.keys("loadtest").key(KeyCode::Enter);
+    let shown = text(&screen.draw(120, 40));
+    assert!(shown.contains("1 of 2"), "{shown}");
+    assert!(!shown.contains(&HOST_NS.to_string()), "{shown}");
+
+    // The gauge follows a namespace filter: the host namespace holds 40.
+    screen.key(KeyCode::Char('/'));
+    screen.ui.editing = Some(String::new());
+    screen.keys(&format!("netns {HOST_NS}")).key(KeyCode::Enter);
+    let shown = text(&screen.draw(120, 40));
+    assert!(shown.contains("40 of 1,000 · netns 4026531840"), "{shown}");
+    assert!(shown.contains("Table fill · [netns:4026531840]"), "{shown}");
+    assert!(
+        shown.contains("CRITICAL netns 4026532999"),
+        "advice stays machine-wide: {shown}"
+    );
+}
+
+#[test]
+fn zoomed_advice_at_80x24() {
+    let mut screen = dropping();
+    screen.key(KeyCode::Char('6')).key(KeyCode::Char('z'));
+    let shown = text(&screen.draw(80, 24));
+    assert!(
+        shown.contains("$ sysctl -w net.netfilter.nf_conntrack_max=2048"),
+        "{shown}"
+    );
+    // Scrolling moves one finding at a time, down to the timeout advice.
+    screen.key(KeyCode::Down);
+    let scrolled = text(&screen.draw(80, 24));
+    assert!(
+        scrolled.contains("nf_conntrack_tcp_timeout_established=21600"),
+        "{scrolled}"
+    );
+    insta::assert_snapshot!("advice_zoom_80x24", shown);
+}
+
+#[test]
+fn paused_header_and_sorted_namespaces() {
+    let mut screen = dropping();
+    screen.key(KeyCode::Char('p'));
+    screen.key(KeyCode::Char('5')).key(KeyCode::Char('s'));
+    let shown = text(&screen.draw(120, 40));
+    assert!(shown.contains(" PAUSED "), "{shown}");
+    assert!(shown.contains("by drops"), "{shown}");
+}
