@@ -142,6 +142,11 @@ fn dashboard_and_alerts_use_only_exported_metrics() {
     }
     assert!(used.len() > 10, "{used:?}");
 
+    // Per-namespace series exist only for namespaces with activity: give
+    // one some entries and a drop.
+    let ns = Netns::new().expect("namespace");
+    ns.nft("add rule inet ctscope_test in udp dport 9 drop")
+        .expect("rule");
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
     let _ct = Ctscope::start(&[
         "serve",
@@ -151,6 +156,7 @@ fn dashboard_and_alerts_use_only_exported_metrics() {
         "0.5",
     ])
     .expect("serve");
+    udp_flows(&ns, 10, 5, false).expect("flows");
     let mut exported = BTreeSet::new();
     assert!(
         wait_for(Duration::from_secs(10), || {
