@@ -71,6 +71,12 @@ pub enum Command {
     #[command(after_help = SERVE_AFTER)]
     Serve(ServeArgs),
 
+    /// Check this machine: kernel features, privileges, where the counters
+    /// come from, and the conntrack settings against the tuning guide, with
+    /// the exact commands to fix what needs fixing.
+    #[command(after_help = DOCTOR_AFTER)]
+    Doctor(DoctorArgs),
+
     /// Print a shell completion script: `ctscope completions bash >
     /// /etc/bash_completion.d/ctscope`.
     Completions {
@@ -670,6 +676,22 @@ fn parse_speed(text: &str) -> Result<Speed, String> {
             "`{text}` is not a speed; use a factor such as 1, 0.5 or 10, or `max`"
         )),
     }
+}
+
+const DOCTOR_AFTER: &str = "\
+Exit status: 0 when nothing needs doing (or only information), 1 for warnings,
+2 when ctscope cannot run here or the table is in trouble (over 95% full,
+dropping). The checks load the probes for a moment (--no-load skips that).";
+
+#[derive(Debug, Args, Clone)]
+pub struct DoctorArgs {
+    /// One JSON object: every check, and the facts gathered.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Do not load the probes to prove they work.
+    #[arg(long)]
+    pub no_load: bool,
 }
 
 /// Parses `10`, `2.5`, `10s`, `500ms`, `5m`, `1h`. Bare numbers are seconds.

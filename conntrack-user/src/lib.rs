@@ -5,6 +5,7 @@
 pub mod btf;
 pub mod cli;
 pub mod commands;
+pub mod doctor;
 pub mod event;
 pub mod kallsyms;
 pub mod kernel;
@@ -32,6 +33,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Export(args)) => commands::export::run(args),
         Some(Command::Info(args)) => commands::info::run(args),
         Some(Command::Buckets(args)) => commands::buckets::run(args, &cli.probe).await,
+        Some(Command::Doctor(args)) => commands::doctor::run(args, &cli.probe).await,
         Some(Command::Top(args)) => commands::top::run(args, &cli.probe).await,
         // `top` itself falls back to stats lines when stdout is not a terminal.
         None => commands::top::run(&TopArgs::default(), &cli.probe).await,
@@ -41,6 +43,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// Exit status for an error: 2 when the environment or the arguments are at
 /// fault (not root, no BTF, conntrack missing, bad input), 1 otherwise.
 pub fn exit_status(err: &anyhow::Error) -> u8 {
+    if let Some(findings) = err.downcast_ref::<commands::doctor::DoctorFindings>() {
+        return findings.0.exit_code();
+    }
     let walk_env = err
         .downcast_ref::<probe::WalkError>()
         .is_some_and(probe::WalkError::is_environment);

@@ -1,6 +1,7 @@
 //! One module per subcommand; each wires a source, the model and a view.
 pub mod buckets;
 pub mod docs;
+pub mod doctor;
 pub mod drops;
 pub mod export;
 pub mod info;

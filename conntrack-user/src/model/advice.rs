@@ -62,7 +62,7 @@ pub struct Finding {
 /// The namespace whose count is closest to `nf_conntrack_max`: the kernel
 /// holds each namespace's count to the global limit separately
 /// (`__nf_conntrack_alloc`, net/netfilter/nf_conntrack_core.c).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct NamespaceFill {
     pub inum: u32,
     pub name: Option<String>,

@@ -1,0 +1,64 @@
+//! `ctscope doctor`: checks the kernel, the privileges and the conntrack
+//! settings, and prints what to do. The exit status is the worst finding:
+//! 0 fine (or only information), 1 warnings, 2 critical.
+
+use std::io::{self, Write as _};
+
+use crate::{
+    cli::{DoctorArgs, ProbeArgs},
+    doctor::{Check, Status, diagnose, gather, worst},
+};
+
+/// The exit status doctor asks for, carried out of `run` as an error so the
+/// binary's exit path stays in main.
+#[derive(Debug, thiserror::Error)]
+#[error("doctor found {0} finding(s) to act on")]
+pub struct DoctorFindings(pub Status);
+
+pub async fn run(args: &DoctorArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
+    let load = !args.no_load;
+    let backend = probe.backend.into();
+    let state = tokio::task::spawn_blocking(move || gather(load, backend)).await?;
+    let checks = diagnose(&state);
+    let mut out = io::stdout();
+    if args.json {
+        let v = serde_json::json!({
+            "status": worst(&checks),
+            "kernel": state.kernel,
+            "backend": state.backend,
+            "checks": checks,
+            "machine": state,
+        });
+        writeln!(out, "{v}")?;
+    } else {
+        write!(out, "{}", render(&state.kernel, &checks))?;
+    }
+    match worst(&checks) {
+        Status::Ok | Status::Info => Ok(()),
+        status => Err(DoctorFindings(status).into()),
+    }
+}
+
+/// The human report: one line per check, commands indented under it.
+pub fn render(kernel: &str, checks: &[Check]) -> String {
+    let mut s = format!("ctscope doctor — kernel {kernel}\n\n");
+    for c in checks {
+        let mark = match c.status {
+            Status::Ok => "  ok  ",
+            Status::Info => " info ",
+            Status::Warning => " WARN ",
+            Status::Critical => " CRIT ",
+        };
+        s.push_str(&format!("[{mark}] {:<14} {}\n", c.id, c.message));
+        for cmd in &c.commands {
+            s.push_str(&format!("{:24}$ {cmd}\n", ""));
+        }
+    }
+    let w = worst(checks);
+    s.push_str(&format!(
+        "\nOverall: {} (exit status {})\n",
+        w.as_str(),
+        w.exit_code()
+    ));
+    s
+}

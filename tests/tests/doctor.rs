@@ -1,0 +1,103 @@
+//! `ctscope doctor` on this machine: what it finds, the commands it gives,
+//! and an exit status that follows the worst finding.
+
+use std::process::Command;
+
+use ctscope_integration::*;
+use serde_json::Value;
+
+fn doctor(uid: Option<u32>) -> (i32, Value) {
+    let mut cmd = Command::new(ctscope_bin());
+    cmd.args(["doctor", "--json"]);
+    if let Some(uid) = uid {
+        std::os::unix::process::CommandExt::uid(&mut cmd, uid);
+    }
+    let out = cmd.output().expect("run doctor");
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    (out.status.code().unwrap_or(-1), v)
+}
+
+fn check<'a>(v: &'a Value, id: &str) -> &'a Value {
+    v["checks"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["id"] == id))
+        .unwrap_or_else(|| panic!("no {id} check: {v}"))
+}
+
+fn expected_exit(status: &Value) -> i32 {
+    match status.as_str() {
+        Some("ok" | "info") => 0,
+        Some("warning") => 1,
+        _ => 2,
+    }
+}
+
+#[test]
+fn this_machine_can_run_ctscope() {
+    require_root();
+    let _lock = shared_lock();
+    let (code, v) = doctor(None);
+    assert_eq!(code, expected_exit(&v["status"]), "{v}");
+    for id in [
+        "privileges",
+        "btf",
+        "tracepoints",
+        "kallsyms",
+        "probes",
+        "counters",
+    ] {
+        assert_eq!(check(&v, id)["status"], "ok", "{id}: {v}");
+    }
+    let backend = check(&v, "backend");
+    assert!(
+        backend["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("tracepoint backend") && m.contains("kprobes")),
+        "{backend}"
+    );
+}
+
+#[test]
+fn a_full_namespace_is_critical_with_the_commands_to_fix_it() {
+    require_root();
+    let mut sysctl = SysctlGuard::new().expect("lock");
+    let ns = Netns::new().expect("namespace");
+    sysctl.set("nf_conntrack_max", 40).expect("max");
+    tcp_connections(&ns, 40).expect("fill");
+    let (code, v) = doctor(None);
+    assert_eq!(v["status"], "critical", "{v}");
+    assert_eq!(code, 2);
+    let raise = check(&v, "raise-max");
+    assert_eq!(raise["status"], "critical");
+    let cmds: Vec<&str> = raise["commands"]
+        .as_array()
+        .expect("commands")
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
+    assert!(
+        cmds.iter()
+            .any(|c| c.starts_with("sysctl -w net.netfilter.nf_conntrack_max=")),
+        "{cmds:?}"
+    );
+    assert!(
+        raise["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&ns.inum.to_string())),
+        "names the namespace: {raise}"
+    );
+}
+
+#[test]
+fn without_privileges_it_says_so_and_exits_2() {
+    require_root();
+    let (code, v) = doctor(Some(65534));
+    assert_eq!(code, 2, "{v}");
+    let p = check(&v, "privileges");
+    assert_eq!(p["status"], "critical");
+    assert!(
+        p["message"].as_str().is_some_and(|m| m.contains("root")),
+        "{p}"
+    );
+}
