@@ -587,6 +587,7 @@ mod tests {
                 entries: Some(750),
                 max: Some(1000),
                 buckets: Some(1000),
+                ..Default::default()
             },
             ..Default::default()
         });

@@ -35,6 +35,21 @@ pub struct Table {
     pub max: Option<u64>,
     /// `nf_conntrack_buckets`: hash table size, shared by all namespaces.
     pub buckets: Option<u64>,
+    /// Entries of the fullest namespace: the kernel holds each namespace to
+    /// `max` separately, so this, not the sum, is what fills up.
+    pub fullest_entries: Option<u64>,
+    /// That namespace's inode number.
+    pub fullest_netns: Option<u32>,
+}
+
+impl Table {
+    /// Fill of the fullest namespace (1.0 = at `nf_conntrack_max`).
+    pub fn fill(&self) -> Option<f64> {
+        match (self.fullest_entries, self.max) {
+            (Some(e), Some(m)) if m > 0 => Some(e as f64 / m as f64),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]

@@ -149,11 +149,7 @@ impl Model {
             ts_ms: s.wall_ms,
             interval_ms: elapsed_ns / 1_000_000,
             backend: self.info.backend.clone(),
-            table: Table {
-                entries: sum_counts(&s.kernel),
-                max: s.sysctls.nf_conntrack_max,
-                buckets: s.sysctls.nf_conntrack_buckets,
-            },
+            table: table(s),
             rates: Rates::between(&before, &totals, elapsed_ns),
             totals,
             kernel,
@@ -215,6 +211,21 @@ impl Model {
             row.kernel = self.kernel_delta.get(&row.inum).copied();
         }
         rows.into_values().collect()
+    }
+}
+
+fn table(s: &Sample) -> Table {
+    let fullest = s
+        .kernel
+        .iter()
+        .filter_map(|r| r.count.map(|c| (c, r.inum)))
+        .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    Table {
+        entries: sum_counts(&s.kernel),
+        max: s.sysctls.nf_conntrack_max,
+        buckets: s.sysctls.nf_conntrack_buckets,
+        fullest_entries: fullest.map(|f| f.0),
+        fullest_netns: fullest.map(|f| f.1),
     }
 }
 

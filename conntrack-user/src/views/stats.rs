@@ -13,9 +13,10 @@ pub const TABLE_HEADER: &str = "TIME        ENTRIES       MAX  FILL   ALLOC/s   
 pub fn table_row(i: &Interval) -> String {
     let entries = i.table.entries.map_or("-".to_owned(), |e| e.to_string());
     let max = i.table.max.map_or("-".to_owned(), |m| m.to_string());
-    let fill = match (i.table.entries, i.table.max) {
-        (Some(e), Some(m)) if m > 0 => format!("{:>3.0}%", e as f64 * 100.0 / m as f64),
-        _ => "   -".to_owned(),
+    // Fill of the fullest namespace: each is held to max on its own.
+    let fill = match i.table.fill() {
+        Some(f) => format!("{:>3.0}%", f * 100.0),
+        None => "   -".to_owned(),
     };
     let r = &i.rates;
     format!(
@@ -69,6 +70,8 @@ mod tests {
                 entries: Some(950),
                 max: Some(1000),
                 buckets: Some(1024),
+                fullest_entries: Some(950),
+                fullest_netns: Some(7),
             },
             totals: Totals {
                 alloc: 1000,
