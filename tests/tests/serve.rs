@@ -107,6 +107,9 @@ fn urlencode(s: &str) -> String {
 #[test]
 fn prometheus_scrapes_entries_and_table_full_drops() {
     require_root();
+    if skip_without("prometheus") {
+        return;
+    }
     let mut sysctl = SysctlGuard::new().expect("lock");
     let ns = Netns::new().expect("namespace");
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));

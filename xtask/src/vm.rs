@@ -108,7 +108,7 @@ const MODULES: [&str; 8] = [
 const TOOLS: [&str; 6] = ["ip", "nft", "conntrack", "bpftool", "kmod", "sysctl"];
 /// Tools the tests use that the guest does not have; tests that need them
 /// skip themselves when `CTSCOPE_VM_MISSING_TOOLS` names them.
-const MISSING_TOOLS: &str = "tmux";
+const MISSING_TOOLS: &str = "tmux,prometheus,promtool";
 
 /// One (kernel, backend) outcome.
 struct Outcome {
@@ -406,21 +406,13 @@ fn build_initrd(root: &Path, image: &Image, built: &Built, opts: &VmOptions) -> 
         }
         fs::copy(&lib, &dest).with_context(|| format!("copying {}", lib.display()))?;
     }
-    // The schema checks read docs/ at the path the tests were built with.
-    let docs = root.join("docs");
-    let docs_in = stage.join(docs.strip_prefix("/").unwrap_or(&docs));
-    fs::create_dir_all(&docs_in)?;
-    // They spell it <root>/tests/../docs, so tests/ must exist too.
+    // The tests read docs/ (schemas) and deploy/ (manifests) at the paths
+    // they were built with, spelt <root>/tests/../docs, so tests/ must exist
+    // too.
     let tests_dir = root.join("tests");
     fs::create_dir_all(stage.join(tests_dir.strip_prefix("/").unwrap_or(&tests_dir)))?;
-    for entry in fs::read_dir(&docs)?.flatten() {
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .ends_with(".schema.json")
-        {
-            fs::copy(entry.path(), docs_in.join(entry.file_name()))?;
-        }
+    for dir in ["docs", "deploy"] {
+        copy_tree(&root.join(dir), &stage)?;
     }
     copy_modules(image, &stage)?;
     let tests: Vec<&str> = built.tests.iter().map(|(n, _)| n.as_str()).collect();
@@ -442,6 +434,22 @@ fn build_initrd(root: &Path, image: &Image, built: &Built, opts: &VmOptions) -> 
         bail!("building the initramfs with cpio failed");
     }
     Ok(cpio)
+}
+
+/// Copies a directory tree to the same absolute path under `stage`.
+fn copy_tree(from: &Path, stage: &Path) -> Result<()> {
+    let to = stage.join(from.strip_prefix("/").unwrap_or(from));
+    fs::create_dir_all(&to)?;
+    for entry in fs::read_dir(from)?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            copy_tree(&path, stage)?;
+        } else {
+            fs::copy(&path, to.join(entry.file_name()))
+                .with_context(|| format!("copying {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn set_executable(path: &Path) -> Result<()> {
