@@ -45,6 +45,10 @@ enum Cmd {
         /// Only integration tests whose name contains this.
         #[arg(long)]
         filter: Option<String>,
+        /// Skip the integration suite in qemu on Debian kernels (about 8
+        /// minutes for both kernels and both backends).
+        #[arg(long)]
+        no_vm: bool,
     },
     /// Install the toolchain pieces and test tools only.
     Provision,
@@ -132,10 +136,28 @@ fn run(cli: Cli) -> Result<()> {
                 },
             )
         }
-        Cmd::Test { no_lint, filter } => {
+        Cmd::Test {
+            no_lint,
+            filter,
+            no_vm,
+        } => {
             provision::toolchain()?;
             provision::test_tools()?;
-            test(no_lint, filter.as_deref())
+            test(no_lint, filter.as_deref())?;
+            if no_vm {
+                return Ok(());
+            }
+            // The same suite on the kernels users run: nf_conntrack as a
+            // module, kprobes present, both backends.
+            vm::run(
+                &root,
+                &vm::VmOptions {
+                    kernel: vm::KernelSel::All,
+                    backend: vm::BackendSel::All,
+                    filter,
+                    timeout_min: 30,
+                },
+            )
         }
     }
 }

@@ -242,6 +242,37 @@ fn spawn_signals(tx: mpsc::Sender<AppEvent>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the terminal has for us.
+enum Input {
+    Ready,
+    Idle,
+    HungUp,
+}
+
+/// Waits up to `timeout` for the terminal (standard input) to have
+/// something to read, or to hang up.
+fn wait_for_input(timeout: Duration) -> Input {
+    let mut fd = libc::pollfd {
+        fd: libc::STDIN_FILENO,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut fd, 1, ms) };
+    if n < 0 {
+        // EINTR and friends: try again on the next round.
+        return Input::Idle;
+    }
+    if fd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        Input::HungUp
+    } else if fd.revents & libc::POLLIN != 0 {
+        Input::Ready
+    } else {
+        Input::Idle
+    }
+}
+
 /// Reads terminal events on a thread of its own (crossterm's reader
 /// blocks) and sends them on; stops when dropped.
 struct InputReader {
@@ -255,7 +286,18 @@ impl InputReader {
         let flag = stop.clone();
         let handle = thread::spawn(move || {
             while !flag.load(Ordering::Relaxed) {
-                let ev = match term::poll(INPUT_POLL) {
+                // crossterm's poll spins forever on a terminal that hung up
+                // (every read returns end-of-file), so wait on the terminal
+                // here and leave when it is gone.
+                match wait_for_input(INPUT_POLL) {
+                    Input::Ready => {}
+                    Input::Idle => continue,
+                    Input::HungUp => {
+                        let _ = tx.blocking_send(AppEvent::Signal("terminal hung up"));
+                        break;
+                    }
+                }
+                let ev = match term::poll(Duration::ZERO) {
                     Ok(false) => continue,
                     Ok(true) => term::read().map(AppEvent::Input),
                     Err(e) => Err(e),

@@ -129,6 +129,14 @@ impl NamedNetns {
         Ok(ns)
     }
 
+    /// Inode number of the namespace, as ctscope reports it.
+    pub fn inum(&self) -> Result<String> {
+        use std::os::unix::fs::MetadataExt as _;
+        Ok(fs::metadata(format!("/run/netns/{}", self.name))?
+            .ino()
+            .to_string())
+    }
+
     /// `nf_conntrack_count` inside the namespace.
     pub fn count(&self) -> Result<u64> {
         let out = Command::new("ip")
@@ -159,4 +167,32 @@ fn run(cmd: &mut Command) -> Result<()> {
         bail!("{cmd:?} failed");
     }
     Ok(())
+}
+
+/// Sets conntrack sysctls for a measurement and restores them on drop.
+pub struct SysctlRestore {
+    saved: Vec<(String, String)>,
+}
+
+impl SysctlRestore {
+    pub fn set(values: &[(&str, u64)]) -> Result<Self> {
+        let mut me = Self { saved: Vec::new() };
+        for (name, value) in values {
+            let path = format!("/proc/sys/net/netfilter/{name}");
+            me.saved
+                .push((path.clone(), fs::read_to_string(&path)?.trim().to_owned()));
+            fs::write(&path, value.to_string()).with_context(|| format!("writing {path}"))?;
+        }
+        Ok(me)
+    }
+}
+
+impl Drop for SysctlRestore {
+    fn drop(&mut self) {
+        for (path, value) in self.saved.iter().rev() {
+            if let Err(e) = fs::write(path, value) {
+                eprintln!("xtask: could not restore {path} to {value}: {e}");
+            }
+        }
+    }
 }

@@ -14,6 +14,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+
 pub use measure::Stats;
 use report::{Report, Row};
 
@@ -28,6 +29,8 @@ pub struct Scale {
     pub slab_secs: f64,
     /// Flows for the event-loss comparison.
     pub loss_flows: u64,
+    /// Entries (and buckets) for the table walk.
+    pub walk_entries: u64,
 }
 
 pub const FULL: Scale = Scale {
@@ -35,6 +38,7 @@ pub const FULL: Scale = Scale {
     trials: 5,
     slab_secs: 3.0,
     loss_flows: 200_000,
+    walk_entries: 1 << 20,
 };
 
 pub const SMOKE: Scale = Scale {
@@ -42,6 +46,7 @@ pub const SMOKE: Scale = Scale {
     trials: 1,
     slab_secs: 0.3,
     loss_flows: 5_000,
+    walk_entries: 4096,
 };
 
 pub fn run(root: &Path, scale: Scale, out: &Path) -> Result<()> {
@@ -54,6 +59,7 @@ pub fn run(root: &Path, scale: Scale, out: &Path) -> Result<()> {
     report.rows.extend(bench.connection_rate()?);
     report.rows.extend(bench.slab_overhead()?);
     report.rows.extend(bench.event_loss()?);
+    report.rows.extend(bench.table_walk()?);
     report.rows.extend(bench.own_cost()?);
     report.write(out)?;
     eprintln!("xtask: wrote {}", out.display());
@@ -92,7 +98,62 @@ impl Drop for Running {
     }
 }
 
+/// A detached tmux session, killed on drop (ctscope gets SIGHUP and exits).
+struct TmuxSession {
+    name: String,
+}
+
+impl Drop for TmuxSession {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.name])
+            .status();
+        thread::sleep(Duration::from_millis(500));
+    }
+}
+
 impl Bench {
+    /// Starts `ctscope ARGS` in a 120x40 tmux pane (the TUI renders for
+    /// real) and waits until it is attached.
+    fn start_in_tmux(&self, args: &[&str]) -> Result<TmuxSession> {
+        let ready = std::env::temp_dir().join(format!("ctscope-bench-tmux-{}", std::process::id()));
+        let _ = std::fs::remove_file(&ready);
+        let name = format!("ctscope-bench-{}", std::process::id());
+        let cmd = format!(
+            "{} {} --ready-file {}",
+            self.bin.display(),
+            args.join(" "),
+            ready.display()
+        );
+        let status = Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &name,
+                "-x",
+                "120",
+                "-y",
+                "40",
+                &cmd,
+            ])
+            .status()
+            .context("starting tmux (apt-get install tmux)")?;
+        if !status.success() {
+            bail!("tmux new-session failed");
+        }
+        let session = TmuxSession { name };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready.exists() {
+            if Instant::now() > deadline {
+                bail!("ctscope {} did not attach in tmux", args.join(" "));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_file(&ready);
+        Ok(session)
+    }
+
     /// Starts `ctscope ARGS --ready-file F` and waits until it is attached.
     fn start(&self, args: &[&str]) -> Result<Running> {
         let ready =
@@ -136,19 +197,29 @@ impl Bench {
     /// 1. The maximum new-flow rate with nothing attached, then with each
     ///    ctscope mode, interleaved trial by trial so drift hits all alike.
     fn connection_rate(&self) -> Result<Vec<Row>> {
-        let modes: [(&str, Vec<&str>); 2] = [
+        let trace = std::env::temp_dir().join("ctscope-bench.ctrace");
+        let trace = trace.to_string_lossy().into_owned();
+        let modes: [(&str, Vec<&str>); 4] = [
             ("ctscope stats", vec!["stats", "--interval", "1"]),
             ("ctscope drops", vec!["drops", "--json"]),
+            ("ctscope record", vec!["record", "-o", &trace]),
+            ("ctscope top (tmux)", vec!["top"]),
         ];
         let mut base = Vec::new();
         let mut with: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
         for _ in 0..self.scale.trials {
             base.push(self.load_rate(&[])?);
             for (i, (_, args)) in modes.iter().enumerate() {
-                let _running = self.start(args)?;
+                // Held for their Drop, which stops ctscope.
+                let (_child, _tmux) = if args[0] == "top" {
+                    (None, Some(self.start_in_tmux(args)?))
+                } else {
+                    (Some(self.start(args)?), None)
+                };
                 with[i].push(self.load_rate(&[])?);
             }
         }
+        let _ = std::fs::remove_file(&trace);
         let base = Stats::of(&base);
         let mut rows = vec![
             Row::measured(
@@ -207,61 +278,167 @@ impl Bench {
         ])
     }
 
-    /// 3. Events seen at the maximum rate: `conntrack -E` against the
-    ///    kernel's ground truth (ctscope's record comparison is added by
-    ///    the trace benchmark).
+    /// 3. Events seen at the maximum rate: `ctscope record` and
+    ///    `conntrack -E` side by side, each against the kernel's count of
+    ///    entries created (UDP entries outlive the run, so the namespace's
+    ///    nf_conntrack_count is the ground truth).
     fn event_loss(&self) -> Result<Vec<Row>> {
         let ns = measure::NamedNetns::create("ctscope-bench")?;
+        let trace = std::env::temp_dir().join("ctscope-bench-loss.ctrace");
+        let _ = std::fs::remove_file(&trace);
         let mut listener = Command::new("ip")
             .args(["netns", "exec", &ns.name, "conntrack", "-E", "-e", "NEW"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::null())
             .spawn()
             .context("starting conntrack -E (apt-get install conntrack)")?;
         let counter = measure::count_lines(listener.stdout.take());
         thread::sleep(Duration::from_millis(500));
-        let stats = self.start(&["stats", "--json", "--interval", "1"])?;
+        let recorder = self.start(&["record", "-o", &trace.to_string_lossy()])?;
         let out = Command::new(&self.bin)
-            .args([
-                "load",
-                "--json",
-                "--netns",
-                &ns.name,
-                "--count",
-                &self.scale.loss_flows.to_string(),
-            ])
+            .args(["load", "--json", "--netns", &ns.name])
+            .args(["--count", &self.scale.loss_flows.to_string()])
             .stderr(Stdio::null())
             .output()?;
         let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        let flows = report["flows"].as_u64().unwrap_or(0);
+        let rate = report["rate"].as_f64().unwrap_or(0.0);
         thread::sleep(Duration::from_secs(2));
         let truth = ns.count()?;
-        drop(stats);
+        drop(recorder);
         let _ = listener.kill();
         let _ = listener.wait();
-        let seen = counter.join().unwrap_or(0);
+        let seen_by_conntrack = counter.join().unwrap_or(0);
+        let recorded = self.recorded_allocs(&trace, &ns.inum()?)?;
+        let _ = std::fs::remove_file(&trace);
         Ok(vec![
             Row::measured(
                 "3. event loss",
-                "ground truth (kernel entries)",
+                "ground truth: entries created",
                 truth as f64,
                 "events",
             ),
-            Row::measured(
+            Row::measured("3. event loss", "load generator rate", rate, "flows/s"),
+            Row::ratio(
                 "3. event loss",
-                "load generator flows",
-                flows as f64,
-                "flows",
+                "ctscope record",
+                recorded as f64,
+                "events",
+                truth as f64,
+                1.0,
             ),
             Row::ratio(
                 "3. event loss",
                 "conntrack -E -e NEW",
-                seen as f64,
+                seen_by_conntrack as f64,
                 "events",
                 truth as f64,
                 1.0,
             ),
         ])
+    }
+
+    /// Allocation events of one namespace in a trace.
+    fn recorded_allocs(&self, trace: &Path, netns: &str) -> Result<u64> {
+        let out = Command::new(&self.bin)
+            .arg("export")
+            .arg(trace)
+            .args(["--format", "jsonl", "--kind", "alloc"])
+            .stderr(Stdio::null())
+            .output()?;
+        let needle = format!("\"netns\":{netns},");
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .count() as u64)
+    }
+
+    /// 4. A walk of the hash table with `walk_entries` entries over as many
+    ///    buckets, against listing it with `conntrack -L`.
+    fn table_walk(&self) -> Result<Vec<Row>> {
+        let n = self.scale.walk_entries;
+        let _sysctls = measure::SysctlRestore::set(&[
+            ("nf_conntrack_buckets", n),
+            ("nf_conntrack_max", n * 2),
+        ])?;
+        let ns = measure::NamedNetns::create("ctscope-walk")?;
+        let out = Command::new(&self.bin)
+            .args(["load", "--json", "--netns", &ns.name, "--threads", "2"])
+            .args(["--count", &n.to_string()])
+            .stderr(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            bail!("filling the table failed");
+        }
+        let entries = ns.count()?;
+        let mut wall = Vec::new();
+        let mut cpu = Vec::new();
+        for _ in 0..self.scale.trials {
+            let out = Command::new(&self.bin)
+                .args(["buckets", "--json", "--top", "0"])
+                .stderr(Stdio::null())
+                .output()?;
+            let v: serde_json::Value =
+                serde_json::from_slice(&out.stdout).context("ctscope buckets --json")?;
+            wall.push(v["duration_ns"].as_f64().unwrap_or(0.0) / 1e6);
+            cpu.push(v["cpu_ns"].as_f64().unwrap_or(0.0) / 1e6);
+        }
+        let mut listing = Vec::new();
+        for _ in 0..self.scale.trials {
+            let start = Instant::now();
+            let out = Command::new("sh")
+                .args([
+                    "-c",
+                    &format!("ip netns exec {} conntrack -L 2>/dev/null | wc -l", ns.name),
+                ])
+                .output()?;
+            listing.push(start.elapsed().as_secs_f64() * 1000.0);
+            let _ = out;
+        }
+        let rss = self.rss_with_entries()?;
+        let (w, c, l) = (Stats::of(&wall), Stats::of(&cpu), Stats::of(&listing));
+        Ok(vec![
+            Row::measured(
+                "4. table walk",
+                "entries in the table",
+                entries as f64,
+                "entries",
+            ),
+            Row::goal(
+                "4. table walk",
+                "ctscope buckets: wall time",
+                w.median,
+                "ms",
+                100.0,
+                false,
+            )
+            .spread(w),
+            Row::goal(
+                "4. table walk",
+                "ctscope buckets: CPU time",
+                c.median,
+                "ms",
+                100.0,
+                false,
+            )
+            .spread(c),
+            Row::measured("4. table walk", "conntrack -L | wc -l", l.median, "ms").spread(l),
+            Row::goal(
+                "5. ctscope's own cost",
+                "peak RSS of stats --buckets with the table full",
+                rss / 1024.0,
+                "MiB",
+                64.0,
+                false,
+            ),
+        ])
+    }
+
+    /// Peak RSS of `ctscope stats --buckets` after a few walks of the full
+    /// table.
+    fn rss_with_entries(&self) -> Result<f64> {
+        let running = self.start(&["stats", "--buckets", "--interval", "1"])?;
+        thread::sleep(Duration::from_secs(3));
+        Ok(measure::peak_rss_kib(running.pid())? as f64)
     }
 
     /// 5. ctscope's own CPU and memory while the load generator runs flat out.
