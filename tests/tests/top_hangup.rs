@@ -70,5 +70,4 @@ fn top_exits_when_its_terminal_hangs_up() {
         wait_for(Duration::from_secs(5), || still_loaded(&ids).is_empty()),
         "probes left attached"
     );
-    thread::sleep(Duration::from_millis(10));
 }
