@@ -55,12 +55,14 @@ impl KernelBtf {
         }
         // Mmap: types are decoded on demand; parsing all of vmlinux's BTF up
         // front costs tens of MiB for the few dozen members ctscope reads.
-        let base = Btf::from_file_with_backend(vmlinux, Backend::Mmap).map_err(|source| {
-            BtfError::Read {
+        // Kernels before 6.16 cannot mmap /sys/kernel/btf/vmlinux (ENODEV);
+        // they get the parsing backend.
+        let base = Btf::from_file_with_backend(vmlinux, Backend::Mmap)
+            .or_else(|_| Btf::from_file_with_backend(vmlinux, Backend::Cache))
+            .map_err(|source| BtfError::Read {
                 path: vmlinux.to_owned(),
                 source,
-            }
-        })?;
+            })?;
         let btf = if module.exists() {
             Btf::from_split_file(module, &base).map_err(|source| BtfError::Read {
                 path: module.to_owned(),
