@@ -237,7 +237,8 @@ pub fn walk_bucket(ctx: RawTracePointContext) -> i32 {
 /// ctscope itself closes holds the table's address.
 #[btf_tracepoint(function = "kfree")]
 pub fn locate_seq(ctx: BtfTracePointContext) -> i32 {
-    locate::locate_seq(ctx.arg(1));
+    // kfree(call_site, ptr): `const void *`, read with a helper (6.1).
+    locate::locate_seq(lifecycle::void_arg(&ctx, 1));
     0
 }
 

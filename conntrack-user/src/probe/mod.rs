@@ -94,7 +94,9 @@ pub struct Probes {
     settings: Array<MapData, u32>,
     /// Programs whose recursion misses count as lost events.
     hot: Vec<&'static str>,
-    walker: TableWalker,
+    /// `None` when the walker could not be loaded on this kernel: live
+    /// runs go on without bucket walks (and without chain_too_long).
+    walker: Result<TableWalker, String>,
     pub info: ProbeInfo,
 }
 
@@ -189,11 +191,22 @@ impl Probes {
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
         let netns = PerCpuHashMap::try_from(take_map(&mut ebpf, "NETNS")?)?;
         let settings = Array::try_from(take_map(&mut ebpf, "SETTINGS")?)?;
-        let mut walker = TableWalker::new(&mut ebpf, &aya_btf, cfg.chain_min, opts.locate)?;
-        if opts.hot {
-            // A live run walks again and again; it must not block on traffic.
-            walker.set_entry_wait(std::time::Duration::ZERO);
-        }
+        let walker = match TableWalker::new(&mut ebpf, &aya_btf, cfg.chain_min, opts.locate) {
+            Ok(mut walker) => {
+                if opts.hot {
+                    // A live run walks again and again; it must not block on traffic.
+                    walker.set_entry_wait(std::time::Duration::ZERO);
+                }
+                Ok(walker)
+            }
+            // Counting and drops do not need the walker; `ctscope buckets`
+            // reports the error when it walks.
+            Err(e) if opts.hot => {
+                eprintln!("ctscope: no hash table walks on this kernel: {e}");
+                Err(e.to_string())
+            }
+            Err(e) => return Err(e),
+        };
         let info = ProbeInfo {
             backend: choice.backend.name(),
             backend_reason: choice.reason.clone(),
@@ -219,7 +232,10 @@ impl Probes {
     /// Walks the conntrack hash table once (see [`walk`]) and lists the
     /// entries of the `top` longest chains. Blocks for the walk's length.
     pub fn walk_buckets(&mut self, top: usize) -> Result<BucketWalk, WalkError> {
-        self.walker.walk(&mut self.ebpf, &mut self.settings, top)
+        match &mut self.walker {
+            Ok(walker) => walker.walk(&mut self.ebpf, &mut self.settings, top),
+            Err(e) => Err(WalkError::Unavailable(e.clone())),
+        }
     }
 
     /// Hands the ring buffer to the task that polls it.

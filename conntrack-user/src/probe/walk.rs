@@ -68,6 +68,8 @@ pub enum WalkError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("the hash table walker could not be loaded on this kernel: {0}")]
+    Unavailable(String),
     #[error(transparent)]
     Probe(#[from] ProbeError),
     #[error("reading an eBPF map: {0}")]
@@ -78,7 +80,7 @@ impl WalkError {
     /// The machine, not ctscope, is at fault (exit status 2).
     pub fn is_environment(&self) -> bool {
         match self {
-            Self::NotFound(_) | Self::Size(_) => true,
+            Self::NotFound(_) | Self::Size(_) | Self::Unavailable(_) => true,
             Self::Probe(e) => e.is_environment(),
             _ => false,
         }

@@ -180,6 +180,8 @@ impl WalkState {
             // Not found yet: the entry locator stays attached and a later
             // walk picks up what it saw; nothing to report.
             Err(WalkError::NotFound(_)) => None,
+            // Said once when the probes loaded.
+            Err(WalkError::Unavailable(_)) => None,
             Err(e) => {
                 if !self.failing {
                     eprintln!("ctscope: walking the conntrack hash table: {e}");
