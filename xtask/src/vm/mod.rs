@@ -1,0 +1,277 @@
+//! `cargo xtask vm-test`: the integration suite on stock Debian kernels, in
+//! qemu under software emulation (../shared/platform.md: guests crash under
+//! KVM on these machines).
+//!
+//! For each kernel: fetch its package with `apt-get download` (cached under
+//! target/vm/), build an initramfs with busybox, the tools the tests drive
+//! and their libraries, the conntrack modules, the release `ctscope` and the
+//! integration test executables, boot it, and run the suite once per
+//! backend. The guest prints markers on the serial console; this side reads
+//! them and reports pass/fail per kernel and backend.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+mod boot;
+mod initrd;
+mod kernel;
+
+use boot::{boot_and_run, parse_console};
+use initrd::{build, build_initrd};
+use kernel::{Image, fetch_kernel};
+
+/// A stock kernel the suite runs on, found by package name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KernelSel {
+    /// Debian 12's own kernel (linux-image-6.1.0-N-amd64).
+    #[value(name = "debian-6.1")]
+    Debian61,
+    /// Debian 12's backports kernel (linux-image-6.12.N+deb12-amd64).
+    #[value(name = "debian-6.12")]
+    Debian612,
+    /// Every kernel above.
+    All,
+}
+
+impl KernelSel {
+    fn expand(self) -> Vec<Self> {
+        match self {
+            Self::All => vec![Self::Debian61, Self::Debian612],
+            k => vec![k],
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Debian61 => "debian-6.1",
+            Self::Debian612 => "debian-6.12",
+            Self::All => "all",
+        }
+    }
+
+    /// `apt-cache search --names-only` pattern of the image package.
+    fn package_pattern(self) -> &'static str {
+        match self {
+            Self::Debian61 => r"^linux-image-6\.1\.0-[0-9]+-amd64$",
+            Self::Debian612 | Self::All => r"^linux-image-6\.12\.[0-9]+\+deb12-amd64$",
+        }
+    }
+}
+
+/// Which probes ctscope is told to use inside the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendSel {
+    Auto,
+    Kprobe,
+    Tracepoint,
+    /// kprobe, then tracepoint, in the same boot.
+    All,
+}
+
+impl BackendSel {
+    fn expand(self) -> Vec<&'static str> {
+        match self {
+            Self::Auto => vec!["auto"],
+            Self::Kprobe => vec!["kprobe"],
+            Self::Tracepoint => vec!["tracepoint"],
+            Self::All => vec!["kprobe", "tracepoint"],
+        }
+    }
+}
+
+pub struct VmOptions {
+    pub kernel: KernelSel,
+    pub backend: BackendSel,
+    pub filter: Option<String>,
+    /// Minutes before a guest is killed.
+    pub timeout_min: u64,
+}
+
+/// Modules the tests need; `modprobe --show-depends` adds their dependencies.
+/// `crc32c_generic` first: libcrc32c asks the crypto API for "crc32c", which
+/// would otherwise need a usermode module request during boot.
+const MODULES: [&str; 8] = [
+    "crc32c_generic",
+    "nf_defrag_ipv4",
+    "nf_defrag_ipv6",
+    "nfnetlink",
+    "nf_conntrack",
+    "nf_conntrack_netlink",
+    "nf_tables",
+    "nft_ct",
+];
+
+/// Host programs copied into the guest with their libraries. The tests drive
+/// `ip`, `nft`, `conntrack`, `sysctl` and `bpftool`; `kmod` loads modules.
+const TOOLS: [&str; 6] = ["ip", "nft", "conntrack", "bpftool", "kmod", "sysctl"];
+/// Tools the tests use that the guest does not have; tests that need them
+/// skip themselves when `CTSCOPE_VM_MISSING_TOOLS` names them.
+const MISSING_TOOLS: &str = "tmux,prometheus,promtool";
+
+/// One (kernel, backend) outcome.
+struct Outcome {
+    pub(super) kernel: String,
+    pub(super) backend: String,
+    pub(super) passed: u64,
+    pub(super) failed: u64,
+    pub(super) ignored: u64,
+    pub(super) binaries_failed: Vec<String>,
+}
+
+pub fn run(root: &Path, opts: &VmOptions) -> Result<()> {
+    for tool in ["qemu-system-x86_64", "busybox", "cpio"] {
+        if !on_path(tool) {
+            crate::provision::apt_install(&["qemu-system-x86", "busybox-static", "cpio", "kmod"])?;
+            break;
+        }
+    }
+    let tests = build(root)?;
+    let mut outcomes = Vec::new();
+    let mut timings = Vec::new();
+    for kernel in opts.kernel.expand() {
+        let started = Instant::now();
+        let image = fetch_kernel(root, kernel)?;
+        let initrd = build_initrd(root, &image, &tests, opts)?;
+        let prepared = started.elapsed();
+        let log = image.dir.join("console.log");
+        let boot = Instant::now();
+        let console = boot_and_run(&image, &initrd, &log, opts.timeout_min)?;
+        let ran = boot.elapsed();
+        outcomes.extend(parse_console(kernel.label(), &console));
+        timings.push((kernel.label(), image.release.clone(), prepared, ran));
+        if !console.contains("CTSCOPE-VM-DONE") {
+            outcomes.push(Outcome {
+                kernel: kernel.label().to_owned(),
+                backend: "-".into(),
+                passed: 0,
+                failed: 1,
+                ignored: 0,
+                binaries_failed: vec![format!("the guest did not finish (see {})", log.display())],
+            });
+        }
+    }
+    eprintln!("\nvm-test summary");
+    for (label, release, prepared, ran) in &timings {
+        eprintln!(
+            "  {label} ({release}): prepared in {:.0} s, booted and tested in {:.0} s",
+            prepared.as_secs_f64(),
+            ran.as_secs_f64()
+        );
+    }
+    let mut failed = false;
+    for o in &outcomes {
+        let verdict = if o.failed == 0 && o.binaries_failed.is_empty() {
+            "PASS"
+        } else {
+            failed = true;
+            "FAIL"
+        };
+        eprintln!(
+            "  {verdict} {} backend={}: {} passed, {} failed, {} ignored{}",
+            o.kernel,
+            o.backend,
+            o.passed,
+            o.failed,
+            o.ignored,
+            if o.binaries_failed.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", o.binaries_failed.join(", "))
+            }
+        );
+    }
+    let total_pass: u64 = outcomes.iter().map(|o| o.passed).sum();
+    let total_fail: u64 = outcomes.iter().map(|o| o.failed).sum();
+    println!("vm-test: {total_pass} passed, {total_fail} failed");
+    if failed || outcomes.is_empty() {
+        bail!("the integration suite failed in a VM");
+    }
+    Ok(())
+}
+
+fn on_path(tool: &str) -> bool {
+    which(tool).is_some()
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .ok()?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && !path.is_empty()).then(|| PathBuf::from(path))
+}
+
+fn sh(cmd: &mut Command, what: &str) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("{what}: could not start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{initrd::test_executables, kernel::version_cmp, *};
+
+    #[test]
+    fn newest_kernel_sorts_numerically() {
+        let mut v = [
+            "linux-image-6.1.0-9-amd64",
+            "linux-image-6.1.0-56-amd64",
+            "linux-image-6.1.0-10-amd64",
+        ];
+        v.sort_by(|a, b| version_cmp(a, b));
+        assert_eq!(v.last(), Some(&"linux-image-6.1.0-56-amd64"));
+        assert!(
+            version_cmp(
+                "linux-image-6.12.99+deb12-amd64",
+                "linux-image-6.12.117+deb12-amd64"
+            )
+            .is_lt()
+        );
+    }
+
+    #[test]
+    fn console_results_are_counted_per_backend() {
+        let console = "\
+CTSCOPE-VM-BACKEND kprobe start 3.1
+test result: ok. 6 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 9.1s
+CTSCOPE-VM-RESULT kprobe stats 0
+test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out
+CTSCOPE-VM-RESULT kprobe drops 101
+CTSCOPE-VM-BACKEND kprobe end 50
+CTSCOPE-VM-BACKEND tracepoint start 51
+test result: ok. 9 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out
+CTSCOPE-VM-RESULT tracepoint stats 0
+CTSCOPE-VM-DONE
+";
+        let o = parse_console("debian-6.1", console);
+        assert_eq!(o.len(), 2);
+        assert_eq!((o[0].passed, o[0].failed, o[0].ignored), (8, 1, 1));
+        assert_eq!(o[0].binaries_failed, vec!["drops exited 101".to_owned()]);
+        assert_eq!(
+            (o[1].backend.as_str(), o[1].passed, o[1].failed),
+            ("tracepoint", 9, 0)
+        );
+    }
+
+    #[test]
+    fn test_executables_come_from_cargo_messages() {
+        let msgs = r#"{"reason":"compiler-artifact","target":{"kind":["lib"],"name":"ctscope_integration"},"profile":{"test":true},"executable":"/x/deps/ctscope_integration-1"}
+{"reason":"compiler-artifact","target":{"kind":["test"],"name":"stats"},"profile":{"test":true},"executable":"/x/deps/stats-2"}
+{"reason":"compiler-artifact","target":{"kind":["lib"],"name":"anyhow"},"profile":{"test":false},"executable":null}
+{"reason":"build-finished","success":true}"#;
+        assert_eq!(
+            test_executables(msgs),
+            vec![("stats".to_owned(), PathBuf::from("/x/deps/stats-2"))]
+        );
+    }
+}
