@@ -140,7 +140,7 @@ pub fn free(ctx: &ProbeContext) {
     // An entry freed without going through nf_ct_delete (never confirmed,
     // or its delete was missed) leaves the table here.
     unlink(ct, false);
-    lifecycle::freed(ct);
+    lifecycle::freed(ct, crate::maps::scratch::FREE);
 }
 
 /// This CPU's value of a `struct ip_conntrack_stat` member in `net`:

@@ -6,15 +6,15 @@ use conntrack_common::{counter, kind, setting};
 
 use crate::{
     kernel,
-    maps::{NS_ALLOC, NS_FREE, PENDING, count, emit, netns_add, scratch, scratch_event, wanted},
+    maps::{NS_ALLOC, NS_FREE, PENDING, count, emit, netns_add, scratch_event, wanted},
 };
 
 /// Counts a free, attributes an allocation still queued for its namespace
 /// (the entry was fully initialised long before it is freed), and sends the
-/// events asked for. The entry is intact here (nf_conntrack_free frees it
-/// after this point).
+/// events asked for, built in scratch slot `slot`. The entry is intact here
+/// (nf_conntrack_free frees it after this point).
 #[inline(always)]
-pub fn freed(ct: u64) {
+pub fn freed(ct: u64, slot: u32) {
     count(counter::FREE);
     let netns = kernel::ct_netns(ct);
     let send = wanted(setting::EVENTS_CT);
@@ -24,7 +24,7 @@ pub fn freed(ct: u64) {
         if PENDING.remove(ct).is_ok() {
             count(counter::RESOLVED_AT_FREE);
             netns_add(netns, NS_ALLOC);
-            if send && let Some(ev) = scratch_event(scratch::FREE) {
+            if send && let Some(ev) = scratch_event(slot) {
                 kernel::ct_event(ct, kind::ALLOC, ev);
                 ev.alloc_ts_ns = alloc_ts_ns;
                 emit(ev);
@@ -32,7 +32,7 @@ pub fn freed(ct: u64) {
         }
     }
     netns_add(netns, NS_FREE);
-    if send && let Some(ev) = scratch_event(scratch::FREE) {
+    if send && let Some(ev) = scratch_event(slot) {
         kernel::ct_event(ct, kind::FREE, ev);
         emit(ev);
     }

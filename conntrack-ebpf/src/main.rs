@@ -41,8 +41,19 @@ use conntrack_common::{Pending, counter, flag, kind, setting};
 
 use crate::{
     kernel::conf,
-    maps::{NS_DROP_FIRST, PENDING, count, emit, netns_add, scratch, scratch_event, wanted},
+    maps::{
+        NS_DROP_FIRST, PENDING, count, emit, netns_add, running, scratch, scratch_event, wanted,
+    },
 };
+
+// Each hot probe has a backup attached to the same tracepoint. The kernel
+// skips a BPF program that is already running on the CPU
+// (`__bpf_trace_run`'s recursion check, kernel/trace/bpf_trace.c): when an
+// interrupt lands while a probe runs (on any slab allocation, mostly not
+// conntrack's) and the softirq run on its way out allocates, frees or
+// drops conntrack's objects, the probe misses them. The main probe marks
+// itself running on this CPU; its backup does the work only when it finds
+// that mark, that is, only for the events the main probe is skipping.
 
 /// `kmem_cache_alloc(call_site, ptr, s, gfp_flags, node)`.
 ///
@@ -50,13 +61,31 @@ use crate::{
 /// one comparison against a constant the verifier knows.
 #[btf_tracepoint(function = "kmem_cache_alloc")]
 pub fn ct_alloc(ctx: BtfTracePointContext) -> i32 {
+    maps::set_running(running::ALLOC, true);
+    on_alloc(&ctx);
+    maps::set_running(running::ALLOC, false);
+    0
+}
+
+/// Backup of `ct_alloc` for allocations nested inside it.
+#[btf_tracepoint(function = "kmem_cache_alloc")]
+pub fn ct_alloc_nested(ctx: BtfTracePointContext) -> i32 {
+    if maps::is_running(running::ALLOC) && on_alloc(&ctx) {
+        count(counter::NESTED);
+    }
+    0
+}
+
+/// Counts and queues a conntrack allocation; false for other caches.
+#[inline(always)]
+fn on_alloc(ctx: &BtfTracePointContext) -> bool {
     let cache: u64 = ctx.arg(2);
     if cache != conf!(ct_cache) {
-        return 0;
+        return false;
     }
-    let ct = lifecycle::void_arg(&ctx, 1);
+    let ct = lifecycle::void_arg(ctx, 1);
     if ct == 0 {
-        return 0;
+        return false;
     }
     count(counter::ALLOC);
     // SAFETY: helpers without preconditions.
@@ -68,37 +97,72 @@ pub fn ct_alloc(ctx: BtfTracePointContext) -> i32 {
     if PENDING.insert(ct, pending, 0).is_err() {
         count(counter::PENDING_OVERFLOW);
     }
-    0
+    true
 }
 
 /// `kmem_cache_free(call_site, ptr, s)`. Called before the object is freed,
 /// so the entry is still intact (nf_conntrack_free in nf_conntrack_core.c).
 #[btf_tracepoint(function = "kmem_cache_free")]
 pub fn ct_free(ctx: BtfTracePointContext) -> i32 {
+    maps::set_running(running::FREE, true);
+    on_free(&ctx, scratch::FREE);
+    maps::set_running(running::FREE, false);
+    0
+}
+
+/// Backup of `ct_free` for frees nested inside it.
+#[btf_tracepoint(function = "kmem_cache_free")]
+pub fn ct_free_nested(ctx: BtfTracePointContext) -> i32 {
+    if maps::is_running(running::FREE) && on_free(&ctx, scratch::FREE_NESTED) {
+        count(counter::NESTED);
+    }
+    0
+}
+
+#[inline(always)]
+fn on_free(ctx: &BtfTracePointContext, slot: u32) -> bool {
     let cache: u64 = ctx.arg(2);
     if cache != conf!(ct_cache) {
-        return 0;
+        return false;
     }
-    let ct = lifecycle::void_arg(&ctx, 1);
+    let ct = lifecycle::void_arg(ctx, 1);
     if ct == 0 {
-        return 0;
+        return false;
     }
-    lifecycle::freed(ct);
-    0
+    lifecycle::freed(ct, slot);
+    true
 }
 
 /// `kfree_skb(skb, location, reason, rx_sk)`: every packet netfilter drops
 /// is freed here by `nf_hook_slow` with `SKB_DROP_REASON_NETFILTER_DROP`.
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn ct_drop(ctx: BtfTracePointContext) -> i32 {
+    maps::set_running(running::DROP, true);
+    on_drop(&ctx, scratch::DROP);
+    maps::set_running(running::DROP, false);
+    0
+}
+
+/// Backup of `ct_drop` for drops nested inside it.
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn ct_drop_nested(ctx: BtfTracePointContext) -> i32 {
+    if maps::is_running(running::DROP) && on_drop(&ctx, scratch::DROP_NESTED) {
+        count(counter::NESTED);
+    }
+    0
+}
+
+/// Classifies and counts a netfilter drop; false for other drop reasons.
+#[inline(always)]
+fn on_drop(ctx: &BtfTracePointContext, slot: u32) -> bool {
     let reason: u64 = ctx.arg(2);
     if reason as u32 != conf!(reason_netfilter_drop) {
-        return 0;
+        return false;
     }
     let skb: u64 = ctx.arg(0);
-    let location = lifecycle::void_arg(&ctx, 1);
-    let Some(ev) = scratch_event(scratch::DROP) else {
-        return 0;
+    let location = lifecycle::void_arg(ctx, 1);
+    let Some(ev) = scratch_event(slot) else {
+        return true;
     };
     ev.kind = kind::DROP;
     // SAFETY: helpers without preconditions.
@@ -116,14 +180,14 @@ pub fn ct_drop(ctx: BtfTracePointContext) -> i32 {
     count(index);
     netns_add(ev.netns, NS_DROP_FIRST + ev.cause as u32);
     if !wanted(setting::EVENTS_DROP) {
-        return 0;
+        return true;
     }
     if maps::sampled(index) {
         emit(ev);
     } else {
         count(counter::SAMPLED_OUT);
     }
-    0
+    true
 }
 
 /// The kprobe backend (kprobe.rs); the loader attaches each to the function

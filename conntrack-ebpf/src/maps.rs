@@ -4,7 +4,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_ktime_get_ns, generated::bpf_for_each_map_elem},
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, generated::bpf_for_each_map_elem},
     macros::map,
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
@@ -154,7 +154,52 @@ pub mod scratch {
     pub const DROP: u32 = 0;
     pub const FREE: u32 = 1;
     pub const RESOLVE: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// The backup probes' slots (see `running`): they run while the main
+    /// probe is suspended mid-event on the same CPU.
+    pub const DROP_NESTED: u32 = 3;
+    pub const FREE_NESTED: u32 = 4;
+    pub const COUNT: u32 = 5;
+}
+
+/// CPUs the `RUNNING` flags cover (CPU numbers are masked to stay in bounds;
+/// beyond this, CPUs would share flags).
+const FLAG_CPUS: u32 = 8192;
+
+/// Which probe is running on which CPU, one byte each, in the object's
+/// .bss: written on every run, so a plain global rather than a map lookup.
+#[unsafe(no_mangle)]
+static mut RUNNING: [u8; 3 * FLAG_CPUS as usize] = [0; 3 * FLAG_CPUS as usize];
+
+/// Probes with a backup (`running` flags).
+pub mod running {
+    pub const ALLOC: u32 = 0;
+    pub const FREE: u32 = 1;
+    pub const DROP: u32 = 2;
+}
+
+#[inline(always)]
+fn running_slot(probe: u32) -> *mut u8 {
+    // SAFETY: helper without preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() } & (FLAG_CPUS - 1);
+    let index = (probe % 3) * FLAG_CPUS + cpu;
+    // SAFETY: index < 3 * FLAG_CPUS, inside the array.
+    unsafe { (&raw mut RUNNING).cast::<u8>().add(index as usize) }
+}
+
+/// Marks `probe` as running (or not) on this CPU.
+#[inline(always)]
+pub fn set_running(probe: u32, on: bool) {
+    // SAFETY: in-bounds byte of a global only BPF programs touch.
+    unsafe { core::ptr::write_volatile(running_slot(probe), u8::from(on)) };
+}
+
+/// Whether `probe` is running on this CPU: a backup probe that sees this
+/// was invoked from inside it (an interrupt nested in the probe), where the
+/// kernel skips the main probe.
+#[inline(always)]
+pub fn is_running(probe: u32) -> bool {
+    // SAFETY: in-bounds byte of a global only BPF programs touch.
+    unsafe { core::ptr::read_volatile(running_slot(probe)) != 0 }
 }
 
 /// This CPU's scratch event for a program, zeroed.

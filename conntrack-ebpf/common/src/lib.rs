@@ -80,12 +80,16 @@ pub mod counter {
     pub const INSERTED: u32 = 14;
     /// Entries unlinked by `nf_ct_delete` (kprobe backend only).
     pub const DELETED: u32 = 15;
-    /// Probe runs the kernel skipped because the same probe was already
-    /// running on that CPU (an interrupt nested inside it). Written by
+    /// Probe runs the kernel skipped because the program was already running
+    /// on that CPU, for probes without a backup: the backups (a second
+    /// level of nesting) and the kprobe backend's programs. Written by
     /// userspace from the programs' `recursion_misses`, not by the probes.
-    /// Most are slab events of other caches; it bounds what the counts can
-    /// have missed.
+    /// Most are events of no interest (other slab caches); it bounds what
+    /// the counts can have missed.
     pub const PROBE_MISSES: u32 = 16;
+    /// Events handled by a backup probe because an interrupt nested in the
+    /// main probe on that CPU (the kernel skipped the main probe for them).
+    pub const NESTED: u32 = 17;
     /// Size of the array (spare slots keep the trace format stable when
     /// counters are added).
     pub const COUNT: u32 = 20;

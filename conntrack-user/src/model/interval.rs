@@ -69,6 +69,10 @@ pub struct Totals {
     /// running on that CPU. Most concern other slab caches; the counts can
     /// be short by at most this many.
     pub probe_misses: u64,
+    /// Events the backup probes handled because an interrupt nested in a
+    /// probe on that CPU (the kernel skips a program already running there);
+    /// counted in the totals above, shown for the curious.
+    pub nested: u64,
 }
 
 impl Totals {
@@ -87,6 +91,7 @@ impl Totals {
             early_drop: kernel.early_drop,
             lost_events: d(counter::LOST_EVENTS),
             probe_misses: d(counter::PROBE_MISSES),
+            nested: d(counter::NESTED),
         }
     }
 

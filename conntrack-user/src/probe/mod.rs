@@ -39,11 +39,16 @@ pub static EBPF_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/conntr
 /// Fingerprint of [`EBPF_OBJECT`], shown by `--version`.
 pub const EBPF_BUILD_ID: &str = env!("CTSCOPE_EBPF_BUILD_ID");
 
-/// The hot probes, in attach order: (program, tracepoint).
-const PROBES: [(&str, &str); 3] = [
-    ("ct_alloc", "kmem_cache_alloc"),
-    ("ct_free", "kmem_cache_free"),
-    ("ct_drop", "kfree_skb"),
+/// The hot probes, in attach order: (program, tracepoint, backup). Each
+/// main probe's recursion misses are the events its backup handles (see
+/// conntrack-ebpf/src/main.rs), so only the backups' misses are losses.
+const PROBES: [(&str, &str, bool); 6] = [
+    ("ct_alloc", "kmem_cache_alloc", false),
+    ("ct_alloc_nested", "kmem_cache_alloc", true),
+    ("ct_free", "kmem_cache_free", false),
+    ("ct_free_nested", "kmem_cache_free", true),
+    ("ct_drop", "kfree_skb", false),
+    ("ct_drop_nested", "kfree_skb", true),
 ];
 
 #[derive(Clone, Debug)]
@@ -92,7 +97,8 @@ pub struct Probes {
     counters: PerCpuArray<MapData, u64>,
     netns: PerCpuHashMap<MapData, u32, NetnsCounters>,
     settings: Array<MapData, u32>,
-    /// Programs whose recursion misses count as lost events.
+    /// Programs whose recursion misses are losses: the tracepoint probes'
+    /// backups and the kprobe programs.
     hot: Vec<&'static str>,
     /// `None` when the walker could not be loaded on this kernel: live
     /// runs go on without bucket walks (and without chain_too_long).
@@ -161,17 +167,19 @@ impl Probes {
         } else {
             Vec::new()
         };
-        for (name, tracepoint) in PROBES.iter().copied().filter(|_| opts.hot) {
+        for (name, tracepoint, backup) in PROBES.iter().copied().filter(|_| opts.hot) {
             // The kprobe on the conntrack function replaces the slab tracepoint.
-            let replaced = match name {
-                "ct_alloc" => choice.hooks & conntrack_common::kprobe_hook::ALLOC != 0,
-                "ct_free" => choice.hooks & conntrack_common::kprobe_hook::FREE != 0,
+            let replaced = match tracepoint {
+                "kmem_cache_alloc" => choice.hooks & conntrack_common::kprobe_hook::ALLOC != 0,
+                "kmem_cache_free" => choice.hooks & conntrack_common::kprobe_hook::FREE != 0,
                 _ => false,
             };
             if replaced {
                 continue;
             }
-            hot.push(name);
+            if backup {
+                hot.push(name);
+            }
             let prog: &mut BtfTracePoint = program(&mut ebpf, name)?;
             prog.load(tracepoint, &aya_btf)
                 .map_err(|source| ProbeError::Program { name, source })?;
