@@ -115,6 +115,17 @@ impl Netns {
         };
         sh(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]))?;
         ns.nft(CT_RULESET)?;
+        // UDP entries live 30 s by default; under software emulation (the
+        // VM suite) a test can take longer than that, and entries it counts
+        // on would expire under it. Per-namespace sysctls.
+        ns.run(|| {
+            for name in [
+                "nf_conntrack_udp_timeout",
+                "nf_conntrack_udp_timeout_stream",
+            ] {
+                let _ = fs::write(format!("/proc/sys/net/netfilter/{name}"), "600");
+            }
+        })?;
         Ok(ns)
     }
 
