@@ -144,6 +144,10 @@ const TOP_AFTER: &str = "\
 Keys: q quit, p pause, Tab/Shift-Tab or 1-6 focus a panel, z zoom it, arrows or
 j/k scroll, s sort, / filter (netns, port, host), r record, ? help.
 
+r starts recording a trace (every allocation, free and drop, and a snapshot each
+interval) to ctscope-YYYYmmdd-HHMMSS.ctrace; r again, or quitting, closes it.
+Read it with `ctscope replay`, `info` or `export`.
+
 When stdout is not a terminal, ctscope says so and prints `ctscope stats` lines
 instead. NO_COLOR=1 turns colours off. Needs at least 80x24.";
 
@@ -157,6 +161,11 @@ pub struct TopArgs {
     /// Create this file once the probes are attached (for scripts and tests).
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+
+    /// Where `r` writes its recordings, named ctscope-YYYYmmdd-HHMMSS.ctrace
+    /// (UTC). Default: the current directory.
+    #[arg(long, value_name = "DIR")]
+    pub record_dir: Option<PathBuf>,
 }
 
 impl Default for TopArgs {
@@ -164,6 +173,7 @@ impl Default for TopArgs {
         Self {
             interval: Duration::from_secs(1),
             ready_file: None,
+            record_dir: None,
         }
     }
 }

@@ -5,12 +5,14 @@ pub mod doctor;
 pub mod drops;
 pub mod export;
 pub mod info;
+pub mod live_record;
 pub mod load;
 pub mod record;
 pub mod replay;
 pub mod serve;
 pub mod stats;
 pub mod top;
+pub mod tui;
 
 use std::{fs, path::Path};
 

@@ -9,7 +9,10 @@
 //! with one, then an END record with the reason set here.
 
 use std::{
+    future::Future as _,
+    pin::Pin,
     sync::Arc,
+    task::{Context, Poll, Waker},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -121,19 +124,36 @@ impl RecorderThread {
         }
     }
 
-    /// Whether the thread has ended (without waiting).
-    pub fn is_finished(&self) -> bool {
-        self.outcome.is_some() || self.handle.is_finished()
+    /// The totals if the thread has ended, without waiting (for a loop
+    /// that must not block); `Err(self)` while it runs.
+    pub fn try_join(mut self) -> Result<anyhow::Result<WriterTotals>, Self> {
+        if self.outcome.is_none() && self.handle.is_finished() {
+            // A finished task's handle is ready at the first poll.
+            let mut cx = Context::from_waker(Waker::noop());
+            if let Poll::Ready(done) = Pin::new(&mut self.handle).poll(&mut cx) {
+                self.outcome = Some(done);
+            }
+        }
+        match self.outcome.take() {
+            Some(done) => Ok(totals(done)),
+            None => Err(self),
+        }
     }
 
     /// Waits for the file to be closed; the totals written.
     pub async fn join(mut self) -> anyhow::Result<WriterTotals> {
         self.ended().await;
         match self.outcome {
-            Some(done) => Ok(done.context("the trace writer panicked")??),
+            Some(done) => totals(done),
             None => anyhow::bail!("the trace writer did not finish"),
         }
     }
+}
+
+fn totals(
+    done: Result<Result<WriterTotals, TraceError>, JoinError>,
+) -> anyhow::Result<WriterTotals> {
+    Ok(done.context("the trace writer panicked")??)
 }
 
 /// The writer thread: applies messages until the source closes the channel.

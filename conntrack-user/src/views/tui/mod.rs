@@ -2,6 +2,7 @@
 //! from the model and the [`state::UiState`]; the command
 //! (`commands::top`) owns the event loop that feeds both.
 pub mod derive;
+pub mod feed;
 pub mod filter;
 pub mod panels;
 pub mod render;
