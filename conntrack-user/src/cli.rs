@@ -229,7 +229,12 @@ Examples:
   ctscope record -o big.ctrace --max-size 1G     rotates to big.ctrace.1, .2, ...";
 
 const REPLAY_AFTER: &str = "\
-Replays snapshots, events and bucket walks with the recorded timing. With --stats,
+Replays snapshots, events and bucket walks with the recorded timing. In a terminal
+it shows the live view (as `ctscope top`) over the recording, which holds at the
+end until you quit. Keys: p pause, n play to the next snapshot, left/right seek
+10 s, +/- speed, q quit; the view's other keys (focus, filter, sort) work too.
+
+With --stats,
 or when stdout is not a terminal, it prints one JSON object per interval, exactly
 as `ctscope stats --json` printed them during the recording, as fast as possible
 unless --speed is given. A damaged or cut-off file is replayed up to and around
@@ -586,7 +591,7 @@ pub struct ReplayArgs {
     pub speed: Option<Speed>,
 
     /// Print the stats records (JSON lines, as `ctscope stats --json`)
-    /// instead of a view; the default when stdout is not a terminal.
+    /// instead of the live view; the default when stdout is not a terminal.
     #[arg(long)]
     pub stats: bool,
 }

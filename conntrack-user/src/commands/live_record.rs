@@ -170,6 +170,9 @@ pub struct LiveRecorder<'a> {
 
 struct Active {
     path: PathBuf,
+    /// The file name, for the footer.
+    name: String,
+    /// The path, for messages.
     shown: String,
     started: Instant,
     thread: RecorderThread,
@@ -255,8 +258,12 @@ impl<'a> LiveRecorder<'a> {
         self.live.set(setting::EVENTS, RECORDING_EVENTS);
         self.live.sample_now();
         let shown = shown_path(&path);
+        let name = path
+            .file_name()
+            .map_or_else(|| shown.clone(), |n| n.to_string_lossy().into_owned());
         self.active = Some(Active {
             path,
+            name,
             shown: shown.clone(),
             started: Instant::now(),
             thread,
@@ -288,6 +295,7 @@ impl<'a> LiveRecorder<'a> {
         };
         let Active {
             path,
+            name,
             shown,
             started,
             thread,
@@ -297,7 +305,7 @@ impl<'a> LiveRecorder<'a> {
         match thread.try_join() {
             Err(thread) => {
                 ui.recording = Some(RecordingView {
-                    file: shown.clone(),
+                    file: name.clone(),
                     events: progress.events.load(Ordering::Relaxed),
                     bytes: progress.bytes.load(Ordering::Relaxed),
                     lost: progress.lost.load(Ordering::Relaxed),
@@ -307,6 +315,7 @@ impl<'a> LiveRecorder<'a> {
                 });
                 self.active = Some(Active {
                     path,
+                    name,
                     shown,
                     started,
                     thread,
@@ -381,14 +390,13 @@ fn free_name(dir: &Path, now: SystemTime) -> PathBuf {
 }
 
 /// The path as a user would type it: relative to the current directory
-/// when it is inside it.
+/// when it is in it.
 fn shown_path(path: &Path) -> String {
-    std::env::current_dir()
-        .ok()
-        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
-        .unwrap_or_else(|| path.to_path_buf())
-        .display()
-        .to_string()
+    let here = std::env::current_dir().ok();
+    match here.as_deref().and_then(|cwd| path.strip_prefix(cwd).ok()) {
+        Some(rel) if rel.parent() == Some(Path::new("")) => rel.display().to_string(),
+        _ => path.display().to_string(),
+    }
 }
 
 #[cfg(test)]

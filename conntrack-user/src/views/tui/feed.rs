@@ -16,8 +16,7 @@ pub const SPEEDS: [f64; 10] = [0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0
 /// A recording in progress, as the footer shows it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecordingView {
-    /// The file as the user would type it (relative to where ctscope runs
-    /// when it is there).
+    /// The file's name.
     pub file: String,
     pub events: u64,
     pub bytes: u64,
