@@ -66,6 +66,11 @@ pub enum Command {
     #[command(after_help = LOAD_AFTER)]
     Load(LoadArgs),
 
+    /// The live view while a load generator fills a private namespace: see
+    /// the table fill (and, with --squeeze, drop) within seconds.
+    #[command(after_help = DEMO_AFTER)]
+    Demo(DemoArgs),
+
     /// Serve Prometheus / OpenMetrics metrics on /metrics (and /healthz),
     /// compatible with node_exporter's conntrack metrics.
     #[command(after_help = SERVE_AFTER)]
@@ -490,6 +495,42 @@ pub struct LoadArgs {
     /// Create this file once the namespace is ready and load is about to start.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+}
+
+const DEMO_AFTER: &str = "\
+The namespace is created for the demo and removed at exit with its entries; the
+view starts filtered to it (/ changes the filter). Flows ramp up to --rate over the
+first 5 s. Unreplied UDP entries live 30 s, so without --squeeze the table settles at
+about 30 x rate entries. q, Ctrl-C or SIGTERM stop the load, restore
+nf_conntrack_max and detach the probes. When stdout is not a terminal, it prints
+`ctscope stats` lines instead.
+
+Examples:
+  ctscope demo --squeeze 5000        fills to 5000 entries in seconds, then drops
+  ctscope demo --kind syn --rate 500 --duration 60";
+
+#[derive(Debug, Args, Clone)]
+pub struct DemoArgs {
+    /// New flows per second at the end of the ramp; 0: as fast as possible.
+    #[arg(long, default_value_t = 2000, value_name = "PER_SEC")]
+    pub rate: u64,
+
+    /// End the demo after this long (e.g. 30, 30s, 5m). Default: until q.
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Lower nf_conntrack_max to this many entries while the demo runs, so
+    /// the namespace fills and drops; restored at exit. It is a global
+    /// limit: every namespace on the machine is held to it meanwhile.
+    #[arg(long, value_name = "ENTRIES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub squeeze: Option<u64>,
+
+    /// What each flow is.
+    #[arg(long, value_enum, default_value_t = crate::loadgen::FlowKind::Udp)]
+    pub kind: crate::loadgen::FlowKind,
+
+    #[command(flatten)]
+    pub top: TopArgs,
 }
 
 #[derive(Debug, Args, Clone)]

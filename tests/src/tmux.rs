@@ -169,14 +169,22 @@ pub fn screen_netns_row(screen: &str, inum: u32) -> Option<Vec<String>> {
     })
 }
 
+/// The status `echo ctscope-exit=$?` printed after the command, once it
+/// has (the command line itself also holds `ctscope-exit=`).
+pub fn exit_status(screen: &str) -> Option<i32> {
+    screen
+        .lines()
+        .find_map(|l| l.strip_prefix("ctscope-exit=")?.trim().parse().ok())
+}
+
 /// After exit: the shell is back, out of the alternate screen, with the
 /// terminal in canonical mode with echo (raw mode would show as -icanon
 /// -echo here).
 pub fn assert_terminal_restored(tmux: &Tmux, pid: u32, ids: &[u32]) {
     let screen = tmux.wait_for("ctscope to exit", Duration::from_secs(10), |s| {
-        s.contains("ctscope-exit=")
+        exit_status(s).is_some()
     });
-    assert!(screen.contains("ctscope-exit=0"), "{screen}");
+    assert_eq!(exit_status(&screen), Some(0), "{screen}");
     assert!(!tmux.alternate_on(), "still in the alternate screen");
     tmux.type_text(
         "stty -a | tr ' ;' '\\n\\n' | grep -xE -- '-?(icanon|echo)' | tr '\\n' ' '; echo",

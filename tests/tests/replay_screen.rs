@@ -78,8 +78,8 @@ fn replay_in_a_terminal_shows_the_recorded_namespace_and_quits_on_q() {
 
     tmux.key("q");
     let screen = tmux.wait_for("replay to exit", Duration::from_secs(10), |s| {
-        s.contains("ctscope-exit=")
+        exit_status(s).is_some()
     });
-    assert!(screen.contains("ctscope-exit=0"), "{screen}");
+    assert_eq!(exit_status(&screen), Some(0), "{screen}");
     assert!(!tmux.alternate_on(), "still in the alternate screen");
 }

@@ -5,7 +5,7 @@ use std::io::{self, Write as _};
 use conntrack_common::setting;
 use tokio::{
     signal::unix::{SignalKind, signal},
-    sync::mpsc,
+    sync::{Notify, mpsc},
     time::{Instant, sleep_until},
 };
 
@@ -18,6 +18,12 @@ use crate::{
 };
 
 pub async fn run(args: &StatsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
+    run_until(args, probe, &Notify::new()).await
+}
+
+/// `run`, which also ends when `stop` is notified (a caller that installed
+/// its signal handlers earlier; a notification sent before this runs counts).
+pub async fn run_until(args: &StatsArgs, probe: &ProbeArgs, stop: &Notify) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel(64);
     let live = LiveSource::start(
         LiveOptions {
@@ -81,6 +87,7 @@ pub async fn run(args: &StatsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            () = stop.notified() => break,
         }
     }
     live.stop().await
