@@ -31,10 +31,10 @@ use crate::{
         TraceWriter, WriterOptions,
         filter::EventFilter,
         recorder::{Progress, Recorder},
-        session::{self, RecorderThread, human_bytes},
+        session::{self, RecorderThread},
         writer::WriterTotals,
     },
-    views::tui::{UiState, feed::RecordingView},
+    views::tui::{UiState, feed::RecordingView, text::bytes as human_bytes},
 };
 
 /// Event classes while recording: a trace holds every allocation and free.

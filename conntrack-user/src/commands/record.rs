@@ -27,8 +27,9 @@ use crate::{
         TraceWriter, WriterOptions,
         filter::EventFilter,
         recorder::{Progress, Recorder},
-        session::{self, RecorderThread, human_bytes},
+        session::{self, RecorderThread},
     },
+    views::tui::text::bytes as human_bytes,
 };
 
 /// Status line refresh.

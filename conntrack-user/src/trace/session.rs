@@ -184,22 +184,6 @@ fn consume(
     recorder.finish(reason)
 }
 
-/// 1536 -> "1.5 KiB".
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
 /// `ctscope-YYYYmmdd-HHMMSS.ctrace` for a wall-clock time (UTC, like every
 /// time ctscope prints).
 pub fn default_file_name(wall: SystemTime) -> String {
@@ -262,12 +246,5 @@ mod tests {
         assert_eq!(at(1_795_696_496), "ctscope-20261126-123456.ctrace");
         // A leap day.
         assert_eq!(at(1_709_164_800 + 3599), "ctscope-20240229-005959.ctrace");
-    }
-
-    #[test]
-    fn byte_counts_read_easily() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
     }
 }
