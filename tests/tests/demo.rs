@@ -171,8 +171,8 @@ fn without_a_terminal_the_demo_prints_stats_lines_for_its_duration() {
         .spawn()
         .expect("start ctscope demo");
     let out = child.wait_with_output().expect("exit");
-    assert!(out.status.success(), "{}", out.status);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {stderr}", out.status);
     assert!(stderr.contains("stdout is not a terminal"), "{stderr}");
     assert!(stderr.contains("for 2s"), "{stderr}");
     let lines: Vec<String> = BufReader::new(&out.stdout[..])
