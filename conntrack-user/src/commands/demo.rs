@@ -93,9 +93,9 @@ async fn headless(args: &DemoArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
         "ctscope demo: {}",
         greeting(&plan, ns.inum(), squeeze.is_some())
     );
+    // The load starts once the probes are attached, as on screen.
     let (go, ready) = oneshot::channel();
     let load = spawn_load(ns, plan, progress.clone(), ready);
-    let _ = go.send(());
     let stats = StatsArgs {
         json: false,
         interval: args.top.interval,
@@ -104,7 +104,7 @@ async fn headless(args: &DemoArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
         ready_file: args.top.ready_file.clone(),
         buckets: false,
     };
-    let printed = super::stats::run_until(&stats, probe, &stop).await;
+    let printed = super::stats::run_until(&stats, probe, &stop, Some(go)).await;
     let report = load.stop(&progress).await;
     drop(squeeze);
     if let Some(report) = report? {
