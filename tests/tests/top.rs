@@ -13,6 +13,9 @@ use ctscope_integration::{tmux::*, *};
 #[test]
 fn top_shows_entries_and_drops_then_quits_cleanly() {
     require_root();
+    if skip_without("tmux") {
+        return;
+    }
     let mut sysctl = SysctlGuard::new().expect("sysctl lock");
     let ns = Netns::new().expect("namespace");
     // 260 new flows into a limit of 200 per namespace: the table fills and
@@ -86,6 +89,9 @@ fn top_shows_entries_and_drops_then_quits_cleanly() {
 #[test]
 fn reflows_on_resize_and_sigterm_restores_the_terminal() {
     require_root();
+    if skip_without("tmux") {
+        return;
+    }
     let _lock = shared_lock();
     let tmux = Tmux::start(100, 30);
     let ready = ReadyFile::new();
