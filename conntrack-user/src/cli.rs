@@ -66,6 +66,11 @@ pub enum Command {
     #[command(after_help = LOAD_AFTER)]
     Load(LoadArgs),
 
+    /// The live view while a load generator fills a private namespace: see
+    /// the table fill (and, with --squeeze, drop) within seconds.
+    #[command(after_help = DEMO_AFTER)]
+    Demo(DemoArgs),
+
     /// Serve Prometheus / OpenMetrics metrics on /metrics (and /healthz),
     /// compatible with node_exporter's conntrack metrics.
     #[command(after_help = SERVE_AFTER)]
@@ -144,6 +149,10 @@ const TOP_AFTER: &str = "\
 Keys: q quit, p pause, Tab/Shift-Tab or 1-6 focus a panel, z zoom it, arrows or
 j/k scroll, s sort, / filter (netns, port, host), r record, ? help.
 
+r starts recording a trace (every allocation, free and drop, and a snapshot each
+interval) to ctscope-YYYYmmdd-HHMMSS.ctrace; r again, or quitting, closes it.
+Read it with `ctscope replay`, `info` or `export`.
+
 When stdout is not a terminal, ctscope says so and prints `ctscope stats` lines
 instead. NO_COLOR=1 turns colours off. Needs at least 80x24.";
 
@@ -157,6 +166,11 @@ pub struct TopArgs {
     /// Create this file once the probes are attached (for scripts and tests).
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+
+    /// Where `r` writes its recordings, named ctscope-YYYYmmdd-HHMMSS.ctrace
+    /// (UTC). Default: the current directory.
+    #[arg(long, value_name = "DIR")]
+    pub record_dir: Option<PathBuf>,
 }
 
 impl Default for TopArgs {
@@ -164,6 +178,7 @@ impl Default for TopArgs {
         Self {
             interval: Duration::from_secs(1),
             ready_file: None,
+            record_dir: None,
         }
     }
 }
@@ -219,7 +234,12 @@ Examples:
   ctscope record -o big.ctrace --max-size 1G     rotates to big.ctrace.1, .2, ...";
 
 const REPLAY_AFTER: &str = "\
-Replays snapshots, events and bucket walks with the recorded timing. With --stats,
+Replays snapshots, events and bucket walks with the recorded timing. In a terminal
+it shows the live view (as `ctscope top`) over the recording, which holds at the
+end until you quit. Keys: p pause, n play to the next snapshot, left/right seek
+10 s, +/- speed, q quit; the view's other keys (focus, filter, sort) work too.
+
+With --stats,
 or when stdout is not a terminal, it prints one JSON object per interval, exactly
 as `ctscope stats --json` printed them during the recording, as fast as possible
 unless --speed is given. A damaged or cut-off file is replayed up to and around
@@ -477,6 +497,42 @@ pub struct LoadArgs {
     pub ready_file: Option<PathBuf>,
 }
 
+const DEMO_AFTER: &str = "\
+The namespace is created for the demo and removed at exit with its entries; the
+view starts filtered to it (/ changes the filter). Flows ramp up to --rate over the
+first 5 s. Unreplied UDP entries live 30 s, so without --squeeze the table settles at
+about 30 x rate entries. q, Ctrl-C or SIGTERM stop the load, restore
+nf_conntrack_max and detach the probes. When stdout is not a terminal, it prints
+`ctscope stats` lines instead.
+
+Examples:
+  ctscope demo --squeeze 5000        fills to 5000 entries in seconds, then drops
+  ctscope demo --kind syn --rate 500 --duration 60";
+
+#[derive(Debug, Args, Clone)]
+pub struct DemoArgs {
+    /// New flows per second at the end of the ramp; 0: as fast as possible.
+    #[arg(long, default_value_t = 2000, value_name = "PER_SEC")]
+    pub rate: u64,
+
+    /// End the demo after this long (e.g. 30, 30s, 5m). Default: until q.
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Lower nf_conntrack_max to this many entries while the demo runs, so
+    /// the namespace fills and drops; restored at exit. It is a global
+    /// limit: every namespace on the machine is held to it meanwhile.
+    #[arg(long, value_name = "ENTRIES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub squeeze: Option<u64>,
+
+    /// What each flow is.
+    #[arg(long, value_enum, default_value_t = crate::loadgen::FlowKind::Udp)]
+    pub kind: crate::loadgen::FlowKind,
+
+    #[command(flatten)]
+    pub top: TopArgs,
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct ServeArgs {
     /// Address and port to listen on. The default is loopback only; use
@@ -576,7 +632,7 @@ pub struct ReplayArgs {
     pub speed: Option<Speed>,
 
     /// Print the stats records (JSON lines, as `ctscope stats --json`)
-    /// instead of a view; the default when stdout is not a terminal.
+    /// instead of the live view; the default when stdout is not a terminal.
     #[arg(long)]
     pub stats: bool,
 }

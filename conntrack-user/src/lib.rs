@@ -25,6 +25,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Stats(args)) => commands::stats::run(args, &cli.probe).await,
         Some(Command::Drops(args)) => commands::drops::run(args, &cli.probe).await,
         Some(Command::Load(args)) => commands::load::run(args).await,
+        Some(Command::Demo(args)) => commands::demo::run(args, &cli.probe).await,
         Some(Command::Serve(args)) => commands::serve::run(args, &cli.probe).await,
         Some(Command::Completions { shell }) => commands::docs::completions(*shell),
         Some(Command::Man { subcommand }) => commands::docs::man(subcommand.as_deref()),

@@ -23,6 +23,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+pub mod tmux;
+
 /// Path of the binary under test: `CTSCOPE_BIN` (set by `cargo xtask test`),
 /// else the workspace's release or debug build.
 pub fn ctscope_bin() -> PathBuf {

@@ -3,206 +3,19 @@
 //! real traffic fills a private namespace's conntrack table.
 
 use std::{
-    fs,
     io::{BufRead as _, BufReader},
-    path::PathBuf,
     process::{Command, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
-    thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use ctscope_integration::*;
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-/// A tmux server of our own (its own socket, no config) running one shell
-/// in a 120x40 window. Killed on drop.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn start(width: u16, height: u16) -> Self {
-        let me = Self {
-            socket: format!(
-                "ctscope-test-{}-{}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ),
-        };
-        me.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "t",
-            "-x",
-            &width.to_string(),
-            "-y",
-            &height.to_string(),
-            "env PS1='ctscope-test$ ' bash --norc --noprofile",
-        ]);
-        me
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux")
-            .args(["-L", &self.socket, "-f", "/dev/null"])
-            .args(args)
-            .output()
-            .expect("run tmux (`cargo xtask provision` installs it)");
-        assert!(
-            out.status.success(),
-            "tmux {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Types `text` literally.
-    fn type_text(&self, text: &str) {
-        self.run(&["send-keys", "-t", "t", "-l", text]);
-    }
-
-    /// Sends named keys (Enter, Escape, ...).
-    fn key(&self, key: &str) {
-        self.run(&["send-keys", "-t", "t", key]);
-    }
-
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "t"])
-    }
-
-    fn alternate_on(&self) -> bool {
-        self.run(&["display", "-p", "-t", "t", "#{alternate_on}"])
-            .trim()
-            == "1"
-    }
-
-    /// Polls the screen until `ok` accepts it; panics with the last screen.
-    fn wait_for(&self, what: &str, timeout: Duration, mut ok: impl FnMut(&str) -> bool) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let screen = self.screen();
-            if ok(&screen) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; the screen:\n{screen}"
-            );
-            thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
-            .status();
-        // kill-server leaves the socket file behind.
-        // SAFETY: getuid has no preconditions.
-        let uid = unsafe { libc::getuid() };
-        let _ = fs::remove_file(format!("/tmp/tmux-{uid}/{}", self.socket));
-    }
-}
-
-/// Starts `ctscope top` from the shell in the pane and waits for its
-/// ready file; returns the pid.
-fn start_top(tmux: &Tmux, ready: &ReadyFile) -> u32 {
-    let ready = &ready.0;
-    let _ = fs::remove_file(ready);
-    tmux.type_text(&format!(
-        "{} top --interval 0.5 --ready-file {}; echo ctscope-exit=$?",
-        ctscope_bin().display(),
-        ready.display()
-    ));
-    tmux.key("Enter");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(text) = fs::read_to_string(ready)
-            && let Ok(pid) = text.trim().parse()
-        {
-            return pid;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "ctscope top did not attach within 30 s:\n{}",
-            tmux.screen()
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The `--ready-file` path, removed on drop (also when the test fails).
-struct ReadyFile(PathBuf);
-
-impl ReadyFile {
-    fn new() -> Self {
-        Self(std::env::temp_dir().join(format!(
-            "ctscope-top-ready-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        )))
-    }
-}
-
-impl Drop for ReadyFile {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
-    }
-}
-
-/// The namespaces panel's row for `inum`: NETNS ENTRIES FILL ALLOC DROPS.
-fn netns_row(screen: &str, inum: u32) -> Option<Vec<String>> {
-    let id = inum.to_string();
-    screen.lines().find_map(|line| {
-        line.split(['│', '┃'])
-            .map(str::trim)
-            .find(|cell| cell.split_whitespace().next() == Some(id.as_str()))
-            .map(|cell| cell.split_whitespace().map(str::to_owned).collect())
-    })
-}
-
-/// After exit: the shell is back, out of the alternate screen, with the
-/// terminal in canonical mode with echo (raw mode would show as -icanon
-/// -echo here).
-fn assert_terminal_restored(tmux: &Tmux, pid: u32, ids: &[u32]) {
-    let screen = tmux.wait_for("ctscope to exit", Duration::from_secs(10), |s| {
-        s.contains("ctscope-exit=")
-    });
-    assert!(screen.contains("ctscope-exit=0"), "{screen}");
-    assert!(!tmux.alternate_on(), "still in the alternate screen");
-    tmux.type_text(
-        "stty -a | tr ' ;' '\\n\\n' | grep -xE -- '-?(icanon|echo)' | tr '\\n' ' '; echo",
-    );
-    tmux.key("Enter");
-    let screen = tmux.wait_for("stty", Duration::from_secs(5), |s| {
-        s.lines()
-            .any(|l| l.trim() == "icanon echo" || l.contains("-icanon") || l.contains("-echo "))
-    });
-    assert!(
-        screen.lines().any(|l| l.trim() == "icanon echo"),
-        "terminal left in raw mode:\n{screen}"
-    );
-    assert!(
-        wait_for(Duration::from_secs(5), || !PathBuf::from(format!(
-            "/proc/{pid}"
-        ))
-        .exists()),
-        "ctscope {pid} still running"
-    );
-    assert!(
-        wait_for(Duration::from_secs(5), || still_loaded(ids).is_empty()),
-        "programs {:?} still loaded after exit",
-        still_loaded(ids)
-    );
-}
+use ctscope_integration::{tmux::*, *};
 
 #[test]
 fn top_shows_entries_and_drops_then_quits_cleanly() {
     require_root();
+    if skip_without("tmux") {
+        return;
+    }
     let mut sysctl = SysctlGuard::new().expect("sysctl lock");
     let ns = Netns::new().expect("namespace");
     // 260 new flows into a limit of 200 per namespace: the table fills and
@@ -212,7 +25,7 @@ fn top_shows_entries_and_drops_then_quits_cleanly() {
         .expect("lower nf_conntrack_max");
     let tmux = Tmux::start(120, 40);
     let ready = ReadyFile::new();
-    let pid = start_top(&tmux, &ready);
+    let pid = start_in_pane(&tmux, "top --interval 0.5", &ready);
     let ids = program_ids_of(pid);
     assert!(ids.len() >= 4, "programs held: {ids:?}");
     tmux.wait_for("the first frame", Duration::from_secs(10), |s| {
@@ -234,13 +47,13 @@ fn top_shows_entries_and_drops_then_quits_cleanly() {
         "the namespace's entries and drops",
         Duration::from_secs(15),
         |s| {
-            netns_row(s, ns.inum).is_some_and(|row| {
+            screen_netns_row(s, ns.inum).is_some_and(|row| {
                 row.get(1) == Some(&entries.to_string())
                     && row.get(4) == Some(&kernel_drops.to_string())
             })
         },
     );
-    let row = netns_row(&screen, ns.inum).expect("row");
+    let row = screen_netns_row(&screen, ns.inum).expect("row");
     assert_eq!(row[2], "100%", "{screen}");
     // The gauge follows the namespace filter (other namespaces on a shared
     // machine may be fuller, even past a lowered limit).
@@ -276,10 +89,13 @@ fn top_shows_entries_and_drops_then_quits_cleanly() {
 #[test]
 fn reflows_on_resize_and_sigterm_restores_the_terminal() {
     require_root();
+    if skip_without("tmux") {
+        return;
+    }
     let _lock = shared_lock();
     let tmux = Tmux::start(100, 30);
     let ready = ReadyFile::new();
-    let pid = start_top(&tmux, &ready);
+    let pid = start_in_pane(&tmux, "top --interval 0.5", &ready);
     let ids = program_ids_of(pid);
     assert!(ids.len() >= 4, "programs held: {ids:?}");
     tmux.wait_for("the first frame", Duration::from_secs(10), |s| {
@@ -335,4 +151,168 @@ fn without_a_terminal_ctscope_prints_stats_lines() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("stdout is not a terminal"), "{stderr}");
+}
+
+/// A directory under the temp dir, removed with its contents on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("ctscope-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+
+    /// The trace files in it, sorted by name.
+    fn traces(&self) -> Vec<std::path::PathBuf> {
+        let mut files: Vec<_> = std::fs::read_dir(&self.0)
+            .expect("read dir")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "ctrace"))
+            .collect();
+        files.sort();
+        files
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `ctscope ARGS` to completion, stdout as text.
+fn ctscope_out(args: &[&str]) -> String {
+    let out = Command::new(ctscope_bin())
+        .args(args)
+        .output()
+        .expect("run ctscope");
+    assert!(
+        out.status.success(),
+        "ctscope {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Allocation events of namespace `inum` in a trace, by `ctscope export`.
+fn allocations_in(file: &str, inum: u32) -> usize {
+    ctscope_out(&["export", file, "--format", "jsonl", "--kind", "alloc"])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .filter(|r| r["type"] == "alloc" && r["netns"].as_u64() == Some(u64::from(inum)))
+        .count()
+}
+
+/// The event count in the recording indicator.
+fn recorded_events(footer: &str) -> Option<u64> {
+    footer
+        .split(" · ")
+        .find_map(|part| part.strip_suffix(" events"))
+        .and_then(|n| n.replace(',', "").parse().ok())
+}
+
+#[test]
+fn r_records_a_trace_of_the_traffic_while_top_runs() {
+    require_root();
+    if skip_without("tmux") {
+        return;
+    }
+    let _lock = shared_lock();
+    let ns = Netns::new().expect("namespace");
+    let dir = TempDir::new("top-record");
+    let tmux = Tmux::start(120, 40);
+    let ready = ReadyFile::new();
+    let pid = start_in_pane(
+        &tmux,
+        &format!("top --interval 0.5 --record-dir {}", dir.path()),
+        &ready,
+    );
+    let ids = program_ids_of(pid);
+    tmux.wait_for("the first frame", Duration::from_secs(10), |s| {
+        s.contains("1 Table fill")
+    });
+    tmux.key("/");
+    tmux.type_text(&format!("netns {}", ns.inum));
+    tmux.key("Enter");
+
+    // The recording starts at its first snapshot; the footer says so.
+    tmux.key("r");
+    tmux.wait_for("the recording to start", Duration::from_secs(10), |s| {
+        footer(s).contains("● REC ctscope-") && !footer(s).contains("starting")
+    });
+    const FLOWS: u16 = 150;
+    let sent = udp_flows(&ns, FLOWS, 30_000, false).expect("udp");
+    assert_eq!(sent, usize::from(FLOWS));
+    // The screen counts allocations from the snapshots; once it shows all of
+    // them, the events before that snapshot have gone by too.
+    let screen = tmux.wait_for(
+        "the namespace's allocations",
+        Duration::from_secs(15),
+        |s| screen_netns_row(s, ns.inum).is_some_and(|row| row.get(3) == Some(&FLOWS.to_string())),
+    );
+    assert!(footer(&screen).contains("● REC ctscope-"), "{screen}");
+    tmux.wait_for(
+        "the footer to count the events",
+        Duration::from_secs(5),
+        |s| recorded_events(footer(s)).is_some_and(|n| n >= u64::from(FLOWS)),
+    );
+
+    tmux.key("r");
+    let screen = tmux.wait_for("the recording to be saved", Duration::from_secs(10), |s| {
+        footer(s).contains(" saved /") && footer(s).contains(".ctrace: ")
+    });
+    let traces = dir.traces();
+    assert_eq!(traces.len(), 1, "{traces:?}");
+    let file = traces[0].to_str().expect("utf-8");
+    let name = traces[0]
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("name");
+    assert!(
+        name.starts_with("ctscope-") && name.len() == "ctscope-YYYYmmdd-HHMMSS.ctrace".len(),
+        "{name}"
+    );
+    assert!(footer(&screen).contains(name), "{screen}");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(file).expect("trace").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "traces hold addresses");
+
+    // A normal trace: every flow is one allocation of the namespace.
+    assert_eq!(allocations_in(file, ns.inum), usize::from(FLOWS));
+    let info: serde_json::Value =
+        serde_json::from_str(&ctscope_out(&["info", file, "--json"])).expect("info json");
+    assert_eq!(info["end_reason"], "stopped", "{info}");
+    assert_eq!(info["truncated"], false, "{info}");
+    assert_eq!(info["damaged"], false, "{info}");
+    assert_eq!(num(&info, "/lost/ring_full"), 0, "{info}");
+    assert!(num(&info, "/snapshots") >= 2, "{info}");
+    assert_eq!(info["event_classes"], serde_json::json!(["ct", "drop"]));
+
+    // Quitting while recording closes the file properly too.
+    tmux.key("r");
+    tmux.wait_for("the second recording", Duration::from_secs(10), |s| {
+        footer(s).contains("● REC ctscope-") && !footer(s).contains("starting")
+    });
+    udp_flows(&ns, 20, 31_000, false).expect("udp");
+    tmux.key("q");
+    assert_terminal_restored(&tmux, pid, &ids);
+    let screen = tmux.screen();
+    assert!(screen.contains("ctscope: recorded "), "{screen}");
+    let traces = dir.traces();
+    assert_eq!(traces.len(), 2, "{traces:?}");
+    let second = traces
+        .iter()
+        .find(|p| p.to_str() != Some(file))
+        .and_then(|p| p.to_str())
+        .expect("second trace");
+    let info: serde_json::Value =
+        serde_json::from_str(&ctscope_out(&["info", second, "--json"])).expect("info json");
+    assert_eq!(info["end_reason"], "stopped", "{info}");
+    assert_eq!(info["truncated"], false, "{info}");
 }

@@ -12,8 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::LoadArgs,
-    kernel::sysctl::{read_sysctl, write_sysctl},
-    loadgen::{self, LoadNamespace, LoadPlan, Progress},
+    loadgen::{self, LoadNamespace, LoadPlan, Progress, Squeeze},
 };
 
 pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
@@ -22,7 +21,7 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
         None => LoadNamespace::create()?,
     };
     let _squeeze = match args.squeeze {
-        Some(max) => Some(Squeeze::apply(max)?),
+        Some(max) => Some(Squeeze::apply(max, "ctscope load")?),
         None => None,
     };
     let plan = LoadPlan {
@@ -35,6 +34,7 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
             None
         }),
         threads: args.threads as usize,
+        ramp: None,
     };
     eprintln!(
         "ctscope load: {} flows{} in network namespace {}{}",
@@ -94,39 +94,4 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
-}
-
-/// Lowers `nf_conntrack_max` for the run and puts it back when dropped
-/// (normal end, Ctrl-C, SIGTERM, a panic; not SIGKILL).
-struct Squeeze {
-    original: u64,
-}
-
-impl Squeeze {
-    fn apply(max: u64) -> anyhow::Result<Self> {
-        let original = read_sysctl("nf_conntrack_max")?
-            .context("nf_conntrack_max is not readable; is nf_conntrack loaded?")?;
-        write_sysctl("nf_conntrack_max", max).context("lowering nf_conntrack_max")?;
-        eprintln!(
-            "ctscope load: nf_conntrack_max lowered from {original} to {max} for this run \
-             (every namespace on this machine is held to it)"
-        );
-        Ok(Self { original })
-    }
-}
-
-impl Drop for Squeeze {
-    fn drop(&mut self) {
-        match write_sysctl("nf_conntrack_max", self.original) {
-            Ok(()) => eprintln!(
-                "ctscope load: nf_conntrack_max restored to {}",
-                self.original
-            ),
-            Err(e) => eprintln!(
-                "ctscope load: could not restore nf_conntrack_max to {}: {e}; run \
-                 `sysctl -w net.netfilter.nf_conntrack_max={}`",
-                self.original, self.original
-            ),
-        }
-    }
 }

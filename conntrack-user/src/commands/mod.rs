@@ -1,16 +1,19 @@
 //! One module per subcommand; each wires a source, the model and a view.
 pub mod buckets;
+pub mod demo;
 pub mod docs;
 pub mod doctor;
 pub mod drops;
 pub mod export;
 pub mod info;
+pub mod live_record;
 pub mod load;
 pub mod record;
 pub mod replay;
 pub mod serve;
 pub mod stats;
 pub mod top;
+pub mod tui;
 
 use std::{fs, path::Path};
 

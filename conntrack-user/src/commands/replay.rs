@@ -1,17 +1,30 @@
 //! `ctscope replay`: a recorded trace through the same model as live
-//! capture. Until the TUI lands, it prints what `ctscope stats` printed:
-//! JSON lines with --stats or when stdout is not a terminal, else the table
-//! at the recorded pace.
+//! capture. In a terminal, the live view (`tui`) with playback keys; with
+//! --stats or when stdout is not a terminal, the JSON lines `ctscope stats
+//! --json` printed.
 
-use std::io::{self, IsTerminal as _, Write as _};
+use std::{
+    io::{self, IsTerminal as _, Write as _},
+    path::Path,
+    time::{Duration, Instant},
+};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
+use super::tui::{self, Driver};
 use crate::{
     cli::{ReplayArgs, Speed},
     model::Model,
-    source::replay::{ReplayOptions, ReplaySource},
-    views::stats::{TABLE_HEADER, json_line, table_row},
+    source::replay::{ReplayOptions, ReplaySource, ReplaySummary},
+    trace::summary::summarize,
+    views::{
+        stats::json_line,
+        tui::{
+            UiState,
+            feed::{self, ReplayAction, ReplayView},
+            state::{Action, Env},
+        },
+    },
 };
 
 pub async fn run(args: &ReplayArgs) -> anyhow::Result<()> {
@@ -22,6 +35,9 @@ pub async fn run(args: &ReplayArgs) -> anyhow::Result<()> {
         None if json => None,
         None => Some(1.0),
     };
+    if !json {
+        return on_screen(args, speed).await;
+    }
     let (tx, mut rx) = mpsc::channel(64);
     let opts = ReplayOptions {
         speed,
@@ -30,9 +46,6 @@ pub async fn run(args: &ReplayArgs) -> anyhow::Result<()> {
     let mut source = ReplaySource::start(&args.file, opts, tx).await?;
     let mut model = Model::new(source.info.clone());
     let mut out = io::stdout().lock();
-    if !json {
-        writeln!(out, "{TABLE_HEADER}")?;
-    }
     let mut issues_open = true;
     loop {
         tokio::select! {
@@ -44,8 +57,7 @@ pub async fn run(args: &ReplayArgs) -> anyhow::Result<()> {
                     continue;
                 }
                 let Some(interval) = &model.latest else { continue };
-                let line = if json { json_line(interval) } else { table_row(interval) };
-                if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                if writeln!(out, "{}", json_line(interval)).and_then(|()| out.flush()).is_err() {
                     break; // stdout closed (e.g. piped into `head`)
                 }
             }
@@ -60,12 +72,133 @@ pub async fn run(args: &ReplayArgs) -> anyhow::Result<()> {
         eprintln!("ctscope: warning: {}: {issue}", args.file.display());
     }
     let summary = source.wait().await?;
+    damage_is_an_error(&args.file, &summary)
+}
+
+fn damage_is_an_error(file: &Path, summary: &ReplaySummary) -> anyhow::Result<()> {
     if summary.damaged {
         anyhow::bail!(
             "{}: damaged data was skipped (see the warnings above); the intervals around it \
              are still right, but drops in the damaged range are missing",
-            args.file.display()
+            file.display()
         );
     }
     Ok(())
+}
+
+/// The live view over the recording, with playback keys. It stays at the
+/// end of the recording until the user quits (← goes back).
+async fn on_screen(args: &ReplayArgs, speed: Option<f64>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let app = tui::channel();
+    tui::spawn_signals(&app.0)?;
+    let (tx, rx) = mpsc::channel(64);
+    let opts = ReplayOptions {
+        speed,
+        hold_at_end: true,
+        ..ReplayOptions::default()
+    };
+    // Opening errors (not a trace, unknown version) print before the
+    // screen is taken.
+    let mut source = ReplaySource::start(&args.file, opts, tx).await?;
+    tui::forward(rx, app.0.clone());
+    let model = Model::new(source.info.clone());
+    let ui = UiState::new(Env {
+        interval: Duration::from_millis(source.header.sample_interval_ms.max(1)),
+        color: tui::color_allowed(),
+        bucket_walker: true,
+        ..Env::default()
+    });
+    let file = args.file.file_name().map_or_else(
+        || args.file.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let mut driver = ReplayDriver {
+        source: &mut source,
+        view: ReplayView {
+            file,
+            speed,
+            ..ReplayView::default()
+        },
+        length: spawn_length(&args.file),
+        issues: Vec::new(),
+    };
+    let ended = tui::on_screen(model, ui, &mut driver, app, None, started).await;
+    let issues = std::mem::take(&mut driver.issues);
+    drop(driver);
+    let summary = source.stop().await;
+    for issue in &issues {
+        eprintln!("ctscope: warning: {}: {issue}", args.file.display());
+    }
+    if let Some(message) = ended?.message() {
+        eprintln!("ctscope: {message}");
+    }
+    damage_is_an_error(&args.file, &summary?)
+}
+
+/// The recording's length, read through in the background.
+fn spawn_length(file: &Path) -> oneshot::Receiver<Duration> {
+    let (tx, rx) = oneshot::channel();
+    let file = file.to_owned();
+    tokio::task::spawn_blocking(move || {
+        if let Ok(summary) = summarize(&file) {
+            let _ = tx.send(Duration::from_secs_f64(summary.duration_s.max(0.0)));
+        }
+    });
+    rx
+}
+
+struct ReplayDriver<'a> {
+    source: &'a mut ReplaySource,
+    view: ReplayView,
+    length: oneshot::Receiver<Duration>,
+    /// Damage met so far, printed at exit.
+    issues: Vec<String>,
+}
+
+impl Driver for ReplayDriver<'_> {
+    fn tick(&mut self, ui: &mut UiState) -> Option<String> {
+        if let Ok(length) = self.length.try_recv() {
+            self.view.length = Some(length);
+        }
+        while let Ok(issue) = self.source.issues.try_recv() {
+            let text = issue.to_string();
+            ui.say(format!("skipped: {text}"));
+            self.issues.push(text);
+        }
+        let status = self.source.status.borrow();
+        self.view.position = status.position;
+        self.view.paused = status.paused;
+        self.view.finished = status.finished;
+        self.view.speed = status.speed;
+        self.view.damaged = status.damaged;
+        ui.replay = Some(self.view.clone());
+        None
+    }
+
+    fn act(&mut self, action: Action, ui: &mut UiState) {
+        let Action::Replay(act) = action else { return };
+        match act {
+            ReplayAction::TogglePause => {
+                self.source.toggle_pause();
+                ui.say(if self.view.paused {
+                    "playing"
+                } else {
+                    "paused"
+                });
+            }
+            ReplayAction::Step => {
+                self.source.step();
+                ui.say("to the next snapshot");
+            }
+            ReplayAction::Seek(to) => {
+                self.source.seek(to);
+                ui.say(format!("to {}", feed::clock_span(to)));
+            }
+            ReplayAction::Speed(speed) => {
+                self.source.set_speed(speed);
+                ui.say(format!("speed {}", feed::speed_label(speed)));
+            }
+        }
+    }
 }

@@ -5,7 +5,7 @@ use std::io::{self, Write as _};
 use conntrack_common::setting;
 use tokio::{
     signal::unix::{SignalKind, signal},
-    sync::mpsc,
+    sync::{Notify, mpsc, oneshot},
     time::{Instant, sleep_until},
 };
 
@@ -18,6 +18,18 @@ use crate::{
 };
 
 pub async fn run(args: &StatsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
+    run_until(args, probe, &Notify::new(), None).await
+}
+
+/// `run`, which also tells `attached` once the probes are attached, and
+/// ends when `stop` is notified (a caller that installed its signal
+/// handlers earlier; a notification sent before this runs counts).
+pub async fn run_until(
+    args: &StatsArgs,
+    probe: &ProbeArgs,
+    stop: &Notify,
+    attached: Option<oneshot::Sender<()>>,
+) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel(64);
     let live = LiveSource::start(
         LiveOptions {
@@ -34,6 +46,9 @@ pub async fn run(args: &StatsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
     )
     .await?;
     super::write_ready_file(args.ready_file.as_deref())?;
+    if let Some(attached) = attached {
+        let _ = attached.send(());
+    }
     let mut model = Model::new(RunInfo {
         backend: live.info.backend.to_owned(),
         kernel: live.info.kernel.clone(),
@@ -81,6 +96,7 @@ pub async fn run(args: &StatsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            () = stop.notified() => break,
         }
     }
     live.stop().await

@@ -1,61 +1,49 @@
-//! `ctscope top`: the live terminal view.
-//!
-//! One loop owns the model and the UI state. Everything else only sends
-//! [`AppEvent`]s on one channel: the live source (forwarded), a thread that
-//! reads the terminal, a ticker and the signal handlers. The loop applies
-//! each event, recomputes what the screen derives, and draws.
+//! `ctscope top`: the live terminal view (the loop is in `tui`), with `r`
+//! recording a trace (`live_record`). `ctscope demo` runs it beside a load.
 
 use std::{
-    io::{self, IsTerminal as _, Stdout},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread,
-    time::{Duration, Instant},
+    io::{self, IsTerminal as _},
+    path::PathBuf,
+    time::Instant,
 };
 
-use anyhow::Context as _;
 use conntrack_common::setting;
-use crossterm::{
-    cursor,
-    event::{self as term, Event as TermEvent},
-    execute,
-    terminal::{self, EnterAlternateScreen, LeaveAlternateScreen},
-};
-use ratatui::{Terminal, backend::Backend, prelude::CrosstermBackend};
-use tokio::{
-    signal::unix::{SignalKind, signal},
-    sync::mpsc,
-    time::{MissedTickBehavior, interval},
-};
+use tokio::sync::{mpsc, oneshot};
 
+use super::{
+    BadInput,
+    live_record::{LiveRecorder, spawn_forwarder},
+    tui::{self, AppEvent, Driver, Ended},
+};
 use crate::{
     cli::{ProbeArgs, StatsArgs, TopArgs},
-    event::Message,
     model::{Model, RunInfo},
     source::live::{LiveOptions, LiveSource},
     views::tui::{
-        UiState, render,
+        UiState,
+        filter::Filter,
         state::{Action, Env},
     },
 };
 
-/// Screen refreshes between samples (uptime, status messages, drops).
-const TICK: Duration = Duration::from_millis(250);
-/// How long the terminal reader waits before checking whether to stop.
-const INPUT_POLL: Duration = Duration::from_millis(100);
+/// Like `drops`: only drop events stream, and they are bursty. A recording
+/// adds allocations and frees while it runs.
+const IDLE_EVENTS: u32 = setting::EVENTS_DROP;
 
-/// What the loop reacts to.
-#[derive(Debug)]
-pub enum AppEvent {
-    Kernel(Message),
-    Input(TermEvent),
-    Tick,
-    /// SIGINT, SIGTERM or SIGHUP.
-    Signal(&'static str),
-    /// The terminal could not be read.
-    InputError(String),
+/// Called on every tick: updates what the screen shows of a companion
+/// (the demo's load), and ends the view when it returns a reason.
+pub type OnTick = Box<dyn FnMut(&mut UiState) -> Option<String> + Send>;
+
+/// What `ctscope demo` adds to the live view.
+#[derive(Default)]
+pub struct Extras {
+    /// The `/` filter to start with.
+    pub filter: Option<Filter>,
+    /// A message for the footer at start.
+    pub greeting: Option<String>,
+    /// Told once the screen is up.
+    pub on_ready: Option<oneshot::Sender<()>>,
+    pub on_tick: Option<OnTick>,
 }
 
 pub async fn run(args: &TopArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
@@ -74,16 +62,31 @@ pub async fn run(args: &TopArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
         };
         return super::stats::run(&stats, probe).await;
     }
+    let app = tui::channel();
+    tui::spawn_signals(&app.0)?;
+    run_live(args, probe, Extras::default(), app).await
+}
+
+/// The live view until the user quits or a signal arrives (in `app`'s
+/// channel: install the signal handlers before calling this).
+pub async fn run_live(
+    args: &TopArgs,
+    probe: &ProbeArgs,
+    mut extras: Extras,
+    app: (mpsc::Sender<AppEvent>, mpsc::Receiver<AppEvent>),
+) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (kernel_tx, mut kernel_rx) = mpsc::channel(64);
+    let record_dir = record_dir(args)?;
+    let (kernel_tx, kernel_rx) = mpsc::channel(64);
+    let opts = probe.options(4);
+    let ring_bytes = opts.ring_bytes;
     // Attach before touching the terminal, so errors print normally.
     let live = LiveSource::start(
         LiveOptions {
-            // Like `drops`: only drop events stream, and they are bursty.
-            probe: probe.options(4),
+            probe: opts,
             sample_every: args.interval,
             kernel_stats: probe.kernel_stats.into(),
-            events: setting::EVENTS_DROP,
+            events: IDLE_EVENTS,
             // The buckets panel: histogram, heat strip, longest chain.
             buckets: Some(0),
         },
@@ -94,271 +97,106 @@ pub async fn run(args: &TopArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
         backend: live.info.backend.to_owned(),
         kernel: live.info.kernel.clone(),
     });
-    let env = Env {
+    let mut ui = UiState::new(Env {
         interval: args.interval,
         objsize: read_objsize(),
         conntrack_module: conntrack_is_module(),
-        color: color_allowed(),
+        color: tui::color_allowed(),
         bucket_walker: true,
         ..Env::default()
-    };
-
-    let (tx, rx) = mpsc::channel(256);
-    let forward = tx.clone();
-    tokio::spawn(async move {
-        while let Some(msg) = kernel_rx.recv().await {
-            if forward.send(AppEvent::Kernel(msg)).await.is_err() {
-                break;
-            }
-        }
     });
-    spawn_ticker(tx.clone());
-    spawn_signals(tx.clone())?;
-
-    let outcome = on_screen(model, UiState::new(env), tx, rx, args, started).await;
-    // Whatever happened on screen, the probes detach before ctscope exits.
+    if let Some(filter) = extras.filter.take() {
+        ui.filter = filter;
+    }
+    if let Some(text) = extras.greeting.take() {
+        ui.say(text);
+    }
+    let (tee_tx, tee_rx) = mpsc::unbounded_channel();
+    spawn_forwarder(kernel_rx, app.0.clone(), tee_rx);
+    let mut driver = LiveDriver {
+        recorder: LiveRecorder::new(
+            &live,
+            tee_tx,
+            record_dir,
+            IDLE_EVENTS,
+            args.interval,
+            ring_bytes,
+        ),
+        on_tick: extras.on_tick.take(),
+    };
+    if let Some(ready) = extras.on_ready.take() {
+        let _ = ready.send(());
+    }
+    let ended = tui::on_screen(
+        model,
+        ui,
+        &mut driver,
+        app,
+        args.ready_file.as_deref(),
+        started,
+    )
+    .await;
+    // Whatever happened on screen, a recording is closed properly and the
+    // probes detach before ctscope exits.
+    let reason = match ended {
+        Ok(Ended::Signal(_)) => "signal",
+        _ => "stopped",
+    };
+    let closing = driver.recorder.close(reason);
     let stopped = live.stop().await;
-    let reason = outcome?;
+    if let Some(closing) = closing {
+        match closing.wait().await {
+            Ok(saved) => eprintln!(
+                "ctscope: recorded {} to {}",
+                saved.describe(),
+                saved.path.display()
+            ),
+            Err(e) => eprintln!("ctscope: the recording could not be finished: {e:#}"),
+        }
+    }
+    let ended = ended?;
     stopped?;
-    if let Some(reason) = reason {
-        eprintln!("ctscope: {reason}");
+    if let Some(message) = ended.message() {
+        eprintln!("ctscope: {message}");
     }
     Ok(())
 }
 
-/// Takes over the terminal, runs the loop, and gives the terminal back
-/// (also on error; on panic the hook does it).
-async fn on_screen(
-    model: Model,
-    ui: UiState,
-    tx: mpsc::Sender<AppEvent>,
-    rx: mpsc::Receiver<AppEvent>,
-    args: &TopArgs,
-    started: Instant,
-) -> anyhow::Result<Option<String>> {
-    let _guard = TerminalGuard::enter().context("setting up the terminal")?;
-    let mut terminal =
-        Terminal::new(CrosstermBackend::new(io::stdout())).context("setting up the terminal")?;
-    // Dropped before the guard: keys stop being read before the terminal
-    // leaves raw mode, so nothing typed after exit is swallowed.
-    let _input = InputReader::spawn(tx);
-    super::write_ready_file(args.ready_file.as_deref())?;
-    event_loop(&mut terminal, model, ui, rx, started).await
-}
-
-/// Runs until the user quits or a signal arrives; returns why, when it
-/// is worth saying.
-pub async fn event_loop<B: Backend>(
-    terminal: &mut Terminal<B>,
-    mut model: Model,
-    mut ui: UiState,
-    mut rx: mpsc::Receiver<AppEvent>,
-    started: Instant,
-) -> anyhow::Result<Option<String>> {
-    // The model shown while paused; capture goes on into `model`.
-    let mut frozen: Option<Model> = None;
-    draw(terminal, &model, &mut ui)?;
-    while let Some(ev) = rx.recv().await {
-        let redraw = match ev {
-            AppEvent::Kernel(msg) => {
-                // Events are drawn on the next tick: a flood of drops must
-                // not become a flood of frames.
-                let news = matches!(msg, Message::Sample(_) | Message::Buckets(_));
-                model.apply(msg);
-                news
-            }
-            AppEvent::Tick => {
-                ui.env.uptime = started.elapsed();
-                ui.tick();
-                true
-            }
-            AppEvent::Input(TermEvent::Key(key)) => match ui.on_key(key) {
-                Action::Quit => return Ok(None),
-                Action::Pause(true) => {
-                    frozen = Some(model.clone());
-                    true
-                }
-                Action::Pause(false) => {
-                    frozen = None;
-                    true
-                }
-                Action::None => true,
-            },
-            AppEvent::Input(TermEvent::Resize(..)) => true,
-            AppEvent::Input(_) => false,
-            AppEvent::Signal(name) => return Ok(Some(format!("{name}: stopped"))),
-            AppEvent::InputError(e) => anyhow::bail!("reading the terminal: {e}"),
-        };
-        if redraw {
-            draw(terminal, frozen.as_ref().unwrap_or(&model), &mut ui)?;
-        }
-    }
-    Ok(None)
-}
-
-/// The update step's end and the draw: derive, then render.
-fn draw<B: Backend>(
-    terminal: &mut Terminal<B>,
-    model: &Model,
-    ui: &mut UiState,
-) -> anyhow::Result<()> {
-    ui.refresh(model);
-    terminal
-        .draw(|frame| render(model, ui, frame))
-        .context("drawing the screen")?;
-    Ok(())
-}
-
-fn spawn_ticker(tx: mpsc::Sender<AppEvent>) {
-    tokio::spawn(async move {
-        let mut tick = interval(TICK);
-        tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-        loop {
-            tick.tick().await;
-            if tx.send(AppEvent::Tick).await.is_err() {
-                break;
-            }
-        }
-    });
-}
-
-/// SIGINT (kill -INT; Ctrl-C arrives as a key in raw mode), SIGTERM and
-/// SIGHUP (the terminal went away) end the loop, so the terminal is
-/// restored and the probes detach.
-fn spawn_signals(tx: mpsc::Sender<AppEvent>) -> anyhow::Result<()> {
-    for (kind, name) in [
-        (SignalKind::interrupt(), "SIGINT"),
-        (SignalKind::terminate(), "SIGTERM"),
-        (SignalKind::hangup(), "SIGHUP"),
-    ] {
-        let mut sig = signal(kind).with_context(|| format!("handling {name}"))?;
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            if sig.recv().await.is_some() {
-                let _ = tx.send(AppEvent::Signal(name)).await;
-            }
-        });
-    }
-    Ok(())
-}
-
-/// What the terminal has for us.
-enum Input {
-    Ready,
-    Idle,
-    HungUp,
-}
-
-/// Waits up to `timeout` for the terminal (standard input) to have
-/// something to read, or to hang up.
-fn wait_for_input(timeout: Duration) -> Input {
-    let mut fd = libc::pollfd {
-        fd: libc::STDIN_FILENO,
-        events: libc::POLLIN,
-        revents: 0,
+fn record_dir(args: &TopArgs) -> anyhow::Result<PathBuf> {
+    let dir = match &args.record_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_dir().map_err(|e| {
+            BadInput(format!(
+                "the current directory is not usable ({e}); use --record-dir"
+            ))
+        })?,
     };
-    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: one valid pollfd for the duration of the call.
-    let n = unsafe { libc::poll(&mut fd, 1, ms) };
-    if n < 0 {
-        // EINTR and friends: try again on the next round.
-        return Input::Idle;
+    if !dir.is_dir() {
+        return Err(BadInput(format!(
+            "--record-dir {}: not a directory; create it or choose another",
+            dir.display()
+        ))
+        .into());
     }
-    if fd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
-        Input::HungUp
-    } else if fd.revents & libc::POLLIN != 0 {
-        Input::Ready
-    } else {
-        Input::Idle
-    }
+    Ok(dir)
 }
 
-/// Reads terminal events on a thread of its own (crossterm's reader
-/// blocks) and sends them on; stops when dropped.
-struct InputReader {
-    stop: Arc<AtomicBool>,
-    handle: Option<thread::JoinHandle<()>>,
+struct LiveDriver<'a> {
+    recorder: LiveRecorder<'a>,
+    on_tick: Option<OnTick>,
 }
 
-impl InputReader {
-    fn spawn(tx: mpsc::Sender<AppEvent>) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                // crossterm's poll spins forever on a terminal that hung up
-                // (every read returns end-of-file), so wait on the terminal
-                // here and leave when it is gone.
-                match wait_for_input(INPUT_POLL) {
-                    Input::Ready => {}
-                    Input::Idle => continue,
-                    Input::HungUp => {
-                        let _ = tx.blocking_send(AppEvent::Signal("terminal hung up"));
-                        break;
-                    }
-                }
-                let ev = match term::poll(Duration::ZERO) {
-                    Ok(false) => continue,
-                    Ok(true) => term::read().map(AppEvent::Input),
-                    Err(e) => Err(e),
-                };
-                let ev = ev.unwrap_or_else(|e| AppEvent::InputError(e.to_string()));
-                let fatal = matches!(ev, AppEvent::InputError(_));
-                if tx.blocking_send(ev).is_err() || fatal {
-                    break;
-                }
-            }
-        });
-        Self {
-            stop,
-            handle: Some(handle),
+impl Driver for LiveDriver<'_> {
+    fn tick(&mut self, ui: &mut UiState) -> Option<String> {
+        self.recorder.tick(ui);
+        self.on_tick.as_mut().and_then(|f| f(ui))
+    }
+
+    fn act(&mut self, action: Action, ui: &mut UiState) {
+        if action == Action::Record {
+            self.recorder.toggle(ui);
         }
     }
-}
-
-impl Drop for InputReader {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(handle) = self.handle.take() {
-            let _ = handle.join();
-        }
-    }
-}
-
-/// Raw mode and the alternate screen, undone on drop and by a panic hook
-/// (a panic message printed inside the alternate screen would be lost, and
-/// a raw-mode shell is unusable).
-struct TerminalGuard;
-
-impl TerminalGuard {
-    fn enter() -> io::Result<Self> {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            restore_terminal();
-            previous(info);
-        }));
-        terminal::enable_raw_mode()?;
-        let guard = Self;
-        execute!(io::stdout(), EnterAlternateScreen, cursor::Hide)?;
-        Ok(guard)
-    }
-}
-
-impl Drop for TerminalGuard {
-    fn drop(&mut self) {
-        restore_terminal();
-    }
-}
-
-fn restore_terminal() {
-    let _ = terminal::disable_raw_mode();
-    let mut out: Stdout = io::stdout();
-    let _ = execute!(out, LeaveAlternateScreen, cursor::Show);
-}
-
-/// NO_COLOR (no-color.org): present and not empty means no colour at all.
-pub fn color_allowed() -> bool {
-    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Bytes each conntrack entry takes in its slab: `slab_size` (the object

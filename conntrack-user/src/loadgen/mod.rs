@@ -6,6 +6,7 @@
 //! the namespace's loopback; nothing is routed anywhere else.
 
 mod netns;
+mod squeeze;
 mod traffic;
 
 use std::{
@@ -19,6 +20,7 @@ use std::{
 
 pub use netns::{LoadNamespace, NamespaceError};
 use serde::Serialize;
+pub use squeeze::Squeeze;
 pub use traffic::{FlowKind, TupleCursor};
 
 /// What to generate.
@@ -32,6 +34,9 @@ pub struct LoadPlan {
     /// Stop after this long.
     pub duration: Option<Duration>,
     pub threads: usize,
+    /// Rise linearly from nothing to `rate` over this long (a demo's
+    /// charts climb instead of jumping).
+    pub ramp: Option<Duration>,
 }
 
 /// Live progress, shared with the threads.
@@ -69,10 +74,11 @@ pub fn run(ns: &LoadNamespace, plan: &LoadPlan, progress: &Arc<Progress>) -> Loa
             let kind = plan.kind;
             let duration = plan.duration;
             let total = plan.count;
+            let ramp = plan.ramp;
             thread::spawn(move || -> Result<(), NamespaceError> {
                 ns.enter()?;
                 let mut cursor = TupleCursor::new(i as u32, threads as u32);
-                let mut pacer = traffic::Pacer::new(per_thread_rate);
+                let mut pacer = traffic::Pacer::new(per_thread_rate, ramp);
                 let mut generator = traffic::Generator::new(kind)?;
                 let mut mine = 0u64;
                 loop {

@@ -66,14 +66,16 @@ impl TupleCursor {
 #[derive(Debug)]
 pub struct Pacer {
     per_sec: Option<u64>,
+    ramp: Duration,
     start: Instant,
     done: u64,
 }
 
 impl Pacer {
-    pub fn new(per_sec: Option<u64>) -> Self {
+    pub fn new(per_sec: Option<u64>, ramp: Option<Duration>) -> Self {
         Self {
             per_sec,
+            ramp: ramp.unwrap_or(Duration::ZERO),
             start: Instant::now(),
             done: 0,
         }
@@ -84,12 +86,26 @@ impl Pacer {
     pub fn wait(&mut self) {
         let Some(rate) = self.per_sec else { return };
         self.done += 1;
-        let due = Duration::from_secs_f64(self.done as f64 / rate as f64);
+        let due = flow_due(self.done, rate, self.ramp);
         let now = self.start.elapsed();
         if due > now + Duration::from_millis(1) {
             std::thread::sleep(due - now);
         }
     }
+}
+
+/// When flow `k` (counting from 1) is due at `rate` flows/s, reached by a
+/// linear ramp over `ramp`: during the ramp r·t²/2T flows have gone by time
+/// t, so flow k is due at √(2kT/r); after it, one every 1/r.
+pub fn flow_due(k: u64, rate: u64, ramp: Duration) -> Duration {
+    let (k, r, t) = (k as f64, rate.max(1) as f64, ramp.as_secs_f64());
+    let in_ramp = r * t / 2.0;
+    let secs = if k <= in_ramp {
+        (2.0 * k * t / r).sqrt()
+    } else {
+        t + (k - in_ramp) / r
+    };
+    Duration::from_secs_f64(secs)
 }
 
 /// Creates flows of one kind; lives on a thread inside the namespace.
@@ -237,8 +253,21 @@ mod tests {
     }
 
     #[test]
+    fn a_ramp_reaches_the_rate_at_its_end() {
+        let secs = |k, ramp| flow_due(k, 1000, Duration::from_secs(ramp)).as_secs_f64();
+        assert!((secs(500, 0) - 0.5).abs() < 1e-9, "no ramp: one every 1/r");
+        // Over a 2 s ramp to 1000/s: 1000 flows by its end, a quarter of
+        // them in its first half.
+        assert!((secs(250, 2) - 1.0).abs() < 1e-9);
+        assert!((secs(1000, 2) - 2.0).abs() < 1e-9);
+        assert!((secs(2000, 2) - 3.0).abs() < 1e-9, "then at the rate");
+        let gaps: Vec<f64> = (1..1000).map(|k| secs(k + 1, 2) - secs(k, 2)).collect();
+        assert!(gaps.windows(2).all(|w| w[1] <= w[0]), "the rate only rises");
+    }
+
+    #[test]
     fn pacer_holds_the_rate() {
-        let mut p = Pacer::new(Some(2000));
+        let mut p = Pacer::new(Some(2000), None);
         let start = Instant::now();
         for _ in 0..200 {
             p.wait();

@@ -8,6 +8,7 @@
 //! - [`reader`]: reads frame by frame, reports damage by byte offset and
 //!   resumes at the next intact frame;
 //! - [`recording`]: follows a rotated recording from part to part;
+//! - [`session`]: the writer thread of a live recording;
 //! - [`filter`], [`export`], [`summary`]: what the commands build on.
 
 mod body;
@@ -17,6 +18,7 @@ pub mod format;
 pub mod reader;
 pub mod recorder;
 pub mod recording;
+pub mod session;
 pub mod summary;
 pub mod writer;
 

@@ -1,7 +1,9 @@
 //! `ctscope top`: the live terminal view. [`render::render`] draws a frame
 //! from the model and the [`state::UiState`]; the command
 //! (`commands::top`) owns the event loop that feeds both.
+pub mod bars;
 pub mod derive;
+pub mod feed;
 pub mod filter;
 pub mod panels;
 pub mod render;

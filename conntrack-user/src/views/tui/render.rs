@@ -1,16 +1,16 @@
-//! The frame: header, the six panels, footer, help. A pure function of the
-//! model and the UI state; it lays out and styles, it computes nothing the
-//! update step could (see `derive`).
+//! The frame: header, the six panels, footer, help (`bars`). A pure
+//! function of the model and the UI state; it lays out and styles, it
+//! computes nothing the update step could (see `derive`).
 
 use ratatui::{
     Frame,
-    layout::{Constraint, Flex, Layout, Rect},
+    layout::{Constraint, Layout, Rect},
     text::{Line, Span},
-    widgets::{Block, BorderType, Clear, Paragraph},
+    widgets::{Block, BorderType, Paragraph},
 };
 
 use super::{
-    panels,
+    bars, panels,
     state::{Panel, UiState},
     text,
     theme::Theme,
@@ -34,7 +34,7 @@ pub fn render(model: &Model, ui: &UiState, frame: &mut Frame) {
         Constraint::Length(1),
     ])
     .areas(area);
-    draw_header(model, ui, frame, header, theme);
+    bars::draw_header(model, ui, frame, header, theme);
     match (ui.zoom, ui.focus) {
         (true, Some(panel)) => draw_panel(panel, model, ui, frame, body, theme),
         _ => {
@@ -43,9 +43,14 @@ pub fn render(model: &Model, ui: &UiState, frame: &mut Frame) {
             }
         }
     }
-    draw_footer(ui, frame, footer, theme);
+    bars::draw_footer(ui, frame, footer, theme);
     if ui.help {
-        draw_help(frame, area, theme);
+        let keys = if ui.replay.is_some() {
+            bars::REPLAY_HELP
+        } else {
+            bars::HELP
+        };
+        bars::draw_help(keys, frame, area, theme);
     }
 }
 
@@ -106,133 +111,6 @@ fn draw_panel(
         Panel::Namespaces => panels::namespaces::draw(ui, frame, area, theme),
         Panel::Advice => panels::advice::draw(ui, frame, area, theme),
     }
-}
-
-fn draw_header(model: &Model, ui: &UiState, frame: &mut Frame, area: Rect, theme: Theme) {
-    let v = &ui.view;
-    let sep = || Span::styled(" · ", theme.dim());
-    let mut spans = vec![
-        Span::styled(" ctscope ", theme.banner()),
-        Span::raw(" "),
-        Span::raw(format!("kernel {}", model.info.kernel)),
-        sep(),
-        Span::raw(model.info.backend.clone()),
-        sep(),
-        Span::raw(format!("up {}", text::span(ui.env.uptime.as_secs_f64()))),
-        sep(),
-        Span::raw(format!("every {}", text::duration(ui.env.interval))),
-        sep(),
-    ];
-    let lost = format!("lost {}", text::thousands(v.lost_events));
-    spans.push(if v.lost_events > 0 {
-        Span::styled(lost, theme.alert())
-    } else {
-        Span::raw(lost)
-    });
-    if v.probe_misses > 0 {
-        spans.push(sep());
-        spans.push(Span::styled(
-            format!("probe misses {}", text::thousands(v.probe_misses)),
-            theme.level(super::derive::Level::Warning),
-        ));
-    }
-    if ui.paused {
-        spans.push(Span::raw("  "));
-        spans.push(Span::styled(" PAUSED ", theme.banner()));
-    }
-    frame.render_widget(Line::from(spans), area);
-}
-
-fn draw_footer(ui: &UiState, frame: &mut Frame, area: Rect, theme: Theme) {
-    let line = if let Some(edit) = &ui.editing {
-        Line::from(vec![
-            Span::styled("/", theme.key()),
-            Span::raw(format!(" filter: {edit}")),
-            Span::styled("█", theme.plain()),
-            Span::styled(
-                "  Enter apply · Esc cancel · e.g. port 443, host 10.0.0.2, netns 4026532000",
-                theme.dim(),
-            ),
-        ])
-    } else if let Some(status) = &ui.status {
-        Line::from(Span::styled(format!(" {}", status.text), theme.bold()))
-    } else {
-        // One space between hints when narrow, so all of them fit in 80.
-        let gap = if area.width >= 100 { " " } else { "" };
-        let mut spans = Vec::new();
-        for (key, what) in [
-            ("q", "quit"),
-            ("?", "help"),
-            ("p", "pause"),
-            ("Tab/1-6", "focus"),
-            ("↑↓", "scroll"),
-            ("z", "zoom"),
-            ("s", "sort"),
-            ("/", "filter"),
-            ("r", "record"),
-        ] {
-            spans.push(Span::styled(format!(" {key}"), theme.key()));
-            spans.push(Span::raw(format!(" {what}{gap}")));
-        }
-        if !ui.filter.is_empty() {
-            spans.push(Span::styled(format!(" [{}]", ui.filter.text), theme.bold()));
-        }
-        Line::from(spans)
-    };
-    frame.render_widget(line, area);
-}
-
-const HELP: &[(&str, &str)] = &[
-    ("q, Esc, Ctrl-C", "quit (the probes detach)"),
-    ("p, Space", "pause the display; counting goes on"),
-    ("Tab, Shift-Tab", "focus the next or previous panel"),
-    ("1-6", "focus a panel"),
-    ("z, Enter", "zoom the focused panel; Esc returns"),
-    ("↑ ↓ j k", "scroll the focused panel (PgUp PgDn g G)"),
-    ("s", "sort the namespaces, or the drops when focused"),
-    ("/", "filter drops and namespaces: netns N|NAME, port P,"),
-    ("", "host ADDR, proto udp, cause table_full, syn"),
-    ("r", "start or stop recording (not available yet)"),
-    ("?", "this help"),
-];
-
-const PANELS_HELP: &[&str] = &[
-    "Fill: the fullest namespace against nf_conntrack_max (each",
-    "namespace is held to it separately); 90% warns, 95% is critical.",
-    "Rates: allocations, frees and drops per second; sparklines span",
-    "the last minutes. Drops and namespaces count since ctscope started.",
-    "Advice: the tuning guide's rules with the commands to run.",
-];
-
-fn draw_help(frame: &mut Frame, area: Rect, theme: Theme) {
-    let width = 72.min(area.width.saturating_sub(2));
-    let height = (HELP.len() + PANELS_HELP.len() + 4) as u16;
-    let [row] = Layout::vertical([Constraint::Length(height.min(area.height))])
-        .flex(Flex::Center)
-        .areas(area);
-    let [rect] = Layout::horizontal([Constraint::Length(width)])
-        .flex(Flex::Center)
-        .areas(row);
-    let mut lines: Vec<Line> = HELP
-        .iter()
-        .map(|(keys, what)| {
-            Line::from(vec![
-                Span::styled(format!(" {keys:<16}"), theme.key()),
-                Span::raw(*what),
-            ])
-        })
-        .collect();
-    lines.push(Line::raw(""));
-    lines.extend(
-        PANELS_HELP
-            .iter()
-            .map(|l| Line::styled(format!(" {l}"), theme.dim())),
-    );
-    let block = Block::bordered()
-        .border_type(BorderType::Double)
-        .title(Span::styled(" Help · any key closes ", theme.bold()));
-    frame.render_widget(Clear, rect);
-    frame.render_widget(Paragraph::new(lines).block(block), rect);
 }
 
 fn too_small(frame: &mut Frame, area: Rect, theme: Theme) {

@@ -7,7 +7,11 @@ use std::time::Duration;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use super::{derive::Derived, filter::Filter};
+use super::{
+    derive::Derived,
+    feed::{DemoView, RecordingView, ReplayAction, ReplayView},
+    filter::Filter,
+};
 
 /// The panels, in Tab order; digits 1-6 focus them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,18 +169,29 @@ pub struct UiState {
     pub zoom: bool,
     pub status: Option<Status>,
     pub ticks: u64,
+    /// A recording started with `r`.
+    pub recording: Option<RecordingView>,
+    /// `ctscope demo`'s load.
+    pub demo: Option<DemoView>,
+    /// Set when the screen shows a recorded trace: the keys then control
+    /// playback, and recording is off.
+    pub replay: Option<ReplayView>,
     /// Values derived from the model and this state; recomputed in the
     /// update step, read by rendering.
     pub view: Derived,
 }
 
 /// What the event loop does after a key, besides redrawing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Action {
     None,
     Quit,
     /// Freeze (true) or thaw (false) the displayed model.
     Pause(bool),
+    /// Start a recording, or stop the one running.
+    Record,
+    /// Control the replay.
+    Replay(ReplayAction),
 }
 
 impl UiState {
@@ -226,6 +241,9 @@ impl UiState {
                 }
             };
         }
+        if let Some(act) = self.replay.as_ref().and_then(|r| r.on_key(key)) {
+            return Action::Replay(act);
+        }
         match key.code {
             KeyCode::Char('q') => return Action::Quit,
             KeyCode::Esc if self.zoom => self.zoom = false,
@@ -262,9 +280,10 @@ impl UiState {
             KeyCode::End | KeyCode::Char('G') => self.scroll_by(isize::MAX),
             KeyCode::Char('s') => self.cycle_sort(),
             KeyCode::Char('/') => self.editing = Some(self.filter.text.clone()),
-            KeyCode::Char('r') => {
-                self.say("recording not available yet: `ctscope record` is being built");
+            KeyCode::Char('r') if self.replay.is_some() => {
+                self.say("this is a recording already: r records live capture (ctscope top)");
             }
+            KeyCode::Char('r') => return Action::Record,
             _ => {}
         }
         Action::None
@@ -437,18 +456,44 @@ mod tests {
     }
 
     #[test]
-    fn recording_says_it_is_not_there_yet_and_status_expires() {
+    fn r_records_live_but_not_in_a_replay_and_status_expires() {
         let mut ui = UiState::default();
+        assert_eq!(ui.on_key(key(KeyCode::Char('r'))), Action::Record);
+        ui.replay = Some(ReplayView::default());
         assert_eq!(ui.on_key(key(KeyCode::Char('r'))), Action::None);
         assert!(
             ui.status
                 .as_ref()
-                .is_some_and(|s| s.text.contains("recording not available yet"))
+                .is_some_and(|s| s.text.contains("recording already"))
         );
         for _ in 0..STATUS_TICKS {
             ui.tick();
         }
         assert_eq!(ui.status, None);
+    }
+
+    #[test]
+    fn in_a_replay_p_controls_playback_instead_of_freezing() {
+        let mut ui = UiState {
+            replay: Some(ReplayView::default()),
+            ..UiState::default()
+        };
+        assert_eq!(
+            ui.on_key(key(KeyCode::Char('p'))),
+            Action::Replay(ReplayAction::TogglePause)
+        );
+        assert!(!ui.paused);
+        assert_eq!(
+            ui.on_key(key(KeyCode::Char('n'))),
+            Action::Replay(ReplayAction::Step)
+        );
+        // The rest of the keys work as live.
+        ui.on_key(key(KeyCode::Tab));
+        assert_eq!(ui.focus, Some(Panel::Fill));
+        // Typing a filter is not playback control.
+        ui.on_key(key(KeyCode::Char('/')));
+        assert_eq!(ui.on_key(key(KeyCode::Char('n'))), Action::None);
+        assert_eq!(ui.editing.as_deref(), Some("n"));
     }
 
     #[test]

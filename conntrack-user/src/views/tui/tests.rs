@@ -10,7 +10,9 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::{Terminal, backend::TestBackend, buffer::Buffer, style::Color};
 
 use super::{
-    UiState, render,
+    UiState,
+    feed::{DemoView, RecordingView, ReplayView},
+    render,
     state::{Env, Panel},
 };
 use crate::{
@@ -530,4 +532,117 @@ fn paused_header_and_sorted_namespaces() {
     let shown = text(&screen.draw(120, 40));
     assert!(shown.contains(" PAUSED "), "{shown}");
     assert!(shown.contains("by drops"), "{shown}");
+}
+
+fn recording(elapsed_s: u64) -> RecordingView {
+    RecordingView {
+        file: "ctscope-20231115-120000.ctrace".into(),
+        events: 48_213,
+        bytes: 5_502_976,
+        lost: 0,
+        elapsed: Duration::from_secs(elapsed_s),
+        starting: false,
+        stopping: false,
+    }
+}
+
+#[test]
+fn recording_indicator_stays_in_the_footer() {
+    let mut screen = dropping();
+    screen.ui.recording = Some(recording(83));
+    let t = screen.draw(120, 40);
+    let shown = text(&t);
+    let footer = shown.lines().last().expect("footer");
+    for part in [
+        "● REC ctscope-20231115-120000.ctrace",
+        "1:23",
+        "48,213 events",
+        "5.2 MiB",
+        "r stop",
+    ] {
+        assert!(footer.contains(part), "{part}: {footer}");
+    }
+    insta::assert_snapshot!("recording_120x40", shown);
+
+    // A message goes beside it rather than over it, and at 80 columns the
+    // indicator still fits.
+    screen.ui.say("recording every allocation, free and drop");
+    screen.ui.recording = Some(RecordingView {
+        lost: 12,
+        stopping: true,
+        ..recording(5)
+    });
+    let shown = text(&screen.draw(80, 24));
+    let footer = shown.lines().last().expect("footer");
+    assert!(
+        footer.contains("■ SAVING ctscope-20231115-120000.ctrace · 0:05"),
+        "{footer}"
+    );
+    assert!(footer.contains("lost 12"), "{footer}");
+    insta::assert_snapshot!("recording_stopping_80x24", shown);
+}
+
+#[test]
+fn replay_header_shows_the_position_speed_and_state() {
+    let mut screen = dropping();
+    screen.ui.replay = Some(ReplayView {
+        file: "load.ctrace".into(),
+        position: Duration::from_secs(12),
+        length: Some(Duration::from_secs(90)),
+        paused: true,
+        finished: false,
+        speed: Some(2.0),
+        damaged: false,
+    });
+    let shown = text(&screen.draw(120, 40));
+    let header = shown.lines().next().expect("header");
+    assert!(
+        header.contains(" ctscope  REPLAY load.ctrace · 0:12 / 1:30 ×2  PAUSED  · at 12:00:12"),
+        "{header}"
+    );
+    assert!(!header.contains(" up "), "no uptime in a replay: {header}");
+    let footer = shown.lines().last().expect("footer");
+    assert!(
+        footer.contains("n step") && footer.contains("seek 10s"),
+        "{footer}"
+    );
+    insta::assert_snapshot!("replay_120x40", shown);
+
+    // At the end, at 80 columns: what the data is comes first.
+    screen.ui.replay = Some(ReplayView {
+        position: Duration::from_secs(90),
+        finished: true,
+        speed: None,
+        ..screen.ui.replay.clone().expect("replay")
+    });
+    let shown = text(&screen.draw(80, 24));
+    let header = shown.lines().next().expect("header");
+    assert!(header.contains("1:30 / 1:30 max  END "), "{header}");
+    insta::assert_snapshot!("replay_end_80x24", shown);
+
+    // Help lists the playback keys.
+    screen.key(KeyCode::Char('?'));
+    let shown = text(&screen.draw(80, 24));
+    assert!(shown.contains("play to the next snapshot"), "{shown}");
+}
+
+#[test]
+fn demo_header_names_the_load() {
+    let mut screen = dropping();
+    screen.ui.demo = Some(DemoView {
+        kind: "udp",
+        rate: Some(2000),
+        netns: TEST_NS,
+        squeezed: Some(300),
+        sent: 24_000,
+        refused: 310,
+    });
+    let shown = text(&screen.draw(120, 40));
+    let header = shown.lines().next().expect("header");
+    assert!(
+        header.contains(
+            "DEMO udp 2,000/s → netns 4026532999 · 24,000 sent · 310 refused · max 300 (squeezed)"
+        ),
+        "{header}"
+    );
 }

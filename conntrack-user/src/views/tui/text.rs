@@ -55,6 +55,22 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
+/// 1536 -> "1.5 KiB".
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
 /// Cuts `s` to `width` characters, marking the cut with `…`.
 pub fn fit(s: &str, width: usize) -> String {
     if s.chars().count() <= width {
@@ -126,6 +142,9 @@ mod tests {
         assert_eq!(duration(Duration::from_millis(500)), "0.5s");
         assert_eq!(duration(Duration::from_secs(2)), "2s");
         assert_eq!(fit("abcdef", 4), "abc…");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(3 << 20), "3.0 MiB");
     }
 
     #[test]
