@@ -46,7 +46,7 @@ pub async fn run(args: &DropsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
             backend: live.info.backend.to_owned(),
             kernel: live.info.kernel.clone(),
         },
-        args.filter(),
+        args.filter.drop_filter(),
     );
     let mut out = io::stdout();
     let mut sigint = signal(SignalKind::interrupt())?;

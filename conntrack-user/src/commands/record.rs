@@ -20,12 +20,11 @@ use tokio::{
 };
 
 use crate::{
-    cli::{ProbeArgs, RecordArgs, TraceFilterArgs},
+    cli::{ProbeArgs, RecordArgs},
     probe::ProbeOptions,
     source::live::{LiveOptions, LiveSource},
     trace::{
         TraceWriter, WriterOptions,
-        filter::EventFilter,
         recorder::{Progress, Recorder},
         session::{self, RecorderThread},
     },
@@ -35,21 +34,8 @@ use crate::{
 /// Status line refresh.
 const STATUS_EVERY: Duration = Duration::from_millis(500);
 
-impl TraceFilterArgs {
-    pub fn to_filter(&self) -> EventFilter {
-        EventFilter {
-            causes: self.cause.clone(),
-            syn_only: self.syn,
-            netns: self.netns,
-            proto: self.proto,
-            port: self.port,
-            host: self.host,
-        }
-    }
-}
-
 pub async fn run(args: &RecordArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
-    let filter = args.filter.to_filter();
+    let filter = args.filter.event_filter();
     let (tx, rx) = mpsc::channel(session::CHANNEL);
     let opts = ProbeOptions::from(probe);
     let ring_bytes = opts.ring_bytes;
