@@ -14,12 +14,17 @@ use anyhow::{Context as _, Result};
 
 use super::{Image, Outcome};
 
+/// The guest's kernel command line: an oops anywhere panics, and a panic
+/// stops the guest at once, so the harness sees it instead of a hang.
+const APPEND: &str = "console=ttyS0 quiet panic=-1 oops=panic";
+
 /// Boots the guest, echoing its console, and returns everything it printed.
 pub(super) fn boot_and_run(
     image: &Image,
     initrd: &Path,
     log: &Path,
     timeout_min: u64,
+    resume: Option<&str>,
 ) -> Result<String> {
     let vmlinuz = image
         .tree
@@ -35,7 +40,11 @@ pub(super) fn boot_and_run(
         .arg(&vmlinuz)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", "console=ttyS0 quiet panic=-1 oops=panic"])
+        .arg("-append")
+        .arg(match resume {
+            Some(at) => format!("{APPEND} ctscope.resume={at}"),
+            None => APPEND.to_owned(),
+        })
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -77,24 +86,31 @@ pub(super) fn boot_and_run(
     Ok(console)
 }
 
-/// Per-backend totals from libtest's "test result:" lines and the markers.
-pub(super) fn parse_console(kernel: &str, console: &str) -> Vec<Outcome> {
-    let mut out: Vec<Outcome> = Vec::new();
+/// Adds one boot's per-backend totals (libtest's "test result:" lines and
+/// the markers) to `out`; a resumed boot adds to the same backend's entry.
+pub(super) fn parse_console(kernel: &str, console: &str, out: &mut Vec<Outcome>) {
+    let mut current: Option<usize> = None;
     for line in console.lines() {
         if let Some(rest) = line.strip_prefix("CTSCOPE-VM-BACKEND ") {
             let mut f = rest.split_whitespace();
             if let (Some(backend), Some("start")) = (f.next(), f.next()) {
-                out.push(Outcome {
-                    kernel: kernel.to_owned(),
-                    backend: backend.to_owned(),
-                    passed: 0,
-                    failed: 0,
-                    ignored: 0,
-                    binaries_failed: Vec::new(),
-                });
+                let found = out
+                    .iter()
+                    .position(|o| o.kernel == kernel && o.backend == backend);
+                current = Some(found.unwrap_or_else(|| {
+                    out.push(Outcome {
+                        kernel: kernel.to_owned(),
+                        backend: backend.to_owned(),
+                        passed: 0,
+                        failed: 0,
+                        ignored: 0,
+                        binaries_failed: Vec::new(),
+                    });
+                    out.len() - 1
+                }));
             }
         } else if let Some(rest) = line.trim().strip_prefix("test result: ") {
-            if let Some(o) = out.last_mut() {
+            if let Some(o) = current.and_then(|i| out.get_mut(i)) {
                 let n = |word: &str| -> u64 {
                     rest.split(';')
                         .find_map(|part| {
@@ -110,12 +126,57 @@ pub(super) fn parse_console(kernel: &str, console: &str) -> Vec<Outcome> {
             }
         } else if let Some(rest) = line.strip_prefix("CTSCOPE-VM-RESULT ") {
             let f: Vec<&str> = rest.split_whitespace().collect();
-            if let (Some(o), [_, test, code]) = (out.last_mut(), f.as_slice())
+            if let (Some(o), [_, test, code]) = (current.and_then(|i| out.get_mut(i)), f.as_slice())
                 && *code != "0"
             {
                 o.binaries_failed.push(format!("{test} exited {code}"));
             }
         }
     }
-    out
+}
+
+/// A guest kernel panic read off the console: which test executable was
+/// running (`backend/test`, from the CTSCOPE-VM-RUN marker) and the oops
+/// lines worth printing (the first report line, RIP, the panic line).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Panic {
+    pub at: Option<String>,
+    pub summary: Vec<String>,
+}
+
+pub(super) fn find_panic(console: &str) -> Option<Panic> {
+    if !console.contains("Kernel panic - not syncing") {
+        return None;
+    }
+    let at = console
+        .lines()
+        .filter_map(|l| l.strip_prefix("CTSCOPE-VM-RUN "))
+        .next_back()
+        .map(|rest| rest.split_whitespace().collect::<Vec<_>>().join("/"));
+    // The kernel's log lines carry a "[  12.345678] " timestamp.
+    let text = |l: &str| l.split_once("] ").map_or(l, |(_, t)| t).trim().to_owned();
+    const REPORTS: [&str; 6] = [
+        "BUG:",
+        "Oops:",
+        "general protection fault",
+        "int3:",
+        "invalid opcode:",
+        "kernel BUG at",
+    ];
+    let mut summary: Vec<String> = Vec::new();
+    for l in console.lines() {
+        let t = text(l);
+        let report = REPORTS
+            .iter()
+            .any(|r| t.starts_with(r) || t.contains(&format!(" {r}")));
+        let wanted = report
+            || t.starts_with("RIP: 0010:")
+            || t.starts_with("Comm:")
+            || (t.starts_with("CPU: ") && t.contains("Comm:"))
+            || t.starts_with("Kernel panic - not syncing");
+        if wanted && !summary.contains(&t) {
+            summary.push(t);
+        }
+    }
+    Some(Panic { at, summary })
 }

@@ -293,10 +293,18 @@ ip link set lo up
 echo "CTSCOPE-VM-KERNEL $(uname -r) (packaged {release}) cpus=$(nproc)"
 for m in {modules}; do modprobe $m || echo "CTSCOPE-VM-MODPROBE-FAILED $m"; done
 export CTSCOPE_BIN=/t/ctscope CTSCOPE_VM_MISSING_TOOLS={MISSING_TOOLS} RUST_BACKTRACE=1
+# After a guest kernel panic the harness boots again with
+# ctscope.resume=BACKEND/TEST: skip what ran before that executable.
+resume=$(sed -n 's/.*ctscope\.resume=\([^ ]*\).*/\1/p' /proc/cmdline)
 for backend in {backends}; do
   export CTSCOPE_BACKEND=$backend
   echo "CTSCOPE-VM-BACKEND $backend start $(cut -d' ' -f1 /proc/uptime)"
   for t in {tests}; do
+    if [ -n "$resume" ]; then
+      [ "$resume" = "$backend/$t" ] || continue
+      resume=
+    fi
+    echo "CTSCOPE-VM-RUN $backend $t"
     /t/$t --test-threads=1 {filter} 2>&1
     echo "CTSCOPE-VM-RESULT $backend $t $?"
   done

@@ -21,7 +21,7 @@ mod boot;
 mod initrd;
 mod kernel;
 
-use boot::{boot_and_run, parse_console};
+use boot::{boot_and_run, find_panic, parse_console};
 use initrd::{build, build_initrd};
 use kernel::{Image, fetch_kernel};
 
@@ -133,27 +133,60 @@ pub fn run(root: &Path, opts: &VmOptions) -> Result<()> {
     let tests = build(root)?;
     let mut outcomes = Vec::new();
     let mut timings = Vec::new();
+    let mut notes: Vec<(&str, String)> = Vec::new();
     for kernel in opts.kernel.expand() {
         let started = Instant::now();
         let image = fetch_kernel(root, kernel)?;
         let initrd = build_initrd(root, &image, &tests, opts)?;
         let prepared = started.elapsed();
-        let log = image.dir.join("console.log");
         let boot = Instant::now();
-        let console = boot_and_run(&image, &initrd, &log, opts.timeout_min)?;
-        let ran = boot.elapsed();
-        outcomes.extend(parse_console(kernel.label(), &console));
-        timings.push((kernel.label(), image.release.clone(), prepared, ran));
-        if !console.contains("CTSCOPE-VM-DONE") {
-            outcomes.push(Outcome {
-                kernel: kernel.label().to_owned(),
-                backend: "-".into(),
-                passed: 0,
-                failed: 1,
-                ignored: 0,
-                binaries_failed: vec![format!("the guest did not finish (see {})", log.display())],
-            });
+        let mut resume: Option<String> = None;
+        for attempt in 1.. {
+            let log = image.dir.join(format!("console-{attempt}.log"));
+            let console = boot_and_run(&image, &initrd, &log, opts.timeout_min, resume.as_deref())?;
+            parse_console(kernel.label(), &console, &mut outcomes);
+            if console.contains("CTSCOPE-VM-DONE") {
+                break;
+            }
+            let panic = find_panic(&console);
+            let why = match &panic {
+                Some(p) => format!(
+                    "the guest kernel panicked during {} (see {}): {}",
+                    p.at.as_deref().unwrap_or("boot"),
+                    log.display(),
+                    p.summary.join(" | ")
+                ),
+                None => format!("the guest did not finish (see {})", log.display()),
+            };
+            eprintln!("xtask: {why}");
+            // A panic under software emulation is retried once per test
+            // executable, in a fresh boot that resumes there; the panic is
+            // still reported. The same executable panicking twice, or a
+            // guest that stops without a panic, is a failure.
+            let retry = panic
+                .and_then(|p| p.at)
+                .filter(|at| attempt < 4 && resume.as_ref() != Some(at));
+            notes.push((kernel.label(), why.clone()));
+            match retry {
+                Some(at) => {
+                    eprintln!("xtask: booting {} again to resume at {at}", image.release);
+                    resume = Some(at);
+                }
+                None => {
+                    outcomes.push(Outcome {
+                        kernel: kernel.label().to_owned(),
+                        backend: "-".into(),
+                        passed: 0,
+                        failed: 1,
+                        ignored: 0,
+                        binaries_failed: vec![why],
+                    });
+                    break;
+                }
+            }
         }
+        let ran = boot.elapsed();
+        timings.push((kernel.label(), image.release.clone(), prepared, ran));
     }
     eprintln!("\nvm-test summary");
     for (label, release, prepared, ran) in &timings {
@@ -162,6 +195,9 @@ pub fn run(root: &Path, opts: &VmOptions) -> Result<()> {
             prepared.as_secs_f64(),
             ran.as_secs_f64()
         );
+    }
+    for (label, note) in &notes {
+        eprintln!("  NOTE {label}: {note}");
     }
     let mut failed = false;
     for o in &outcomes {
@@ -253,7 +289,8 @@ test result: ok. 9 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out
 CTSCOPE-VM-RESULT tracepoint stats 0
 CTSCOPE-VM-DONE
 ";
-        let o = parse_console("debian-6.1", console);
+        let mut o = Vec::new();
+        parse_console("debian-6.1", console, &mut o);
         assert_eq!(o.len(), 2);
         assert_eq!((o[0].passed, o[0].failed, o[0].ignored), (8, 1, 1));
         assert_eq!(o[0].binaries_failed, vec!["drops exited 101".to_owned()]);
@@ -261,6 +298,49 @@ CTSCOPE-VM-DONE
             (o[1].backend.as_str(), o[1].passed, o[1].failed),
             ("tracepoint", 9, 0)
         );
+    }
+
+    #[test]
+    fn a_resumed_boot_adds_to_the_same_backend() {
+        let first = "\
+CTSCOPE-VM-BACKEND kprobe start 3.1
+CTSCOPE-VM-RUN kprobe buckets
+test result: ok. 5 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out
+CTSCOPE-VM-RESULT kprobe buckets 0
+CTSCOPE-VM-RUN kprobe cli
+test a ... ok
+[  120.971271] Code: 48 8b 54 24 08 66 <90> 48 89 df
+[  120.900000] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI
+[  120.900001] CPU: 1 UID: 0 PID: 0 Comm: swapper/1 Not tainted 6.12.117+deb12-amd64 #1
+[  120.900002] RIP: 0010:sk_skb_reason_drop+0x20/0x100
+[  120.971503] Kernel panic - not syncing: Fatal exception in interrupt
+";
+        let p = find_panic(first).expect("a panic");
+        assert_eq!(p.at.as_deref(), Some("kprobe/cli"));
+        assert_eq!(
+            p.summary,
+            vec![
+                "Oops: int3: 0000 [#1] PREEMPT SMP NOPTI".to_owned(),
+                "CPU: 1 UID: 0 PID: 0 Comm: swapper/1 Not tainted 6.12.117+deb12-amd64 #1"
+                    .to_owned(),
+                "RIP: 0010:sk_skb_reason_drop+0x20/0x100".to_owned(),
+                "Kernel panic - not syncing: Fatal exception in interrupt".to_owned(),
+            ]
+        );
+        let second = "\
+CTSCOPE-VM-BACKEND kprobe start 2.0
+CTSCOPE-VM-RUN kprobe cli
+test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out
+CTSCOPE-VM-RESULT kprobe cli 0
+CTSCOPE-VM-BACKEND kprobe end 9
+CTSCOPE-VM-DONE
+";
+        assert_eq!(find_panic(second), None);
+        let mut o = Vec::new();
+        parse_console("debian-6.12", first, &mut o);
+        parse_console("debian-6.12", second, &mut o);
+        assert_eq!(o.len(), 1);
+        assert_eq!((o[0].passed, o[0].failed, o[0].ignored), (8, 0, 1));
     }
 
     #[test]
