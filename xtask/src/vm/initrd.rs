@@ -284,8 +284,9 @@ export PATH=/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
+# /tmp stays on the initramfs (already in memory): the tests' docs/ and
+# deploy/ are there when the tree was built under /tmp.
 mount -t tmpfs run /run
-mount -t tmpfs tmp /tmp
 mount -t bpf bpf /sys/fs/bpf
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
