@@ -63,6 +63,17 @@ pub fn ct_netns(ct: u64) -> u32 {
     net_inum(member(ct, conf!(ct_net)).unwrap_or(0))
 }
 
+/// Whether `init_conntrack` has published the entry: it writes `ct_net`,
+/// issues `smp_wmb()`, then sets the refcount from 0 to 1. Until then the
+/// slab object may still hold a previous entry's `ct_net` (the cache is
+/// SLAB_TYPESAFE_BY_RCU), which would attribute the allocation to the
+/// wrong namespace. An entry that never gets there is attributed when it
+/// is freed.
+#[inline(always)]
+pub fn ct_published(ct: u64) -> bool {
+    member::<u32>(ct, conf!(ct_use)).is_some_and(|refs| refs != 0)
+}
+
 /// Fills a (zeroed) event describing a conntrack entry: namespace, tuple,
 /// zone, mark, status.
 #[inline(always)]

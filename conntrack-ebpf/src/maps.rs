@@ -247,7 +247,7 @@ extern "C" fn resolve_one(
     let (ct, alloc_ts_ns) = unsafe { (*key, (*value).alloc_ts_ns) };
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    if now.wrapping_sub(alloc_ts_ns) < MIN_AGE_NS {
+    if now.wrapping_sub(alloc_ts_ns) < MIN_AGE_NS || !kernel::ct_published(ct) {
         return 0;
     }
     let netns = kernel::ct_netns(ct);

@@ -348,7 +348,10 @@ pub struct Config {
     /// `struct ip_conntrack_stat` members.
     pub stat_insert_failed: u32,
     pub stat_chaintoolong: u32,
-    pub _pad: u32,
+    /// `nf_conn.ct_general.use` (refcount): 0 until `init_conntrack` has
+    /// written `ct_net` and published it (smp_wmb, then the refcount is set
+    /// to 1), so the resolver waits for it to be non-zero.
+    pub ct_use: u32,
 }
 
 /// Buckets one run of the `walk_chunk` program covers at most; a chunk

@@ -35,7 +35,13 @@ pub(super) fn boot_and_run(
         image.release
     );
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-cpu", "max", "-m", "2048", "-smp", "2"])
+        // One host thread runs both vCPUs. With multi-threaded TCG the 6.12
+        // guests died of "Oops: int3" at a tracepoint's static branch just
+        // patched back (kmem_cache_alloc, kfree_skb): a vCPU ran stale code
+        // after another had rewritten it. Single-threaded TCG keeps code
+        // writes and execution in step, and was no slower here.
+        .args(["-accel", "tcg,thread=single", "-cpu", "max"])
+        .args(["-m", "2048", "-smp", "2"])
         .args(["-nographic", "-no-reboot", "-kernel"])
         .arg(&vmlinuz)
         .arg("-initrd")
