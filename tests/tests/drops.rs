@@ -55,10 +55,12 @@ fn table_full_syns_carry_their_exact_tuple_over_ipv4_and_ipv6() {
 
     let before = ns.kernel_stats().expect("stats");
     let ct = Ctscope::start(&["drops", "--json"]).expect("ctscope");
+    // Source ports below the ephemeral range (32768-60999), so that none
+    // is still held by one of the connections that filled the table.
     for i in 0..5u16 {
-        let src: SocketAddr = (Ipv4Addr::LOCALHOST, 41000 + i).into();
+        let src: SocketAddr = (Ipv4Addr::LOCALHOST, 21000 + i).into();
         tcp_syn(&ns, src, v4, Duration::from_millis(20)).expect("syn v4");
-        let src: SocketAddr = (Ipv6Addr::LOCALHOST, 42000 + i).into();
+        let src: SocketAddr = (Ipv6Addr::LOCALHOST, 22000 + i).into();
         tcp_syn(&ns, src, v6, Duration::from_millis(20)).expect("syn v6");
     }
     let after = ns.kernel_stats().expect("stats");
@@ -66,7 +68,7 @@ fn table_full_syns_carry_their_exact_tuple_over_ipv4_and_ipv6() {
     let (drops, summary) = finish(ct);
     let mine = in_ns(&drops, &ns);
 
-    for (family, addr, first) in [(4, "127.0.0.1", 41000), (6, "::1", 42000)] {
+    for (family, addr, first) in [(4, "127.0.0.1", 21000), (6, "::1", 22000)] {
         for i in 0..5u64 {
             let found = mine
                 .iter()
@@ -119,7 +121,7 @@ fn ruleset_drops_are_policy_and_filters_apply() {
     let dst: SocketAddr = (Ipv4Addr::LOCALHOST, 9).into();
     tcp_syn(
         &ns,
-        (Ipv4Addr::LOCALHOST, 43000).into(),
+        (Ipv4Addr::LOCALHOST, 23000).into(),
         dst,
         Duration::from_millis(20),
     )
