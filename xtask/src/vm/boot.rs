@@ -94,8 +94,13 @@ pub(super) fn boot_and_run(
 
 /// Adds one boot's per-backend totals (libtest's "test result:" lines and
 /// the markers) to `out`; a resumed boot adds to the same backend's entry.
+/// An executable's counts are taken at its CTSCOPE-VM-RESULT marker; a
+/// CTSCOPE-VM-RETRY marker drops the failed attempt's counts and records it
+/// in `retried`, so a test that failed once is never silent.
 pub(super) fn parse_console(kernel: &str, console: &str, out: &mut Vec<Outcome>) {
     let mut current: Option<usize> = None;
+    // (passed, failed, ignored) of the executable running now.
+    let mut pending = (0u64, 0u64, 0u64);
     for line in console.lines() {
         if let Some(rest) = line.strip_prefix("CTSCOPE-VM-BACKEND ") {
             let mut f = rest.split_whitespace();
@@ -111,32 +116,50 @@ pub(super) fn parse_console(kernel: &str, console: &str, out: &mut Vec<Outcome>)
                         failed: 0,
                         ignored: 0,
                         binaries_failed: Vec::new(),
+                        retried: Vec::new(),
                     });
                     out.len() - 1
                 }));
+                pending = (0, 0, 0);
             }
+        } else if line.starts_with("CTSCOPE-VM-RUN ") {
+            pending = (0, 0, 0);
         } else if let Some(rest) = line.trim().strip_prefix("test result: ") {
-            if let Some(o) = current.and_then(|i| out.get_mut(i)) {
-                let n = |word: &str| -> u64 {
-                    rest.split(';')
-                        .find_map(|part| {
-                            let part = part.trim();
-                            part.strip_suffix(word)
-                                .and_then(|num| num.trim().rsplit(' ').next()?.parse().ok())
-                        })
-                        .unwrap_or(0)
-                };
-                o.passed += n("passed");
-                o.failed += n("failed");
-                o.ignored += n("ignored");
-            }
-        } else if let Some(rest) = line.strip_prefix("CTSCOPE-VM-RESULT ") {
+            let n = |word: &str| -> u64 {
+                rest.split(';')
+                    .find_map(|part| {
+                        let part = part.trim();
+                        part.strip_suffix(word)
+                            .and_then(|num| num.trim().rsplit(' ').next()?.parse().ok())
+                    })
+                    .unwrap_or(0)
+            };
+            pending.0 += n("passed");
+            pending.1 += n("failed");
+            pending.2 += n("ignored");
+        } else if let Some(rest) = line.strip_prefix("CTSCOPE-VM-RETRY ") {
             let f: Vec<&str> = rest.split_whitespace().collect();
             if let (Some(o), [_, test, code]) = (current.and_then(|i| out.get_mut(i)), f.as_slice())
-                && *code != "0"
             {
-                o.binaries_failed.push(format!("{test} exited {code}"));
+                o.retried.push(format!(
+                    "{test} exited {code} ({} failed), then was run again",
+                    pending.1
+                ));
             }
+            pending = (0, 0, 0);
+        } else if let Some(rest) = line.strip_prefix("CTSCOPE-VM-RESULT ") {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            if let Some(o) = current.and_then(|i| out.get_mut(i)) {
+                o.passed += pending.0;
+                o.failed += pending.1;
+                o.ignored += pending.2;
+                if let [_, test, code] = f.as_slice()
+                    && *code != "0"
+                {
+                    o.binaries_failed.push(format!("{test} exited {code}"));
+                }
+            }
+            pending = (0, 0, 0);
         }
     }
 }

@@ -121,6 +121,9 @@ struct Outcome {
     pub(super) failed: u64,
     pub(super) ignored: u64,
     pub(super) binaries_failed: Vec<String>,
+    /// Executables that failed and passed when run again (reported, never
+    /// hidden: see the guest's /init).
+    pub(super) retried: Vec<String>,
 }
 
 pub fn run(root: &Path, opts: &VmOptions) -> Result<()> {
@@ -180,6 +183,7 @@ pub fn run(root: &Path, opts: &VmOptions) -> Result<()> {
                         failed: 1,
                         ignored: 0,
                         binaries_failed: vec![why],
+                        retried: Vec::new(),
                     });
                     break;
                 }
@@ -220,10 +224,16 @@ pub fn run(root: &Path, opts: &VmOptions) -> Result<()> {
                 format!(" ({})", o.binaries_failed.join(", "))
             }
         );
+        for r in &o.retried {
+            eprintln!("    FAILED ONCE {} backend={}: {r}", o.kernel, o.backend);
+        }
     }
     let total_pass: u64 = outcomes.iter().map(|o| o.passed).sum();
     let total_fail: u64 = outcomes.iter().map(|o| o.failed).sum();
-    println!("vm-test: {total_pass} passed, {total_fail} failed");
+    let retried: usize = outcomes.iter().map(|o| o.retried.len()).sum();
+    println!(
+        "vm-test: {total_pass} passed, {total_fail} failed, {retried} executable(s) run again after a failure"
+    );
     if failed || outcomes.is_empty() {
         bail!("the integration suite failed in a VM");
     }
@@ -298,6 +308,35 @@ CTSCOPE-VM-DONE
             (o[1].backend.as_str(), o[1].passed, o[1].failed),
             ("tracepoint", 9, 0)
         );
+    }
+
+    #[test]
+    fn a_retried_executable_counts_once_and_is_reported() {
+        let console = "\
+CTSCOPE-VM-BACKEND tracepoint start 3.1
+CTSCOPE-VM-RUN tracepoint trace
+test result: FAILED. 4 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out
+CTSCOPE-VM-RETRY tracepoint trace 101
+test result: ok. 5 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out
+CTSCOPE-VM-RESULT tracepoint trace 0
+CTSCOPE-VM-RUN tracepoint drops
+test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out
+CTSCOPE-VM-RETRY tracepoint drops 101
+test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out
+CTSCOPE-VM-RESULT tracepoint drops 101
+CTSCOPE-VM-DONE
+";
+        let mut o = Vec::new();
+        parse_console("debian-6.1", console, &mut o);
+        assert_eq!((o[0].passed, o[0].failed, o[0].ignored), (7, 1, 1));
+        assert_eq!(
+            o[0].retried,
+            vec![
+                "trace exited 101 (1 failed), then was run again".to_owned(),
+                "drops exited 101 (1 failed), then was run again".to_owned(),
+            ]
+        );
+        assert_eq!(o[0].binaries_failed, vec!["drops exited 101".to_owned()]);
     }
 
     #[test]
