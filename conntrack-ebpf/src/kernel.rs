@@ -57,10 +57,26 @@ pub(crate) fn ct_tuple(ct: u64, t: &mut Tuple) {
     t.proto = read(base + conf!(tup_protonum) as u64).unwrap_or(0);
 }
 
-/// Namespace inode of a conntrack entry (0 if unreadable).
+/// The `struct net` a conntrack entry belongs to (0 if unreadable).
 #[inline(always)]
-pub fn ct_netns(ct: u64) -> u32 {
-    net_inum(member(ct, conf!(ct_net)).unwrap_or(0))
+pub fn ct_net(ct: u64) -> u64 {
+    member(ct, conf!(ct_net)).unwrap_or(0)
+}
+
+/// A namespace's key in the per-namespace map and in events: its
+/// `net_cookie`, which the kernel never reuses within a boot (unlike the
+/// inode number), or, where the kernel generates the cookie lazily (before
+/// 5.12, so it may still be 0), the address of its `struct net`. 0 if
+/// unknown.
+#[inline(always)]
+pub fn netns_key(net: u64) -> u64 {
+    if net == 0 {
+        return 0;
+    }
+    if conf!(netns_key_is_addr) != 0 {
+        return net;
+    }
+    member::<u64>(net, conf!(net_cookie)).unwrap_or(0)
 }
 
 /// Whether `init_conntrack` has published the entry: it writes `ct_net`,
@@ -83,7 +99,9 @@ pub fn ct_event(ct: u64, kind: u8, ev: &mut Event) {
     if status & (1 << (conf!(ips_confirmed_bit) & 63)) != 0 {
         ev.flags |= flag::CONFIRMED;
     }
-    ev.netns = ct_netns(ct);
+    let net = ct_net(ct);
+    ev.netns = net_inum(net);
+    ev.netns_id = netns_key(net);
     if ev.netns == 0 {
         ev.flags |= flag::NO_NETNS;
     }
@@ -132,7 +150,7 @@ pub fn net_inum(net: u64) -> u32 {
 
 /// `struct nf_conntrack_net` of a namespace: `net_generic(net, id)`.
 #[inline(always)]
-fn cnet_of(net: u64) -> u64 {
+pub fn cnet_of(net: u64) -> u64 {
     let id = conf!(cnet_id);
     if id == 0 || net == 0 {
         return 0;

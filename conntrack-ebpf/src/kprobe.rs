@@ -121,10 +121,9 @@ pub fn alloc_return(ctx: &RetProbeContext) {
         return;
     }
     count(counter::ALLOC);
-    let netns = kernel::ct_netns(ct);
-    netns_add(netns, NS_ALLOC);
+    netns_add(kernel::ct_net(ct), NS_ALLOC);
     if wanted(setting::EVENTS_CT)
-        && let Some(ev) = scratch_event(scratch::RESOLVE)
+        && let Some(ev) = scratch_event(scratch::ALLOC)
     {
         kernel::ct_event(ct, kind::ALLOC, ev);
         ev.alloc_ts_ns = ev.ts_ns;

@@ -6,33 +6,21 @@ use conntrack_common::{counter, kind, setting};
 
 use crate::{
     kernel,
-    maps::{NS_ALLOC, NS_FREE, PENDING, count, emit, netns_add, scratch_event, wanted},
+    maps::{NS_FREE, count, emit, netns_add, scratch_event, wanted},
 };
 
-/// Counts a free, attributes an allocation still queued for its namespace
-/// (the entry was fully initialised long before it is freed), and sends the
-/// events asked for, built in scratch slot `slot`. The entry is intact here
-/// (nf_conntrack_free frees it after this point).
+/// Counts a free in the entry's namespace and sends the event if asked,
+/// built in scratch slot `slot`. The entry is intact here (nf_conntrack_free
+/// frees it after this point), and `ct_net` is valid: every entry that
+/// reaches the slab free went through `__nf_conntrack_alloc`, which wrote it.
 #[inline(always)]
 pub fn freed(ct: u64, slot: u32) {
     count(counter::FREE);
-    let netns = kernel::ct_netns(ct);
-    let send = wanted(setting::EVENTS_CT);
-    if let Some(p) = PENDING.get_ptr(ct) {
-        // SAFETY: value pointer from a successful lookup.
-        let alloc_ts_ns = unsafe { (*p).alloc_ts_ns };
-        if PENDING.remove(ct).is_ok() {
-            count(counter::RESOLVED_AT_FREE);
-            netns_add(netns, NS_ALLOC);
-            if send && let Some(ev) = scratch_event(slot) {
-                kernel::ct_event(ct, kind::ALLOC, ev);
-                ev.alloc_ts_ns = alloc_ts_ns;
-                emit(ev);
-            }
-        }
-    }
-    netns_add(netns, NS_FREE);
-    if send && let Some(ev) = scratch_event(slot) {
+    let net = kernel::ct_net(ct);
+    netns_add(net, NS_FREE);
+    if wanted(setting::EVENTS_CT)
+        && let Some(ev) = scratch_event(slot)
+    {
         kernel::ct_event(ct, kind::FREE, ev);
         emit(ev);
     }

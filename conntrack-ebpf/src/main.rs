@@ -1,16 +1,24 @@
 //! ctscope's eBPF programs.
 //!
 //! The build/CI kernel has neither kprobes nor fentry, so everything hangs off
-//! BTF tracepoints (see ../shared/platform.md):
+//! BTF tracepoints (see ../shared/platform.md). The loader attaches only the
+//! hooks the running mode needs, one program per hook: every program on a
+//! slab tracepoint runs for every slab object of the machine, and its
+//! dispatch is most of what ctscope costs (docs/benchmarks.md).
 //!
-//! * `ct_alloc` — `kmem:kmem_cache_alloc`, restricted to the `nf_conntrack`
-//!   slab by comparing the cache pointer with a load-time constant;
-//! * `ct_free` — `kmem:kmem_cache_free` on the same slab;
+//! * `ct_free` — `kmem:kmem_cache_free`, restricted to the `nf_conntrack`
+//!   slab by comparing the cache pointer with a load-time constant; counts
+//!   frees per namespace (`ct_net` is valid there). Allocations per
+//!   namespace are derived in userspace from these frees and the live count
+//!   `sample_netns` reads, so counting modes need no allocation probe;
+//! * `ct_alloc` — `kmem:kmem_cache_alloc` on the same slab, attached only
+//!   while allocation events are recorded;
 //! * `ct_drop` — `skb:kfree_skb` with `SKB_DROP_REASON_NETFILTER_DROP`,
 //!   classified by what the packet carries (net/netfilter/nf_conntrack_core.c);
-//! * `resolve` — run from userspace with BPF_PROG_TEST_RUN: attributes queued
-//!   allocations to their network namespace once `__nf_conntrack_alloc` has
-//!   written `ct_net`;
+//! * `noop_*` — the same hooks doing nothing, for the benchmark's floor;
+//! * `sample_netns`, `resolve_ct` — run from userspace with
+//!   BPF_PROG_TEST_RUN: the namespaces and their live counts, and the
+//!   namespace and tuple of recorded allocations (netns.rs);
 //! * `discover_cache`, `discover_net` — start-up discovery of the slab and of
 //!   `struct nf_conntrack_net`, whose addresses are not in kallsyms;
 //! * `walk_chunk`, `walk_bucket` — run from userspace: chain lengths of a
@@ -18,17 +26,30 @@
 //! * `locate_seq`, `locate_skb` — attached briefly to find the hash table
 //!   (`nf_conntrack_hash`, not in kallsyms either; locate.rs).
 //!
+//! When an interrupt lands while a probe runs and the softirq run on its
+//! way out hits the same hook, the kernel skips the nested run
+//! (`__bpf_trace_run`'s recursion check, kernel/trace/bpf_trace.c) and
+//! counts it in the program's `recursion_misses`, which userspace reports as
+//! `probe_misses`: the counts are exact when it is 0, and short by at most
+//! that many otherwise (almost all misses are other caches' objects).
+//!
 //! Every kernel struct offset comes from the read-only `CONFIG` global, filled
 //! in from the running kernel's BTF by the loader. Loops are bounded, memory
 //! is read with `bpf_probe_read_kernel`, and nothing here can panic.
 #![no_std]
 #![no_main]
+#![expect(
+    internal_features,
+    reason = "atomic_xadd: the BPF target's AtomicU64 has no fetch_add"
+)]
+#![feature(core_intrinsics)]
 
 mod kernel;
 mod kprobe;
 mod lifecycle;
 mod locate;
 mod maps;
+mod netns;
 mod packet;
 mod walk;
 
@@ -37,139 +58,98 @@ use aya_ebpf::{
     macros::{btf_tracepoint, kprobe, kretprobe, raw_tracepoint},
     programs::{BtfTracePointContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
-use conntrack_common::{Pending, counter, flag, kind, setting};
+use conntrack_common::{Event, counter, flag, kind, setting};
 
 use crate::{
     kernel::conf,
     maps::{
-        NS_DROP_FIRST, PENDING, count, emit, netns_add, running, scratch, scratch_event, wanted,
+        EVENTS, NS_DROP_FIRST, count, count_shared, emit, netns_add, scratch, scratch_event, wanted,
     },
 };
 
-// Each hot probe has a backup attached to the same tracepoint. The kernel
-// skips a BPF program that is already running on the CPU
-// (`__bpf_trace_run`'s recursion check, kernel/trace/bpf_trace.c): when an
-// interrupt lands while a probe runs (on any slab allocation, mostly not
-// conntrack's) and the softirq run on its way out allocates, frees or
-// drops conntrack's objects, the probe misses them. The main probe marks
-// itself running on this CPU; its backup does the work only when it finds
-// that mark, that is, only for the events the main probe is skipping.
-
-/// `kmem_cache_alloc(call_site, ptr, s, gfp_flags, node)`.
-///
-/// This fires for every slab allocation on the machine, so the common path is
-/// one comparison against a constant the verifier knows.
+/// `kmem_cache_alloc(call_site, ptr, s, gfp_flags, node)`: fires for every
+/// slab allocation on the machine, so the common path is one comparison
+/// against a constant the verifier knows. Attached only while allocation
+/// events are wanted: the entry's namespace and tuple are not written yet,
+/// so the event carries the address and time, and userspace reads the rest
+/// later (`resolve_ct`) or takes it from the entry's free event.
 #[btf_tracepoint(function = "kmem_cache_alloc")]
 pub fn ct_alloc(ctx: BtfTracePointContext) -> i32 {
-    maps::set_running(running::ALLOC, true);
-    on_alloc(&ctx);
-    maps::set_running(running::ALLOC, false);
-    0
-}
-
-/// Backup of `ct_alloc` for allocations nested inside it.
-#[btf_tracepoint(function = "kmem_cache_alloc")]
-pub fn ct_alloc_nested(ctx: BtfTracePointContext) -> i32 {
-    if maps::is_running(running::ALLOC) && on_alloc(&ctx) {
-        count(counter::NESTED);
-    }
-    0
-}
-
-/// Counts and queues a conntrack allocation; false for other caches.
-#[inline(always)]
-fn on_alloc(ctx: &BtfTracePointContext) -> bool {
     let cache: u64 = ctx.arg(2);
     if cache != conf!(ct_cache) {
-        return false;
+        return 0;
     }
-    let ct = lifecycle::void_arg(ctx, 1);
+    let ct = lifecycle::void_arg(&ctx, 1);
     if ct == 0 {
-        return false;
+        return 0;
     }
     count(counter::ALLOC);
-    // SAFETY: helpers without preconditions.
-    let pending = Pending {
-        alloc_ts_ns: unsafe { bpf_ktime_get_ns() },
-        cpu: unsafe { bpf_get_smp_processor_id() },
-        _pad: 0,
-    };
-    if PENDING.insert(ct, pending, 0).is_err() {
-        count(counter::PENDING_OVERFLOW);
+    if !wanted(setting::EVENTS_CT) {
+        return 0;
     }
-    true
+    match EVENTS.reserve::<Event>(0) {
+        Some(mut entry) => {
+            // SAFETY: helpers without preconditions.
+            let now = unsafe { bpf_ktime_get_ns() };
+            entry.write(Event {
+                ts_ns: now,
+                alloc_ts_ns: now,
+                ct,
+                kind: kind::ALLOC,
+                // SAFETY: helper without preconditions.
+                cpu: unsafe { bpf_get_smp_processor_id() },
+                ..Event::default()
+            });
+            entry.submit(0);
+        }
+        None => count_shared(counter::LOST_EVENTS),
+    }
+    0
 }
 
 /// `kmem_cache_free(call_site, ptr, s)`. Called before the object is freed,
 /// so the entry is still intact (nf_conntrack_free in nf_conntrack_core.c).
 #[btf_tracepoint(function = "kmem_cache_free")]
 pub fn ct_free(ctx: BtfTracePointContext) -> i32 {
-    maps::set_running(running::FREE, true);
-    on_free(&ctx, scratch::FREE);
-    maps::set_running(running::FREE, false);
-    0
-}
-
-/// Backup of `ct_free` for frees nested inside it.
-#[btf_tracepoint(function = "kmem_cache_free")]
-pub fn ct_free_nested(ctx: BtfTracePointContext) -> i32 {
-    if maps::is_running(running::FREE) && on_free(&ctx, scratch::FREE_NESTED) {
-        count(counter::NESTED);
-    }
-    0
-}
-
-#[inline(always)]
-fn on_free(ctx: &BtfTracePointContext, slot: u32) -> bool {
     let cache: u64 = ctx.arg(2);
     if cache != conf!(ct_cache) {
-        return false;
+        return 0;
     }
-    let ct = lifecycle::void_arg(ctx, 1);
-    if ct == 0 {
-        return false;
+    let ct = lifecycle::void_arg(&ctx, 1);
+    if ct != 0 {
+        lifecycle::freed(ct, scratch::FREE);
     }
-    lifecycle::freed(ct, slot);
-    true
+    0
 }
 
 /// `kfree_skb(skb, location, reason, rx_sk)`: every packet netfilter drops
 /// is freed here by `nf_hook_slow` with `SKB_DROP_REASON_NETFILTER_DROP`.
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn ct_drop(ctx: BtfTracePointContext) -> i32 {
-    maps::set_running(running::DROP, true);
-    on_drop(&ctx, scratch::DROP);
-    maps::set_running(running::DROP, false);
-    0
-}
-
-/// Backup of `ct_drop` for drops nested inside it.
-#[btf_tracepoint(function = "kfree_skb")]
-pub fn ct_drop_nested(ctx: BtfTracePointContext) -> i32 {
-    if maps::is_running(running::DROP) && on_drop(&ctx, scratch::DROP_NESTED) {
-        count(counter::NESTED);
-    }
-    0
-}
-
-/// Classifies and counts a netfilter drop; false for other drop reasons.
-#[inline(always)]
-fn on_drop(ctx: &BtfTracePointContext, slot: u32) -> bool {
     let reason: u64 = ctx.arg(2);
     if reason as u32 != conf!(reason_netfilter_drop) {
-        return false;
+        return 0;
     }
+    on_drop(&ctx);
+    0
+}
+
+/// Classifies and counts a netfilter drop.
+#[inline(always)]
+fn on_drop(ctx: &BtfTracePointContext) {
     let skb: u64 = ctx.arg(0);
     let location = lifecycle::void_arg(ctx, 1);
-    let Some(ev) = scratch_event(slot) else {
-        return true;
+    let Some(ev) = scratch_event(scratch::DROP) else {
+        return;
     };
     ev.kind = kind::DROP;
     // SAFETY: helpers without preconditions.
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
     ev.cpu = unsafe { bpf_get_smp_processor_id() };
+    ev.location = location;
     let net = kernel::skb_net(skb, ev);
     ev.netns = kernel::net_inum(net);
+    ev.netns_id = kernel::netns_key(net);
     if ev.netns == 0 {
         ev.flags |= flag::NO_NETNS;
     }
@@ -178,16 +158,34 @@ fn on_drop(ctx: &BtfTracePointContext, slot: u32) -> bool {
     ev.cause = kprobe::refine(skb, ev.cause, ev);
     let index = counter::DROP_FIRST + ev.cause as u32;
     count(index);
-    netns_add(ev.netns, NS_DROP_FIRST + ev.cause as u32);
+    netns_add(net, NS_DROP_FIRST + ev.cause as u32);
     if !wanted(setting::EVENTS_DROP) {
-        return true;
+        return;
     }
     if maps::sampled(index) {
         emit(ev);
     } else {
         count(counter::SAMPLED_OUT);
     }
-    true
+}
+
+/// The hooks above doing nothing: `cargo xtask bench` attaches these to
+/// measure what the dispatch alone costs (the floor of this design).
+#[btf_tracepoint(function = "kmem_cache_alloc")]
+pub fn noop_alloc(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+/// See `noop_alloc`.
+#[btf_tracepoint(function = "kmem_cache_free")]
+pub fn noop_free(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+/// See `noop_alloc`.
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn noop_drop(_ctx: BtfTracePointContext) -> i32 {
+    0
 }
 
 /// The kprobe backend (kprobe.rs); the loader attaches each to the function
@@ -255,11 +253,17 @@ pub fn kp_early_drop_ret(ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// Attributes every queued allocation whose entry is initialised by now.
-/// Userspace runs it with BPF_PROG_TEST_RUN a few times a second.
+/// Lists the network namespaces and their live counts (netns.rs).
+#[raw_tracepoint(tracepoint = "ctscope_sample")]
+pub fn sample_netns(_ctx: RawTracePointContext) -> i32 {
+    netns::sample_netns();
+    0
+}
+
+/// Reads the namespace and tuple of the entries userspace lists (netns.rs).
 #[raw_tracepoint(tracepoint = "ctscope_resolve")]
-pub fn resolve(_ctx: RawTracePointContext) -> i32 {
-    maps::for_each_pending();
+pub fn resolve_ct(_ctx: RawTracePointContext) -> i32 {
+    netns::resolve_ct();
     0
 }
 

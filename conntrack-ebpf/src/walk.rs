@@ -316,7 +316,7 @@ fn describe(node: u64, n: &mut ChainNode) {
     kernel::ct_tuple(ct, &mut n.tuple);
     n.status = member(ct, conf!(ct_status)).unwrap_or(0);
     n.timeout = member(ct, conf!(ct_timeout)).unwrap_or(0);
-    n.netns = kernel::ct_netns(ct);
+    n.netns = kernel::net_inum(kernel::ct_net(ct));
     n.mark = member(ct, conf!(ct_mark)).unwrap_or(0);
     n.zone = member(ct, conf!(ct_zone)).unwrap_or(0);
     n.tcp_state = member(ct, conf!(ct_tcp_state)).unwrap_or(0);

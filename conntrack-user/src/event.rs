@@ -4,7 +4,7 @@
 //! these; the model applies them in order. A replayed trace produces exactly
 //! the messages live capture produced, so every view works on both.
 
-use conntrack_common::{Event, NetnsCounters, counter};
+use conntrack_common::{Event, cause, counter};
 
 use crate::kernel::{netns::NetnsReading, sysctl::Sysctls};
 
@@ -28,12 +28,38 @@ pub struct Sample {
     pub wall_ms: u64,
     /// In-kernel counters (exact, never sampled).
     pub counters: Counters,
-    /// In-kernel per-namespace counters.
-    pub netns: Vec<(u32, NetnsCounters)>,
+    /// Per-namespace counts (source/netns.rs), by namespace identity.
+    pub netns: Vec<NetnsSample>,
     /// The kernel's own counters, per namespace ctscope could enter.
     pub kernel: Vec<NetnsReading>,
     /// Sysctls of ctscope's own namespace (max and buckets are global).
     pub sysctls: Sysctls,
+}
+
+/// One network namespace's counts at a sample, cumulative since the probes
+/// were attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct NetnsSample {
+    /// Its identity for this boot: `net_cookie` (never reused), or the
+    /// address of its `struct net` on kernels before 5.12; in traces
+    /// written before 0.2, the inode number.
+    pub id: u64,
+    /// Inode number, as in "table full in netns N" (reused by the kernel
+    /// as soon as a namespace is freed).
+    pub inum: u32,
+    /// Entries allocated: derived from frees and the live count
+    /// (source/netns.rs).
+    pub alloc: u64,
+    pub free: u64,
+    /// By cause, in `conntrack_common::cause` order.
+    pub drops: [u64; cause::COUNT],
+    /// Live entries (`nf_conntrack_count`); `None` where unknown.
+    pub entries: Option<u64>,
+    /// Still on the kernel's list of namespaces.
+    pub alive: bool,
+    /// Gone, and its counts final: this is the last sample that lists it.
+    pub retired: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]

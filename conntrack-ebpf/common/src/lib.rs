@@ -8,9 +8,12 @@
 
 /// What an [`Event`] reports.
 pub mod kind {
-    /// A conntrack entry was allocated. Sent once its network namespace and
-    /// tuple are known (see `resolve` in the eBPF crate), with the allocation
-    /// time in `Event::alloc_ts_ns`.
+    /// A conntrack entry was allocated. The probe sees only the slab object
+    /// (`ct_net` and the tuple are written after `kmem_cache_alloc`
+    /// returns), so it sends the address and time; userspace fills in the
+    /// namespace and tuple (from the entry's free event, or by reading the
+    /// entry once it is published) before anything else sees the event.
+    /// The allocation time is in `Event::alloc_ts_ns`.
     pub const ALLOC: u8 = 1;
     /// A conntrack entry went back to the slab.
     pub const FREE: u8 = 2;
@@ -62,16 +65,17 @@ pub mod counter {
     pub const DROP_FIRST: u32 = 2;
     /// Events that did not fit in the ring buffer.
     pub const LOST_EVENTS: u32 = 7;
-    /// Allocations that could not be queued for namespace attribution
-    /// because the pending map was full; they count in the totals but not
-    /// in any namespace.
-    pub const PENDING_OVERFLOW: u32 = 8;
+    /// Allocation events sent without their namespace and tuple: userspace
+    /// could not read the entry before it gave up on it (written by
+    /// userspace, source/resolve.rs; in traces of ctscope 0.1, allocations
+    /// the kernel's pending map had no room for).
+    pub const UNRESOLVED: u32 = 8;
     /// Events whose namespace had no room in the per-namespace map.
     pub const NETNS_OVERFLOW: u32 = 9;
-    /// Pending allocations attributed by the periodic resolver.
-    pub const RESOLVED: u32 = 10;
-    /// Pending allocations attributed when they were freed.
-    pub const RESOLVED_AT_FREE: u32 = 11;
+    /// Unused since 0.2 (the in-kernel resolver is gone).
+    pub const RESERVED_10: u32 = 10;
+    /// Unused since 0.2.
+    pub const RESERVED_11: u32 = 11;
     /// Drop details not sent because of in-kernel sampling (counts stay exact).
     pub const SAMPLED_OUT: u32 = 12;
     /// `early_drop()` calls that made room (kprobe backend only).
@@ -81,15 +85,14 @@ pub mod counter {
     /// Entries unlinked by `nf_ct_delete` (kprobe backend only).
     pub const DELETED: u32 = 15;
     /// Probe runs the kernel skipped because the program was already running
-    /// on that CPU, for probes without a backup: the backups (a second
-    /// level of nesting) and the kprobe backend's programs. Written by
-    /// userspace from the programs' `recursion_misses`, not by the probes.
-    /// Most are events of no interest (other slab caches); it bounds what
-    /// the counts can have missed.
+    /// on that CPU (an interrupt landed in the probe and the softirq run on
+    /// its way out hit the same hook). Written by userspace from the
+    /// programs' `recursion_misses`, not by the probes. Most are events of
+    /// no interest (other slab caches); it bounds what the counts can have
+    /// missed.
     pub const PROBE_MISSES: u32 = 16;
-    /// Events handled by a backup probe because an interrupt nested in the
-    /// main probe on that CPU (the kernel skipped the main probe for them).
-    pub const NESTED: u32 = 17;
+    /// Unused since 0.2 (there are no backup probes any more).
+    pub const RESERVED_17: u32 = 17;
     /// Size of the array (spare slots keep the trace format stable when
     /// counters are added).
     pub const COUNT: u32 = 20;
@@ -169,26 +172,90 @@ pub struct Event {
     /// Interface name, NUL padded.
     pub ifname: [u8; 16],
     pub tuple: Tuple,
+    /// The namespace's identity for this boot: its key in the per-namespace
+    /// map (`struct net.net_cookie`, never reused, unlike the inode number;
+    /// see [`NetnsCounters`] for kernels where it is not available). 0 if
+    /// unknown.
+    pub netns_id: u64,
+    /// Drops: the kernel address that freed the packet (`kfree_skb`'s
+    /// `location`); 0 if unknown.
+    pub location: u64,
 }
 
-/// Per-namespace counters (a per-CPU hash map keyed by namespace inode).
+/// Per-namespace counters: a per-CPU hash map keyed by the namespace's key,
+/// its `net_cookie` (unique for the boot), or on kernels where the cookie is
+/// generated lazily (before 5.12) the address of its `struct net`
+/// (`Config::netns_key_is_addr`).
+///
+/// `alloc` is counted only by probes that see the namespace at allocation
+/// (the kprobe backend); userspace derives allocations from frees and the
+/// namespace's live count (source/netns.rs), the same way on every backend.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NetnsCounters {
+    /// The namespace's inode number, written by the CPU that created the
+    /// entry (other CPUs' copies hold 0: take the maximum).
+    pub inum: u32,
+    pub _pad: u32,
     pub alloc: u64,
     pub free: u64,
     pub drops: [u64; cause::COUNT],
 }
 
-/// An allocation waiting for its namespace to be known: `__nf_conntrack_alloc`
-/// writes `ct_net` only after `kmem_cache_alloc` returns, so the allocation
-/// probe cannot read it.
+/// Namespaces the `sample_netns` program reads in one run at most.
+pub const MAX_NETNS_SAMPLED: u32 = 4096;
+
+/// One live network namespace, as `sample_netns` found it on the kernel's
+/// list of namespaces.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Pending {
-    pub alloc_ts_ns: u64,
-    pub cpu: u32,
+pub struct NetnsSample {
+    /// The namespace's key in the per-namespace map (see [`NetnsCounters`]).
+    pub key: u64,
+    /// `net_cookie` (0 where the kernel has not generated it).
+    pub cookie: u64,
+    /// Address of its `struct net`.
+    pub net: u64,
+    /// Inode number (as in "table full in netns N").
+    pub inum: u32,
+    /// `nf_conntrack_count` of the namespace; -1 if unreadable.
+    pub count: i32,
+}
+
+/// Output of one `sample_netns` run.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NetnsList {
+    /// `bpf_ktime_get_ns()` when the run started.
+    pub ktime_ns: u64,
+    /// Namespaces listed in `items`.
+    pub len: u32,
+    /// 1 when the walk went round the whole list; 0 when it stopped at
+    /// [`MAX_NETNS_SAMPLED`] or on a read that failed.
+    pub complete: u32,
+    pub items: [NetnsSample; MAX_NETNS_SAMPLED as usize],
+}
+
+/// Entries one `resolve_ct` run reads at most.
+pub const RESOLVE_BATCH: u32 = 1024;
+
+/// Input and output of `resolve_ct`: userspace fills `cts`, the program
+/// reads each entry into `out`. `out[i].ct` is `cts[i]` when the entry is
+/// published (`init_conntrack` has written `ct_net` and then set the
+/// refcount, so the fields belong to the allocation that is live now), and
+/// 0 when it is not (yet) or could not be read. `out[i].netns` is the
+/// inode number, `out[i].timeout` unused; the namespace key is in `keys`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ResolveBatch {
+    /// `bpf_ktime_get_ns()` when the entries were read.
+    pub ktime_ns: u64,
+    pub len: u32,
     pub _pad: u32,
+    pub cts: [u64; RESOLVE_BATCH as usize],
+    /// The namespace key (see [`NetnsCounters`]) of each entry read.
+    pub keys: [u64; RESOLVE_BATCH as usize],
+    pub out: [ChainNode; RESOLVE_BATCH as usize],
 }
 
 /// Result of the start-up discovery programs.
@@ -352,6 +419,17 @@ pub struct Config {
     /// written `ct_net` and published it (smp_wmb, then the refcount is set
     /// to 1), so the resolver waits for it to be non-zero.
     pub ct_use: u32,
+    /// `struct net` -> `net_cookie` (ABSENT where the kernel has none).
+    pub net_cookie: u32,
+    /// `struct net` -> `list` (the kernel's list of namespaces).
+    pub net_list: u32,
+    /// `struct net` -> `ns.ops` (the same for every namespace; tells a
+    /// namespace on the list from the list's head).
+    pub net_ns_ops: u32,
+    /// 1: per-namespace maps are keyed by the `struct net` address, because
+    /// this kernel generates `net_cookie` lazily (before 5.12) and it may
+    /// still be 0; 0: keyed by `net_cookie`.
+    pub netns_key_is_addr: u32,
 }
 
 /// Buckets one run of the `walk_chunk` program covers at most; a chunk
@@ -476,7 +554,9 @@ mod pod {
     // arrays, with explicit padding, so every bit pattern is valid.
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::NetnsCounters {}
-    unsafe impl aya::Pod for super::Pending {}
+    unsafe impl aya::Pod for super::NetnsSample {}
+    unsafe impl aya::Pod for super::NetnsList {}
+    unsafe impl aya::Pod for super::ResolveBatch {}
     unsafe impl aya::Pod for super::Discovery {}
     unsafe impl aya::Pod for super::SysctlSlot {}
     unsafe impl aya::Pod for super::Config {}
@@ -489,12 +569,15 @@ mod pod {
 
 // Layout checks: a change that introduces implicit padding fails here.
 const _: () = assert!(core::mem::size_of::<Tuple>() == 40);
-const _: () = assert!(core::mem::size_of::<Event>() == 112);
-const _: () = assert!(core::mem::size_of::<NetnsCounters>() == 8 * (2 + cause::COUNT));
-const _: () = assert!(core::mem::size_of::<Pending>() == 16);
+const _: () = assert!(core::mem::size_of::<Event>() == 128);
+const _: () = assert!(core::mem::size_of::<NetnsCounters>() == 8 * (3 + cause::COUNT));
+const _: () = assert!(core::mem::size_of::<NetnsSample>() == 32);
+const _: () = assert!(core::mem::size_of::<NetnsList>() == 16 + 32 * MAX_NETNS_SAMPLED as usize);
+const _: () =
+    assert!(core::mem::size_of::<ResolveBatch>() == 16 + (8 + 8 + 72) * RESOLVE_BATCH as usize);
 const _: () = assert!(core::mem::size_of::<Discovery>() == 32);
 const _: () = assert!(core::mem::size_of::<SysctlSlot>() == 48);
-const _: () = assert!(core::mem::size_of::<Config>() == 9 * 8 + 66 * 4);
+const _: () = assert!(core::mem::size_of::<Config>() == 9 * 8 + 70 * 4);
 const _: () = assert!(core::mem::size_of::<WalkChunk>() == 32 + 2 * WALK_CHUNK as usize);
 const _: () = assert!(core::mem::size_of::<ChainNode>() == 72);
 const _: () =

@@ -169,6 +169,12 @@ pub struct ProbeArgs {
     /// not export (bucket walks and the chain-too-long drop cause).
     #[arg(long, global = true, value_enum, default_value_t = Locate::Auto)]
     pub locate: Locate,
+
+    /// Attach programs that return at once to the hooks this command would
+    /// use, instead of ctscope's own: what the hooks' dispatch alone costs
+    /// (`cargo xtask bench` measures this floor). Counts stay zero.
+    #[arg(long, global = true, hide = true)]
+    pub floor: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, Default)]

@@ -17,7 +17,8 @@ pub async fn run(args: &BucketsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
     let opts = ProbeOptions {
         // The walker needs no event ring; the smallest one will do.
         ring_bytes: 4096,
-        hot: false,
+        count: false,
+        drops: false,
         ..ProbeOptions::from(probe)
     };
     let mut probes = Probes::attach(&opts)?;

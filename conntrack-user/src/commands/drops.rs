@@ -16,6 +16,7 @@ use crate::{
     cli::{DropsArgs, ProbeArgs},
     event::Message,
     model::{Model, RunInfo},
+    probe::ProbeOptions,
     source::live::{LiveOptions, LiveSource},
     views::drops::{SummaryInput, json, line, summary_json, summary_text},
 };
@@ -30,7 +31,11 @@ pub async fn run(args: &DropsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel(256);
     let live = LiveSource::start(
         LiveOptions {
-            probe: probe.options(4),
+            // Drops only: no probe on the machine's slab frees.
+            probe: ProbeOptions {
+                count: false,
+                ..probe.options(4)
+            },
             sample_every: SAMPLE_EVERY,
             kernel_stats: probe.kernel_stats.into(),
             events: setting::EVENTS_DROP,

@@ -110,7 +110,9 @@ impl ProbeArgs {
         ProbeOptions {
             ring_bytes: self.ring_size.unwrap_or(default_ring_mib) << 20,
             backend: self.backend.into(),
-            hot: true,
+            count: true,
+            drops: true,
+            floor: self.floor,
             locate: self.locate,
         }
     }

@@ -66,13 +66,11 @@ pub struct Totals {
     /// Events the kernel could not deliver: the ring buffer was full.
     pub lost_events: u64,
     /// Probe runs the kernel skipped because the same probe was already
-    /// running on that CPU. Most concern other slab caches; the counts can
-    /// be short by at most this many.
+    /// running on that CPU (an interrupt landed in it and the softirq run on
+    /// its way out hit the same hook). Most concern other slab caches; the
+    /// counts are exact when this is 0 and can be short by at most this
+    /// many otherwise.
     pub probe_misses: u64,
-    /// Events the backup probes handled because an interrupt nested in a
-    /// probe on that CPU (the kernel skips a program already running there);
-    /// counted in the totals above, shown for the curious.
-    pub nested: u64,
 }
 
 impl Totals {
@@ -91,7 +89,6 @@ impl Totals {
             early_drop: kernel.early_drop,
             lost_events: d(counter::LOST_EVENTS),
             probe_misses: d(counter::PROBE_MISSES),
-            nested: d(counter::NESTED),
         }
     }
 
@@ -167,10 +164,15 @@ impl DropCounts {
     }
 }
 
-/// One network namespace, by inode number (as in "table full in netns N").
+/// One network namespace: by inode number (as in "table full in netns N")
+/// for people, by `id` for identity (inode numbers are reused).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct NetnsRow {
     pub inum: u32,
+    /// Identity for this boot (`net_cookie`; see `event::NetnsSample::id`).
+    pub id: u64,
+    /// Still exists (false: it was deleted; its counts are final).
+    pub alive: bool,
     /// `ip netns` name, when it has one.
     pub name: Option<String>,
     /// The kernel's `nf_conntrack_count` for this namespace.

@@ -13,12 +13,12 @@ mod interval;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use buckets::BucketWalk;
-use conntrack_common::{Event, NetnsCounters, cause, counter, kind};
+use conntrack_common::{Event, cause, counter, kind};
 use drops::{DropFilter, DropLog, DropRecord};
 pub use interval::{DropCounts, Interval, NetnsRow, Rates, Table, Totals};
 
 use crate::{
-    event::{Counters, Message, Sample},
+    event::{Counters, Message, NetnsSample, Sample},
     kernel::{netns::NetnsReading, stats::ConntrackStats, sysctl::Sysctls},
 };
 
@@ -40,7 +40,8 @@ struct Mark {
     mono_ns: u64,
     counters: Counters,
     kernel: ConntrackStats,
-    netns: HashMap<u32, NetnsCounters>,
+    /// By namespace identity (`NetnsSample::id`).
+    netns: HashMap<u64, NetnsSample>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -134,7 +135,7 @@ impl Model {
             mono_ns: s.mono_ns,
             counters: s.counters,
             kernel,
-            netns: s.netns.iter().copied().collect(),
+            netns: s.netns.iter().map(|n| (n.id, *n)).collect(),
         };
         let Some(first) = self.first.clone() else {
             self.first = Some(mark.clone());
@@ -176,37 +177,63 @@ impl Model {
     }
 
     /// Rows for namespaces with conntrack activity: counted by the probes,
-    /// or holding entries.
+    /// or holding entries. One row per namespace identity: two namespaces
+    /// that had the same inode number in turn are two rows.
     fn netns_rows(
         &self,
-        base: &HashMap<u32, NetnsCounters>,
-        counted: &[(u32, NetnsCounters)],
+        base: &HashMap<u64, NetnsSample>,
+        counted: &[NetnsSample],
         readings: &[NetnsReading],
     ) -> Vec<NetnsRow> {
+        // The kernel's own counters are read by entering each namespace
+        // that has a path, and so are known by inode: they belong to the
+        // live namespace with that inode.
         let by_inum: HashMap<u32, &NetnsReading> = readings.iter().map(|r| (r.inum, r)).collect();
-        let mut rows: BTreeMap<u32, NetnsRow> = BTreeMap::new();
-        for (inum, c) in counted {
-            let b = base.get(inum).copied().unwrap_or_default();
-            if *c == b {
+        let mut rows: BTreeMap<(u32, u64), NetnsRow> = BTreeMap::new();
+        let mut live_inums = std::collections::HashSet::new();
+        for n in counted {
+            if n.alive {
+                live_inums.insert(n.inum);
+            }
+            let b = base.get(&n.id).copied().unwrap_or_default();
+            let drops: [u64; cause::COUNT] =
+                std::array::from_fn(|i| n.drops[i].saturating_sub(b.drops[i]));
+            let alloc = n.alloc.saturating_sub(b.alloc);
+            let free = n.free.saturating_sub(b.free);
+            let reading = by_inum.get(&n.inum).filter(|_| n.alive);
+            let entries = n.entries.or_else(|| reading.and_then(|r| r.count));
+            if alloc == 0 && free == 0 && drops.iter().all(|d| *d == 0) && entries.unwrap_or(0) == 0
+            {
                 continue;
             }
-            let drops: [u64; cause::COUNT] =
-                std::array::from_fn(|i| c.drops[i].saturating_sub(b.drops[i]));
-            let row = rows.entry(*inum).or_insert_with(|| NetnsRow::new(*inum));
-            row.alloc = c.alloc.saturating_sub(b.alloc);
-            row.free = c.free.saturating_sub(b.free);
+            let mut row = NetnsRow::new(n.inum);
+            row.id = n.id;
+            row.alive = n.alive;
+            row.alloc = alloc;
+            row.free = free;
             row.drops_by_cause = DropCounts::from_array(&drops);
             row.drops = drops.iter().sum();
+            row.entries = entries;
+            rows.insert((n.inum, n.id), row);
         }
         for r in readings {
-            if r.count.unwrap_or(0) > 0 || rows.contains_key(&r.inum) {
-                rows.entry(r.inum).or_insert_with(|| NetnsRow::new(r.inum));
+            let known = rows.keys().any(|(inum, _)| *inum == r.inum);
+            if !known && !live_inums.contains(&r.inum) && r.count.unwrap_or(0) > 0 {
+                let mut row = NetnsRow::new(r.inum);
+                row.id = u64::from(r.inum);
+                row.alive = true;
+                rows.insert((r.inum, row.id), row);
             }
         }
         for row in rows.values_mut() {
+            if !row.alive {
+                continue;
+            }
             if let Some(r) = by_inum.get(&row.inum) {
                 row.name.clone_from(&r.name);
-                row.entries = r.count;
+                if row.entries.is_none() {
+                    row.entries = r.count;
+                }
             }
             row.kernel = self.kernel_delta.get(&row.inum).copied();
         }
@@ -215,25 +242,32 @@ impl Model {
 }
 
 fn table(s: &Sample) -> Table {
-    let fullest = s
-        .kernel
+    // The live counts `sample_netns` read for every namespace on the
+    // kernel's list, or where it did not run (traces of ctscope 0.1), the
+    // counts read by entering each namespace.
+    let counts: Vec<(u64, u32)> = if s.netns.iter().any(|n| n.alive && n.entries.is_some()) {
+        s.netns
+            .iter()
+            .filter(|n| n.alive)
+            .filter_map(|n| n.entries.map(|c| (c, n.inum)))
+            .collect()
+    } else {
+        s.kernel
+            .iter()
+            .filter_map(|r| r.count.map(|c| (c, r.inum)))
+            .collect()
+    };
+    let fullest = counts
         .iter()
-        .filter_map(|r| r.count.map(|c| (c, r.inum)))
+        .copied()
         .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
     Table {
-        entries: sum_counts(&s.kernel),
+        entries: (!counts.is_empty()).then(|| counts.iter().map(|c| c.0).sum()),
         max: s.sysctls.nf_conntrack_max,
         buckets: s.sysctls.nf_conntrack_buckets,
         fullest_entries: fullest.map(|f| f.0),
         fullest_netns: fullest.map(|f| f.1),
     }
-}
-
-fn sum_counts(readings: &[NetnsReading]) -> Option<u64> {
-    readings
-        .iter()
-        .filter_map(|r| r.count)
-        .fold(None, |acc, c| Some(acc.unwrap_or(0) + c))
 }
 
 /// Drops counted per cause by the probes.

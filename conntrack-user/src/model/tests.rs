@@ -1,4 +1,4 @@
-use conntrack_common::{NetnsCounters, cause, counter};
+use conntrack_common::{cause, counter};
 
 use super::*;
 use crate::kernel::netns::NetnsReading;
@@ -23,16 +23,19 @@ fn sample(secs: u64, alloc: u64, table_full: u64, kernel: Vec<NetnsReading>) -> 
     let mut counters = Counters::default();
     counters.0[counter::ALLOC as usize] = alloc;
     counters.0[(counter::DROP_FIRST + u32::from(cause::TABLE_FULL)) as usize] = table_full;
-    let mut ns = NetnsCounters {
+    let mut ns = NetnsSample {
+        id: 7,
+        inum: 7,
         alloc,
-        ..NetnsCounters::default()
+        alive: true,
+        ..NetnsSample::default()
     };
     ns.drops[cause::TABLE_FULL as usize] = table_full;
     Message::Sample(Box::new(Sample {
         mono_ns: secs * 1_000_000_000,
         wall_ms: 1_700_000_000_000 + secs * 1000,
         counters,
-        netns: vec![(7, ns)],
+        netns: vec![ns],
         kernel,
         sysctls: Sysctls {
             nf_conntrack_max: Some(1000),

@@ -89,8 +89,27 @@ pub fn from_btf(btf: &KernelBtf, ncpus: u32) -> Result<Config, BtfError> {
         tup_dst_dir: off("nf_conntrack_tuple.dst.dir")?,
         iter_hash: opt("ct_iter_state.hash")?,
         iter_size: opt("ct_iter_state.htable_size")?,
+        net_cookie: opt("net.net_cookie")?,
+        net_list: off("net.list")?,
+        net_ns_ops: off("net.ns.ops")?,
+        netns_key_is_addr: u32::from(
+            !cookie_set_at_creation(&crate::probe::kernel_release())
+                || btf.optional_offset("net.net_cookie")?.is_none(),
+        ),
         ..Config::default()
     })
+}
+
+/// Whether the kernel gives every namespace its `net_cookie` when it is
+/// created: since 5.12 ("net: initialize net->net_cookie at netns setup");
+/// before, the cookie was generated on first use and may still be 0.
+pub fn cookie_set_at_creation(release: &str) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= (5, 12)
 }
 
 /// The kernel's `MIN_CHAINLEN` (net/netfilter/nf_conntrack_core.c): 50
@@ -141,6 +160,17 @@ mod tests {
             "the build kernel has /proc/net/nf_conntrack"
         );
         assert_eq!(cfg.ct_timeout, 8);
+    }
+
+    #[test]
+    fn namespaces_are_keyed_by_cookie_from_5_12() {
+        assert!(cookie_set_at_creation("6.18.44-fc-v657"));
+        assert!(cookie_set_at_creation("5.12.0"));
+        assert!(!cookie_set_at_creation("5.10.0-35-amd64"));
+        let btf = KernelBtf::load().expect("vmlinux BTF");
+        let cfg = from_btf(&btf, 2).expect("config");
+        assert_eq!(cfg.netns_key_is_addr, 0);
+        assert_ne!(cfg.net_cookie, ABSENT);
     }
 
     #[test]

@@ -94,12 +94,12 @@ pub fn inserted_size(choice: &Choice) -> u32 {
 /// Whether an attach error is the kernel refusing the kprobe (so `auto`
 /// can fall back to the tracepoints) rather than a bug.
 pub fn is_refusal(err: &ProbeError) -> bool {
-    matches!(
-        err,
-        ProbeError::Kprobe { .. }
-            | ProbeError::Program {
-                source: ProgramError::LoadError { .. },
-                ..
-            }
-    )
+    match err {
+        ProbeError::Kprobe { .. } => true,
+        ProbeError::Program {
+            name,
+            source: ProgramError::LoadError { .. },
+        } => name.starts_with("kp_"),
+        _ => false,
+    }
 }

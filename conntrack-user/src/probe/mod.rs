@@ -22,9 +22,15 @@ use std::{
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{BtfTracePoint, RawTracePoint, RawTracePointRunOptions, TestRun as _},
+    programs::{
+        BtfTracePoint, RawTracePoint, RawTracePointRunOptions, TestRun as _,
+        tp_btf::BtfTracePointLinkId,
+    },
 };
-use conntrack_common::{Config, Discovery, NetnsCounters, SysctlSlot, counter};
+use conntrack_common::{
+    ChainNode, Config, Discovery, NetnsCounters, NetnsList, RESOLVE_BATCH, ResolveBatch,
+    SysctlSlot, counter,
+};
 pub use error::ProbeError;
 pub use walk::WalkError;
 
@@ -39,17 +45,13 @@ pub static EBPF_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/conntr
 /// Fingerprint of [`EBPF_OBJECT`], shown by `--version`.
 pub const EBPF_BUILD_ID: &str = env!("CTSCOPE_EBPF_BUILD_ID");
 
-/// The hot probes, in attach order: (program, tracepoint, backup). Each
-/// main probe's recursion misses are the events its backup handles (see
-/// conntrack-ebpf/src/main.rs), so only the backups' misses are losses.
-const PROBES: [(&str, &str, bool); 6] = [
-    ("ct_alloc", "kmem_cache_alloc", false),
-    ("ct_alloc_nested", "kmem_cache_alloc", true),
-    ("ct_free", "kmem_cache_free", false),
-    ("ct_free_nested", "kmem_cache_free", true),
-    ("ct_drop", "kfree_skb", false),
-    ("ct_drop_nested", "kfree_skb", true),
-];
+/// The hot probes of the tracepoint backend: (program, tracepoint, the
+/// do-nothing program on the same hook for `--floor`). One program per
+/// hook: each runs for every object of the machine's slabs (or every freed
+/// packet), and its dispatch is most of what it costs.
+const ALLOC_PROBE: (&str, &str, &str) = ("ct_alloc", "kmem_cache_alloc", "noop_alloc");
+const FREE_PROBE: (&str, &str, &str) = ("ct_free", "kmem_cache_free", "noop_free");
+const DROP_PROBE: (&str, &str, &str) = ("ct_drop", "kfree_skb", "noop_drop");
 
 #[derive(Clone, Debug)]
 pub struct ProbeOptions {
@@ -57,9 +59,16 @@ pub struct ProbeOptions {
     pub ring_bytes: u32,
     /// `--backend`.
     pub backend: BackendRequest,
-    /// Attach the allocation, free and drop probes. Without them only the
-    /// hash table walker is loaded (`ctscope buckets`).
-    pub hot: bool,
+    /// Count frees per namespace (the slab free hook), from which
+    /// allocations are derived: every mode that reports counts. The
+    /// allocation hook is attached only while allocation events are wanted
+    /// ([`Probes::set_ct_events`]).
+    pub count: bool,
+    /// Classify and count drops (the `kfree_skb` hook).
+    pub drops: bool,
+    /// Attach programs that return at once instead of the real ones, to the
+    /// same hooks (`--floor`: what the dispatch alone costs).
+    pub floor: bool,
     /// How the walker finds the hash table.
     pub locate: crate::cli::Locate,
 }
@@ -69,9 +78,19 @@ impl Default for ProbeOptions {
         Self {
             ring_bytes: 16 << 20,
             backend: BackendRequest::Auto,
-            hot: true,
+            count: true,
+            drops: true,
+            floor: false,
             locate: crate::cli::Locate::Auto,
         }
+    }
+}
+
+impl ProbeOptions {
+    /// Whether any probe is attached (`ctscope buckets` loads only the
+    /// walker).
+    pub fn hot(&self) -> bool {
+        self.count || self.drops
     }
 }
 
@@ -95,11 +114,18 @@ pub struct Probes {
     ebpf: Ebpf,
     events: Option<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
-    netns: PerCpuHashMap<MapData, u32, NetnsCounters>,
+    netns: PerCpuHashMap<MapData, u64, NetnsCounters>,
+    netns_list: Array<MapData, NetnsList>,
+    resolve: Array<MapData, ResolveBatch>,
     settings: Array<MapData, u32>,
-    /// Programs whose recursion misses are losses: the tracepoint probes'
-    /// backups and the kprobe programs.
+    /// Programs whose recursion misses are losses: every attached probe.
     hot: Vec<&'static str>,
+    /// The allocation probe's link while it is attached, and the program
+    /// attached (the real one, or the do-nothing one with `--floor`).
+    alloc_link: Option<(&'static str, BtfTracePointLinkId)>,
+    /// Whether the allocation probe may be attached at all: the tracepoint
+    /// backend counting (the kprobe backend has its own).
+    alloc_hook: Option<&'static str>,
     /// `None` when the walker could not be loaded on this kernel: live
     /// runs go on without bucket walks (and without chain_too_long).
     walker: Result<TableWalker, String>,
@@ -155,53 +181,63 @@ impl Probes {
             .map_max_entries("EVENTS", opts.ring_bytes)
             .map_max_entries("BUCKETS", kprobes::buckets_size(choice))
             .map_max_entries("INSERTED", kprobes::inserted_size(choice));
-        if !opts.hot {
+        if !opts.hot() {
             // The walker alone needs none of the event maps' room.
-            loader
-                .map_max_entries("PENDING", 1)
-                .map_max_entries("NETNS", 1);
+            loader.map_max_entries("NETNS", 1);
         }
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(ProbeError::Load)?;
-        let mut hot: Vec<&'static str> = if opts.hot {
+        let mut hot: Vec<&'static str> = if opts.hot() && !opts.floor {
             kprobes::programs(choice).collect()
         } else {
             Vec::new()
         };
-        for (name, tracepoint, backup) in PROBES.iter().copied().filter(|_| opts.hot) {
-            // The kprobe on the conntrack function replaces the slab tracepoint.
-            let replaced = match tracepoint {
-                "kmem_cache_alloc" => choice.hooks & conntrack_common::kprobe_hook::ALLOC != 0,
-                "kmem_cache_free" => choice.hooks & conntrack_common::kprobe_hook::FREE != 0,
-                _ => false,
-            };
-            if replaced {
-                continue;
-            }
-            if backup {
-                hot.push(name);
-            }
+        let pick = |(real, tracepoint, noop): (&'static str, &'static str, &'static str)| {
+            (if opts.floor { noop } else { real }, tracepoint)
+        };
+        // The kprobes on conntrack's own functions replace the slab hooks.
+        let kp_alloc = choice.hooks & conntrack_common::kprobe_hook::ALLOC != 0;
+        let kp_free = choice.hooks & conntrack_common::kprobe_hook::FREE != 0;
+        let mut attach_now = Vec::new();
+        if opts.count && !kp_free {
+            attach_now.push(pick(FREE_PROBE));
+        }
+        if opts.drops {
+            attach_now.push(pick(DROP_PROBE));
+        }
+        for (name, tracepoint) in attach_now {
             let prog: &mut BtfTracePoint = program(&mut ebpf, name)?;
             prog.load(tracepoint, &aya_btf)
                 .map_err(|source| ProbeError::Program { name, source })?;
             prog.attach()
                 .map_err(|source| ProbeError::Attach { name, source })?;
+            hot.push(name);
         }
-        if opts.hot {
+        let alloc_hook = (opts.count && !kp_alloc).then(|| {
+            let (name, _) = pick(ALLOC_PROBE);
+            name
+        });
+        if let Some(name) = alloc_hook {
+            let prog: &mut BtfTracePoint = program(&mut ebpf, name)?;
+            prog.load(ALLOC_PROBE.1, &aya_btf)
+                .map_err(|source| ProbeError::Program { name, source })?;
+        }
+        if opts.hot() && !opts.floor {
             kprobes::attach(&mut ebpf, choice, &kernel_syms)?;
         }
-        let resolve: &mut RawTracePoint = program(&mut ebpf, "resolve")?;
-        resolve.load().map_err(|source| ProbeError::Program {
-            name: "resolve",
-            source,
-        })?;
-
+        for name in ["sample_netns", "resolve_ct"] {
+            let prog: &mut RawTracePoint = program(&mut ebpf, name)?;
+            prog.load()
+                .map_err(|source| ProbeError::Program { name, source })?;
+        }
         let events = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?;
         let netns = PerCpuHashMap::try_from(take_map(&mut ebpf, "NETNS")?)?;
+        let netns_list = Array::try_from(take_map(&mut ebpf, "NETNS_LIST")?)?;
+        let resolve = Array::try_from(take_map(&mut ebpf, "RESOLVE")?)?;
         let settings = Array::try_from(take_map(&mut ebpf, "SETTINGS")?)?;
         let walker = match TableWalker::new(&mut ebpf, &aya_btf, cfg.chain_min, opts.locate) {
             Ok(mut walker) => {
-                if opts.hot {
+                if opts.hot() {
                     // A live run walks again and again; it must not block on traffic.
                     walker.set_entry_wait(std::time::Duration::ZERO);
                 }
@@ -209,7 +245,7 @@ impl Probes {
             }
             // Counting and drops do not need the walker; `ctscope buckets`
             // reports the error when it walks.
-            Err(e) if opts.hot => {
+            Err(e) if opts.hot() => {
                 eprintln!("ctscope: no hash table walks on this kernel: {e}");
                 Err(e.to_string())
             }
@@ -230,8 +266,12 @@ impl Probes {
             events: Some(events),
             counters,
             netns,
+            netns_list,
+            resolve,
             settings,
             hot,
+            alloc_link: None,
+            alloc_hook,
             walker,
             info,
         })
@@ -251,15 +291,80 @@ impl Probes {
         self.events.take()
     }
 
-    /// Attributes queued allocations to their namespaces (BPF_PROG_TEST_RUN).
-    pub fn resolve_pending(&mut self) -> Result<(), ProbeError> {
-        let prog: &mut RawTracePoint = program(&mut self.ebpf, "resolve")?;
+    /// Attaches the allocation probe while allocation events are wanted,
+    /// and detaches it when they are not: counting derives allocations
+    /// from frees and the live counts, so the probe on every slab
+    /// allocation of the machine is paid only while recording.
+    pub fn set_ct_events(&mut self, on: bool) -> Result<(), ProbeError> {
+        let Some(name) = self.alloc_hook else {
+            return Ok(());
+        };
+        match (on, self.alloc_link.take()) {
+            (true, None) => {
+                let prog: &mut BtfTracePoint = program(&mut self.ebpf, name)?;
+                let link = prog
+                    .attach()
+                    .map_err(|source| ProbeError::Attach { name, source })?;
+                self.alloc_link = Some((name, link));
+                if !self.hot.contains(&name) {
+                    self.hot.push(name);
+                }
+            }
+            (false, Some((name, link))) => {
+                let prog: &mut BtfTracePoint = program(&mut self.ebpf, name)?;
+                prog.detach(link)
+                    .map_err(|source| ProbeError::Attach { name, source })?;
+            }
+            (_, keep) => self.alloc_link = keep,
+        }
+        Ok(())
+    }
+
+    /// Every network namespace on the kernel's list, with its live count
+    /// (`sample_netns`, BPF_PROG_TEST_RUN).
+    pub fn sample_netns(&mut self) -> Result<NetnsList, ProbeError> {
+        let prog: &mut RawTracePoint = program(&mut self.ebpf, "sample_netns")?;
         prog.test_run(RawTracePointRunOptions::new())
             .map_err(|source| ProbeError::Program {
-                name: "resolve",
+                name: "sample_netns",
                 source,
             })?;
-        Ok(())
+        Ok(self.netns_list.get(&0, 0)?)
+    }
+
+    /// Reads the namespace key and the fields of each entry in `cts` (at
+    /// most [`RESOLVE_BATCH`]), as `resolve_ct` found them at the returned
+    /// time (CLOCK_MONOTONIC ns). `ct` is 0 in the nodes of entries that
+    /// were not published (or could not be read).
+    pub fn resolve_entries(
+        &mut self,
+        cts: &[u64],
+    ) -> Result<(u64, Vec<(u64, ChainNode)>), ProbeError> {
+        let n = cts.len().min(RESOLVE_BATCH as usize);
+        // SAFETY: ResolveBatch is plain old data (aya::Pod): all zeroes is
+        // a valid value. Boxed: it is 90 KB.
+        let mut batch: Box<ResolveBatch> = unsafe { Box::new_zeroed().assume_init() };
+        batch.len = n as u32;
+        batch.cts[..n].copy_from_slice(&cts[..n]);
+        self.resolve.set(0, batch.as_ref(), 0)?;
+        let prog: &mut RawTracePoint = program(&mut self.ebpf, "resolve_ct")?;
+        prog.test_run(RawTracePointRunOptions::new())
+            .map_err(|source| ProbeError::Program {
+                name: "resolve_ct",
+                source,
+            })?;
+        let out = self.resolve.get(&0, 0)?;
+        let read = (0..n).map(|i| (out.keys[i], out.out[i])).collect();
+        Ok((out.ktime_ns, read))
+    }
+
+    /// Forgets a namespace's counters (it is gone and userspace has folded
+    /// its final counts). A probe that still counts for it re-creates it.
+    pub fn forget_netns(&mut self, key: u64) -> Result<(), ProbeError> {
+        match self.netns.remove(&key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Changes a runtime setting (`conntrack_common::setting`).
@@ -287,22 +392,24 @@ impl Probes {
         Ok(out)
     }
 
-    /// Per-namespace counters summed over CPUs.
-    pub fn netns_counters(&self) -> Result<Vec<(u32, NetnsCounters)>, ProbeError> {
+    /// Per-namespace counters summed over CPUs, by namespace key.
+    pub fn netns_counters(&self) -> Result<Vec<(u64, NetnsCounters)>, ProbeError> {
         let mut out = Vec::new();
         for item in self.netns.iter() {
-            let (inum, per_cpu) = item?;
+            let (key, per_cpu) = item?;
             let mut sum = NetnsCounters::default();
             for v in per_cpu.iter() {
+                // Written by the CPU that created the entry only.
+                sum.inum = sum.inum.max(v.inum);
                 sum.alloc += v.alloc;
                 sum.free += v.free;
                 for (total, d) in sum.drops.iter_mut().zip(v.drops) {
                     *total += d;
                 }
             }
-            out.push((inum, sum));
+            out.push((key, sum));
         }
-        out.sort_by_key(|(inum, _)| *inum);
+        out.sort_by_key(|(key, _)| *key);
         Ok(out)
     }
 }
@@ -320,7 +427,6 @@ fn discover(cfg: &Config, btf: &Btf) -> Result<Found, ProbeError> {
         .btf(Some(btf))
         .override_global("CONFIG", cfg, true)
         .map_max_entries("EVENTS", 4096)
-        .map_max_entries("PENDING", 1)
         .map_max_entries("NETNS", 1)
         .map_max_entries("BUCKETS", 1)
         .map_max_entries("INSERTED", 1)

@@ -1,11 +1,13 @@
-//! Live capture: owns the probes, drains the ring buffer, runs the resolver
-//! and takes a [`Sample`] every interval. It only sends messages.
+//! Live capture: owns the probes, drains the ring buffer, completes
+//! allocation events (resolve.rs), and takes a [`Sample`] every interval,
+//! with per-namespace counts derived from the kernel's readings (netns.rs).
+//! It only sends messages.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
-use conntrack_common::{Event, setting};
+use conntrack_common::{ChainNode, Event, counter, setting};
 use tokio::{
     io::unix::AsyncFd,
     sync::mpsc,
@@ -13,6 +15,10 @@ use tokio::{
     time::{Instant, MissedTickBehavior, interval, interval_at},
 };
 
+use super::{
+    netns::NetnsTracker,
+    resolve::{AllocResolver, EntryReader},
+};
 use crate::{
     event::{Message, Sample},
     kernel::{
@@ -23,9 +29,7 @@ use crate::{
     probe::{ProbeError, ProbeInfo, ProbeOptions, Probes, WalkError},
 };
 
-/// How often queued allocations are attributed to their namespaces. The
-/// pending map holds about a second of the fastest allocation rate, so ten
-/// rounds a second leave ample room.
+/// How often held allocation events are completed (resolve.rs).
 const RESOLVE_EVERY: Duration = Duration::from_millis(100);
 /// Events sent to the model in one message at most.
 const BATCH: usize = 4096;
@@ -65,6 +69,7 @@ impl LiveSource {
     pub async fn start(opts: LiveOptions, out: mpsc::Sender<Message>) -> anyhow::Result<Self> {
         let mut probes = Probes::attach(&opts.probe)?;
         probes.set_setting(setting::EVENTS, opts.events)?;
+        probes.set_ct_events(opts.events & setting::EVENTS_CT != 0)?;
         let mut ring = probes
             .take_events()
             .ok_or(ProbeError::MissingMap("EVENTS"))?;
@@ -77,9 +82,13 @@ impl LiveSource {
         {
             let _ = out.send(Message::Buckets(Box::new(walk))).await;
         }
-        sample(&mut probes, &mut ring, &opts, &out).await?;
+        let mut state = State {
+            tracker: NetnsTracker::new(opts.probe.count),
+            resolver: AllocResolver::default(),
+        };
+        sample(&mut probes, &mut ring, &mut state, &opts, &out).await?;
         let (control, control_rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(probes, ring, opts, out, control_rx, walker));
+        let task = tokio::spawn(run(probes, ring, opts, out, control_rx, walker, state));
         Ok(Self {
             control,
             task,
@@ -104,6 +113,21 @@ impl LiveSource {
     }
 }
 
+/// What the capture task keeps between messages.
+struct State {
+    tracker: NetnsTracker,
+    resolver: AllocResolver,
+}
+
+/// The probes as the resolver's reader of entries.
+struct ProbeReader<'a>(&'a mut Probes);
+
+impl EntryReader for ProbeReader<'_> {
+    fn read(&mut self, cts: &[u64]) -> anyhow::Result<(u64, Vec<(u64, ChainNode)>)> {
+        Ok(self.0.resolve_entries(cts)?)
+    }
+}
+
 async fn run(
     mut probes: Probes,
     ring: RingBuf<MapData>,
@@ -111,6 +135,7 @@ async fn run(
     out: mpsc::Sender<Message>,
     mut control: mpsc::UnboundedReceiver<Control>,
     mut walker: WalkState,
+    mut state: State,
 ) -> anyhow::Result<()> {
     // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open for as
     // long as it is registered.
@@ -128,22 +153,40 @@ async fn run(
             biased;
             ctl = control.recv() => match ctl {
                 Some(Control::SampleNow) => {
-                    if !sample(&mut probes, ring.get_mut(), &opts, &out).await? {
+                    if !sample(&mut probes, ring.get_mut(), &mut state, &opts, &out).await? {
                         return Ok(());
                     }
                 }
-                Some(Control::Setting(index, value)) => probes.set_setting(index, value)?,
-                Some(Control::Stop) | None => return Ok(()),
+                Some(Control::Setting(index, value)) => {
+                    probes.set_setting(index, value)?;
+                    if index == setting::EVENTS {
+                        probes.set_ct_events(value & setting::EVENTS_CT != 0)?;
+                    }
+                }
+                Some(Control::Stop) | None => {
+                    // Allocation events still held go out before the end.
+                    drain(ring.get_mut(), &mut state.resolver, &out).await;
+                    let rest = state.resolver.flush(&mut ProbeReader(&mut probes));
+                    if !rest.is_empty() {
+                        let _ = out.send(Message::Events(rest)).await;
+                    }
+                    return Ok(());
+                }
             },
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("polling the event ring buffer")?;
-                let open = drain(guard.get_inner_mut(), &out).await;
+                let open = drain(guard.get_inner_mut(), &mut state.resolver, &out).await;
                 guard.clear_ready();
                 if !open {
                     return Ok(());
                 }
             }
-            _ = resolve.tick() => probes.resolve_pending()?,
+            _ = resolve.tick(), if !state.resolver.is_empty() => {
+                let ready = state.resolver.round(monotonic_ns(), &mut ProbeReader(&mut probes))?;
+                if !ready.is_empty() && out.send(Message::Events(ready)).await.is_err() {
+                    return Ok(());
+                }
+            }
             _ = track.tick(), if opts.buckets.is_none() => {
                 walker.walk(&mut probes, 0);
             }
@@ -154,7 +197,7 @@ async fn run(
                 {
                     return Ok(());
                 }
-                if !sample(&mut probes, ring.get_mut(), &opts, &out).await? {
+                if !sample(&mut probes, ring.get_mut(), &mut state, &opts, &out).await? {
                     return Ok(());
                 }
             }
@@ -193,40 +236,59 @@ impl WalkState {
     }
 }
 
-/// Reads everything counted, after attributing what is pending and flushing
-/// the events that precede it. Returns false once the receiver is gone.
+/// Reads everything counted, after flushing the events that precede it.
+/// Returns false once the receiver is gone.
 async fn sample(
     probes: &mut Probes,
     ring: &mut RingBuf<MapData>,
+    state: &mut State,
     opts: &LiveOptions,
     out: &mpsc::Sender<Message>,
 ) -> anyhow::Result<bool> {
-    probes.resolve_pending()?;
     let source = opts.kernel_stats;
     let kernel = tokio::task::spawn_blocking(move || read_namespaces(source))
         .await
         .context("reading the kernel's conntrack counters")?;
     let sysctls = Sysctls::read();
-    if !drain(ring, out).await {
+    if !drain(ring, &mut state.resolver, out).await {
         return Ok(false);
     }
+    // The probes' counters, then the live counts, back to back: the
+    // allocations derived from them are short by the frees in between at
+    // most, and only until the next sample (netns.rs).
+    let mut counters = probes.counters()?;
+    let per_netns = probes.netns_counters()?;
+    let list = probes.sample_netns()?;
+    let mono_ns = monotonic_ns();
+    let reading = state.tracker.update(&list, &per_netns, mono_ns);
+    for key in &reading.retired {
+        probes.forget_netns(*key)?;
+    }
+    if opts.probe.count {
+        counters.0[counter::ALLOC as usize] = state.tracker.total_alloc();
+    }
+    counters.0[counter::UNRESOLVED as usize] = state.resolver.unresolved;
     let sample = Sample {
-        mono_ns: monotonic_ns(),
+        mono_ns,
         wall_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
-        counters: probes.counters()?,
-        netns: probes.netns_counters()?,
+        counters,
+        netns: reading.rows,
         kernel,
         sysctls,
     };
     Ok(out.send(Message::Sample(Box::new(sample))).await.is_ok())
 }
 
-/// Moves every event in the ring buffer to the model. Returns false once
-/// the receiver is gone.
-async fn drain(ring: &mut RingBuf<MapData>, out: &mpsc::Sender<Message>) -> bool {
+/// Moves every event in the ring buffer to the model, holding allocation
+/// events until they are complete. Returns false once the receiver is gone.
+async fn drain(
+    ring: &mut RingBuf<MapData>,
+    resolver: &mut AllocResolver,
+    out: &mpsc::Sender<Message>,
+) -> bool {
     loop {
         let mut batch = Vec::new();
         while batch.len() < BATCH {
@@ -239,7 +301,8 @@ async fn drain(ring: &mut RingBuf<MapData>, out: &mpsc::Sender<Message>) -> bool
             return true;
         }
         let full = batch.len() == BATCH;
-        if out.send(Message::Events(batch)).await.is_err() {
+        let ready = resolver.push(batch);
+        if !ready.is_empty() && out.send(Message::Events(ready)).await.is_err() {
             return false;
         }
         if !full {

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::{
     filter::addrs,
-    format::{Header, Lost, NetnsCount, Snapshot},
+    format::{Header, Lost, Snapshot},
 };
 use crate::{
     kernel::{netns::NetnsReading, stats::ConntrackStats, sysctl::Sysctls},
@@ -191,7 +191,7 @@ pub struct SnapshotRow<'a> {
     /// `nf_conntrack_count` summed over the namespaces read.
     pub entries: Option<u64>,
     pub counters: Map<String, Value>,
-    pub netns: &'a [NetnsCount],
+    pub netns: &'a [crate::event::NetnsSample],
     pub kernel: &'a [NetnsReading],
     pub sysctls: &'a Sysctls,
 }

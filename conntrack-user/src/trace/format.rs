@@ -6,19 +6,22 @@
 //! and the reader can find the next intact one by its marker.
 
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
-use conntrack_common::{Event, NetnsCounters, Tuple, cause};
+use conntrack_common::{Event, Tuple};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    event::{Counters, Sample},
+    event::{Counters, NetnsSample, Sample},
     kernel::{netns::NetnsReading, sysctl::Sysctls},
 };
 
 /// First 8 bytes of every trace file. Like PNG's signature, the high-bit
 /// first byte and the final newline catch transfers that mangle bytes.
 pub const MAGIC: [u8; 8] = *b"\x89CTRACE\n";
-/// The version this ctscope writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The version this ctscope writes. It reads this one and
+/// [`FORMAT_VERSION_1`].
+pub const FORMAT_VERSION: u16 = 2;
+/// Format 1 (ctscope 0.1): 112-byte events, namespaces by inode number only.
+pub const FORMAT_VERSION_1: u16 = 1;
 /// Preamble: magic, version (u16), flags (u16), CRC-32 of the first 12 bytes.
 pub const PREAMBLE_LEN: usize = 16;
 /// Preamble flag: the body is a sequence of zstd frames.
@@ -32,7 +35,18 @@ pub const FRAME_HEADER_LEN: usize = 28;
 /// Largest payload a reader accepts; a larger length field is damage.
 pub const MAX_PAYLOAD: u32 = 64 << 20;
 /// Size of one encoded event (the kernel's `struct Event`).
-pub const EVENT_LEN: usize = 112;
+pub const EVENT_LEN: usize = 128;
+/// Size of an event in format 1 (no `netns_id`, no `location`).
+pub const EVENT_LEN_V1: usize = 112;
+
+/// Size of one event in a file of this format version.
+pub fn event_len(version: u16) -> usize {
+    if version == FORMAT_VERSION_1 {
+        EVENT_LEN_V1
+    } else {
+        EVENT_LEN
+    }
+}
 /// Size of a LOST payload.
 pub const LOST_LEN: usize = 40;
 
@@ -197,16 +211,6 @@ impl Header {
     }
 }
 
-/// Per-namespace in-kernel counters, by name.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetnsCount {
-    pub inum: u32,
-    pub alloc: u64,
-    pub free: u64,
-    /// By cause, in `conntrack_common::cause` order.
-    pub drops: [u64; cause::COUNT],
-}
-
 /// A periodic reading (JSON): the [`Sample`] that live capture sends.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -215,7 +219,9 @@ pub struct Snapshot {
     pub wall_ms: u64,
     /// In-kernel counters, in `conntrack_common::counter` order.
     pub counters: Counters,
-    pub netns: Vec<NetnsCount>,
+    /// Per-namespace counts. Traces of format 1 have `inum`, `alloc`,
+    /// `free` and `drops` only: their namespaces are identified by inode.
+    pub netns: Vec<NetnsSample>,
     /// The kernel's own counters per namespace.
     pub kernel: Vec<NetnsReading>,
     pub sysctls: Sysctls,
@@ -227,16 +233,7 @@ impl From<&Sample> for Snapshot {
             mono_ns: s.mono_ns,
             wall_ms: s.wall_ms,
             counters: s.counters,
-            netns: s
-                .netns
-                .iter()
-                .map(|(inum, c)| NetnsCount {
-                    inum: *inum,
-                    alloc: c.alloc,
-                    free: c.free,
-                    drops: c.drops,
-                })
-                .collect(),
+            netns: s.netns.clone(),
             kernel: s.kernel.clone(),
             sysctls: s.sysctls,
         }
@@ -245,22 +242,23 @@ impl From<&Sample> for Snapshot {
 
 impl From<Snapshot> for Sample {
     fn from(s: Snapshot) -> Self {
+        let netns = s
+            .netns
+            .into_iter()
+            .map(|mut n| {
+                if n.id == 0 {
+                    // Format 1: no identity but the inode number.
+                    n.id = u64::from(n.inum);
+                    n.alive = true;
+                }
+                n
+            })
+            .collect();
         Self {
             mono_ns: s.mono_ns,
             wall_ms: s.wall_ms,
             counters: s.counters,
-            netns: s
-                .netns
-                .iter()
-                .map(|n| {
-                    let c = NetnsCounters {
-                        alloc: n.alloc,
-                        free: n.free,
-                        drops: n.drops,
-                    };
-                    (n.inum, c)
-                })
-                .collect(),
+            netns,
             kernel: s.kernel,
             sysctls: s.sysctls,
         }
@@ -276,8 +274,9 @@ pub struct Lost {
     pub to_mono_ns: u64,
     /// Events that did not fit in the ring buffer (`counter::LOST_EVENTS`).
     pub ring_full: u64,
-    /// Allocations that could not be queued for namespace attribution, so
-    /// no allocation event was sent (`counter::PENDING_OVERFLOW`).
+    /// Allocation events without their namespace and tuple
+    /// (`counter::UNRESOLVED`; in format 1, allocations the kernel could not
+    /// queue, whose event was not sent).
     pub pending_overflow: u64,
     /// Drop details not sent because of in-kernel sampling
     /// (`counter::SAMPLED_OUT`); their counts are exact.
@@ -335,7 +334,7 @@ pub struct End {
     pub next_part: Option<String>,
 }
 
-/// Appends the 112-byte little-endian encoding of `ev` (the field order of
+/// Appends the 128-byte little-endian encoding of `ev` (the field order of
 /// the kernel's `struct Event`, conntrack-ebpf/common/src/lib.rs).
 pub fn encode_event(out: &mut BytesMut, ev: &Event) {
     out.put_u64_le(ev.ts_ns);
@@ -362,9 +361,12 @@ pub fn encode_event(out: &mut BytesMut, ev: &Event) {
     out.put_u8(t.family);
     out.put_u8(t.proto);
     out.put_slice(&t._pad);
+    out.put_u64_le(ev.netns_id);
+    out.put_u64_le(ev.location);
 }
 
-/// Decodes one event from exactly [`EVENT_LEN`] bytes.
+/// Decodes one event from exactly [`EVENT_LEN`] or, for format 1,
+/// [`EVENT_LEN_V1`] bytes.
 pub fn decode_event(mut b: &[u8]) -> Event {
     let take16 = |b: &mut &[u8]| {
         let mut a = [0u8; 16];
@@ -394,6 +396,12 @@ pub fn decode_event(mut b: &[u8]) -> Event {
     let family = b.get_u8();
     let proto = b.get_u8();
     let tpad = [b.get_u8(), b.get_u8()];
+    let (netns_id, location) = if b.len() >= 16 {
+        (b.get_u64_le(), b.get_u64_le())
+    } else {
+        // Format 1: the inode number is the only identity.
+        (u64::from(netns), 0)
+    };
     Event {
         ts_ns,
         ct,
@@ -420,18 +428,21 @@ pub fn decode_event(mut b: &[u8]) -> Event {
             proto,
             _pad: tpad,
         },
+        netns_id,
+        location,
     }
 }
 
-/// Decodes an EVENTS payload.
-pub fn decode_events(payload: &[u8]) -> Result<Vec<Event>, String> {
-    if !payload.len().is_multiple_of(EVENT_LEN) {
+/// Decodes an EVENTS payload of a file of format `version`.
+pub fn decode_events(version: u16, payload: &[u8]) -> Result<Vec<Event>, String> {
+    let len = event_len(version);
+    if !payload.len().is_multiple_of(len) {
         return Err(format!(
-            "{} bytes is not a whole number of {EVENT_LEN}-byte events",
+            "{} bytes is not a whole number of {len}-byte events",
             payload.len()
         ));
     }
-    Ok(payload.chunks_exact(EVENT_LEN).map(decode_event).collect())
+    Ok(payload.chunks_exact(len).map(decode_event).collect())
 }
 
 /// One decoded record.
@@ -447,12 +458,12 @@ pub enum Record {
 
 /// Decodes a payload whose CRC matched. An error here means the writer and
 /// reader disagree (or the file was crafted): the frame is skipped.
-pub fn decode_record(rtype: u8, payload: &Bytes) -> Result<Option<Record>, String> {
+pub fn decode_record(version: u16, rtype: u8, payload: &Bytes) -> Result<Option<Record>, String> {
     let json_err = |e: serde_json::Error| e.to_string();
     Ok(Some(match rtype {
         rtype::HEADER => Record::Header(serde_json::from_slice(payload).map_err(json_err)?),
         rtype::SNAPSHOT => Record::Snapshot(serde_json::from_slice(payload).map_err(json_err)?),
-        rtype::EVENTS => Record::Events(decode_events(payload)?),
+        rtype::EVENTS => Record::Events(decode_events(version, payload)?),
         rtype::LOST => Record::Lost(Lost::decode(payload)?),
         rtype::BUCKETS => Record::Buckets(serde_json::from_slice(payload).map_err(json_err)?),
         rtype::END => Record::End(serde_json::from_slice(payload).map_err(json_err)?),

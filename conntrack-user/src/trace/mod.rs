@@ -54,8 +54,8 @@ pub enum TraceError {
     )]
     TooShort { path: PathBuf, len: u64, need: u64 },
     #[error(
-        "{path}: trace format version {found} is not supported; this ctscope reads version \
-         {supported}. Use the ctscope version that recorded it, or a newer one"
+        "{path}: trace format version {found} is not supported; this ctscope reads versions 1 \
+         to {supported}. Use the ctscope version that recorded it, or a newer one"
     )]
     UnknownVersion {
         path: PathBuf,

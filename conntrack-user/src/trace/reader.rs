@@ -20,8 +20,8 @@ use super::{
     Issue, IssueKind, TraceError,
     body::{self, Body},
     format::{
-        self, FLAG_ZSTD, FORMAT_VERSION, FRAME_HEADER_LEN, FRAME_MARKER, FrameHeader, Header,
-        MAGIC, PREAMBLE_LEN, Record, decode_record, rtype, rtype_name,
+        self, FLAG_ZSTD, FORMAT_VERSION, FORMAT_VERSION_1, FRAME_HEADER_LEN, FRAME_MARKER,
+        FrameHeader, Header, MAGIC, PREAMBLE_LEN, Record, decode_record, rtype, rtype_name,
     },
 };
 
@@ -62,6 +62,8 @@ enum Step {
 pub struct TraceReader {
     path: PathBuf,
     part: u32,
+    /// Format version from the preamble (events are 112 bytes in format 1).
+    version: u16,
     body: Box<dyn Body + Send>,
     compressed: bool,
     /// Unread body bytes; `buf[0]` is at offset `base`.
@@ -119,7 +121,7 @@ impl TraceReader {
             });
         }
         let version = u16::from_le_bytes([pre[8], pre[9]]);
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != FORMAT_VERSION_1 {
             return Err(TraceError::UnknownVersion {
                 path,
                 found: version,
@@ -143,6 +145,7 @@ impl TraceReader {
         let mut reader = Self {
             path,
             part: 0,
+            version,
             body,
             compressed,
             buf: BytesMut::new(),
@@ -281,7 +284,7 @@ impl TraceReader {
                 Step::Frame(h, payload, offset) => {
                     self.sequence_gap(h.seq, offset);
                     self.next_seq = h.seq.wrapping_add(1);
-                    match decode_record(h.rtype, &payload) {
+                    match decode_record(self.version, h.rtype, &payload) {
                         Ok(Some(record)) => {
                             if matches!(record, Record::End(_)) {
                                 self.saw_end = true;

@@ -76,7 +76,7 @@ impl Recorder {
                         from_mono_ns: from,
                         to_mono_ns: sample.mono_ns,
                         ring_full: d(counter::LOST_EVENTS),
-                        pending_overflow: d(counter::PENDING_OVERFLOW),
+                        pending_overflow: d(counter::UNRESOLVED),
                         sampled_out: d(counter::SAMPLED_OUT),
                     };
                     if lost.total() > 0 {

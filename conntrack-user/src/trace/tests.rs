@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use conntrack_common::{Event, NetnsCounters, Tuple, counter, kind};
+use conntrack_common::{Event, Tuple, counter, kind};
 
 use super::{
     Issue, IssueKind, Item, Record, Trace, TraceError, TraceReader, TraceWriter, WriterOptions,
@@ -71,6 +71,8 @@ pub fn event(i: u64, k: u8) -> Event {
         _pad: 0,
         ifname,
         tuple: t,
+        netns_id: 0x1000 + i % 3,
+        location: 0xffff_ffff_8100_0000 + i,
     }
 }
 
@@ -82,14 +84,16 @@ pub fn sample(i: u64, allocs: u64) -> Sample {
         mono_ns: 1_000_000_000 + i * 1_000_000_000,
         wall_ms: 1_795_000_000_000 + i * 1000,
         counters,
-        netns: vec![(
-            4_026_532_000,
-            NetnsCounters {
-                alloc: allocs,
-                free: 1,
-                drops: [1, 2, 3, 4, 5],
-            },
-        )],
+        netns: vec![crate::event::NetnsSample {
+            id: 0x1000,
+            inum: 4_026_532_000,
+            alloc: allocs,
+            free: 1,
+            drops: [1, 2, 3, 4, 5],
+            entries: Some(allocs.saturating_sub(1)),
+            alive: true,
+            retired: false,
+        }],
         kernel: Vec::new(),
         sysctls: Sysctls {
             nf_conntrack_max: Some(262_144),
@@ -406,10 +410,10 @@ fn files_that_are_not_readable_traces_say_why_and_where() {
     check(b"{\"ts_ms\": 1}\n", "not a ctscope trace");
     check(&good[..10], "too short");
     let mut v = good.clone();
-    v[8] = 2;
+    v[8] = 3;
     let crc = format::crc32(&[&v[..12]]);
     v[12..16].copy_from_slice(&crc.to_le_bytes());
-    check(&v, "version 2 is not supported");
+    check(&v, "version 3 is not supported");
     let mut v = good.clone();
     v[9] ^= 1;
     check(&v, "byte offset 8");
@@ -583,7 +587,7 @@ fn the_recorder_filters_limits_and_writes_loss_records() {
     assert!(rec.count_reached());
     let mut s1 = sample(1, 0);
     s1.counters.0[counter::LOST_EVENTS as usize] = 15;
-    s1.counters.0[counter::PENDING_OVERFLOW as usize] = 2;
+    s1.counters.0[counter::UNRESOLVED as usize] = 2;
     rec.apply(3, &Message::Sample(Box::new(s1))).expect("apply");
     assert_eq!(progress.lost.load(std::sync::atomic::Ordering::Relaxed), 7);
     rec.finish("count").expect("finish");
@@ -662,4 +666,23 @@ fn export_rows_and_times() {
     let json: serde_json::Value = serde_json::to_value(&alloc).expect("json");
     assert_eq!(json["type"], "alloc");
     assert_eq!(json["proto"], "udp");
+}
+
+#[test]
+fn format_1_events_read_with_the_inode_as_identity() {
+    let ev = event(7, kind::DROP);
+    let mut buf = bytes::BytesMut::new();
+    format::encode_event(&mut buf, &ev);
+    assert_eq!(buf.len(), format::EVENT_LEN);
+    // A format-1 event is the first 112 bytes of today's encoding.
+    let mut two = buf[..format::EVENT_LEN_V1].to_vec();
+    two.extend_from_slice(&buf[..format::EVENT_LEN_V1]);
+    let old = format::decode_events(format::FORMAT_VERSION_1, &two).expect("v1");
+    assert_eq!(old.len(), 2);
+    assert_eq!(old[0].tuple, ev.tuple);
+    assert_eq!(old[0].netns_id, u64::from(ev.netns));
+    assert_eq!(old[0].location, 0);
+    let new = format::decode_events(format::FORMAT_VERSION, &buf).expect("v2");
+    assert_eq!(new, vec![ev]);
+    assert!(format::decode_events(format::FORMAT_VERSION, &two).is_err());
 }

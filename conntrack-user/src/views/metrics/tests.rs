@@ -1,4 +1,4 @@
-use conntrack_common::{NetnsCounters, cause, counter};
+use conntrack_common::{cause, counter};
 
 use super::*;
 use crate::{
@@ -25,16 +25,19 @@ fn model() -> Model {
         let mut counters = Counters::default();
         counters.0[counter::ALLOC as usize] = n;
         counters.0[(counter::DROP_FIRST + u32::from(cause::TABLE_FULL)) as usize] = n / 10;
-        let mut ns = NetnsCounters {
+        let mut ns = crate::event::NetnsSample {
+            id: 1000,
+            inum: 1000,
             alloc: n,
-            ..NetnsCounters::default()
+            alive: true,
+            ..crate::event::NetnsSample::default()
         };
         ns.drops[cause::TABLE_FULL as usize] = n / 10;
         Message::Sample(Box::new(Sample {
             mono_ns: secs * 1_000_000_000,
             wall_ms: secs * 1000,
             counters,
-            netns: vec![(1000, ns)],
+            netns: vec![ns],
             kernel: vec![reading(drop)],
             sysctls: Sysctls {
                 nf_conntrack_max: Some(65536),

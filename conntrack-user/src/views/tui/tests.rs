@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use conntrack_common::{Event, NetnsCounters, Tuple, cause, counter, kind};
+use conntrack_common::{Event, Tuple, cause, counter, kind};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::{Terminal, backend::TestBackend, buffer::Buffer, style::Color};
 
@@ -71,14 +71,17 @@ impl Scenario {
             counters.0[(counter::DROP_FIRST + u32::from(cause::TABLE_FULL)) as usize] +=
                 ns.table_full;
             counters.0[(counter::DROP_FIRST + u32::from(cause::RULESET)) as usize] += ns.ruleset;
-            let mut c = NetnsCounters {
+            let mut c = crate::event::NetnsSample {
+                id: u64::from(ns.inum),
+                inum: ns.inum,
                 alloc: ns.alloc,
                 free: ns.free,
-                ..NetnsCounters::default()
+                alive: true,
+                ..crate::event::NetnsSample::default()
             };
             c.drops[cause::TABLE_FULL as usize] = ns.table_full;
             c.drops[cause::RULESET as usize] = ns.ruleset;
-            netns.push((ns.inum, c));
+            netns.push(c);
             kernel.push(NetnsReading {
                 inum: ns.inum,
                 name: (ns.inum == TEST_NS).then(|| "loadtest".to_owned()),

@@ -1,0 +1,184 @@
+//! Programs userspace runs with BPF_PROG_TEST_RUN to read what the hot
+//! probes leave out:
+//!
+//! * `sample_netns` lists every network namespace with its live conntrack
+//!   count. Userspace derives allocations per namespace from it (frees plus
+//!   the change in the count), so no probe has to run on every slab
+//!   allocation of the machine in counting modes.
+//! * `resolve_ct` reads the namespace and tuple of entries whose allocation
+//!   the allocation probe reported (it fires before `__nf_conntrack_alloc`
+//!   has written them).
+//!
+//! Both run inside `rcu_read_lock()` (net/bpf/test_run.c): the namespace
+//! list is RCU-protected (`for_each_net_rcu`), and a `struct net` is freed
+//! only after `cleanup_net` has waited for a grace period.
+
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_ktime_get_ns, generated::bpf_loop};
+use conntrack_common::{MAX_NETNS_SAMPLED, RESOLVE_BATCH};
+
+use crate::{
+    kernel::{self, conf, member},
+    maps::{NETNS_LIST, RESOLVE},
+};
+
+/// State of the walk along `net->list`, on the stack for `bpf_loop`. The
+/// count of namespaces found lives in the map value, not here: a counter
+/// the verifier knows exactly would make it verify every iteration of the
+/// loop separately.
+#[repr(C)]
+struct ListWalk {
+    /// The `list` node of the namespace the walk started from.
+    start: u64,
+    /// The node most recently visited.
+    node: u64,
+    /// `ns.ops` of every namespace: the list's head (`net_namespace_list`,
+    /// a bare `list_head`, not in kallsyms) has something else there.
+    ops: u64,
+}
+
+/// One step along the list; returns 1 to stop.
+extern "C" fn list_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the pointer to our stack struct.
+    let w = unsafe { &mut *(ctx as *mut ListWalk) };
+    let Some(next) = member::<u64>(w.node, 0) else {
+        return 1;
+    };
+    if next == 0 {
+        return 1;
+    }
+    let Some(list) = NETNS_LIST.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: map value pointer from a successful lookup; test runs of this
+    // program do not overlap (userspace runs them one at a time).
+    let list = unsafe { &mut *list };
+    if next == w.start {
+        list.complete = 1;
+        return 1;
+    }
+    w.node = next;
+    let net = next - u64::from(conf!(net_list));
+    if member::<u64>(net, conf!(net_ns_ops)) != Some(w.ops) {
+        // The list's head.
+        return 0;
+    }
+    let len = list.len;
+    if len >= MAX_NETNS_SAMPLED {
+        return 1;
+    }
+    let item = &mut list.items[(len & (MAX_NETNS_SAMPLED - 1)) as usize];
+    item.net = net;
+    item.key = kernel::netns_key(net);
+    item.cookie = if conf!(net_cookie) == u32::MAX {
+        0
+    } else {
+        member::<u64>(net, conf!(net_cookie)).unwrap_or(0)
+    };
+    item.inum = kernel::net_inum(net);
+    let cnet = kernel::cnet_of(net);
+    item.count = member::<i32>(cnet, conf!(cnet_count)).unwrap_or(-1);
+    list.len = len + 1;
+    0
+}
+
+/// Lists the namespaces on the kernel's list into `NETNS_LIST`, starting
+/// from the calling task's own.
+pub fn sample_netns() {
+    let Some(list) = NETNS_LIST.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: helpers without preconditions.
+    let (task, now) = unsafe { (bpf_get_current_task(), bpf_ktime_get_ns()) };
+    let nsproxy: u64 = member(task, conf!(task_nsproxy)).unwrap_or(0);
+    let own: u64 = member(nsproxy, conf!(nsproxy_net)).unwrap_or(0);
+    // SAFETY: as in `list_step`.
+    let list = unsafe { &mut *list };
+    list.ktime_ns = now;
+    list.len = 0;
+    list.complete = 0;
+    let Some(ops) = member::<u64>(own, conf!(net_ns_ops)) else {
+        return;
+    };
+    let start = own + u64::from(conf!(net_list));
+    // The walk visits every node after `start`; the own namespace is the
+    // last one (where the walk stops), so record it first.
+    let mut walk = ListWalk {
+        start,
+        node: start,
+        ops,
+    };
+    {
+        let item = &mut list.items[0];
+        item.net = own;
+        item.key = kernel::netns_key(own);
+        item.cookie = if conf!(net_cookie) == u32::MAX {
+            0
+        } else {
+            member::<u64>(own, conf!(net_cookie)).unwrap_or(0)
+        };
+        item.inum = kernel::net_inum(own);
+        let cnet = kernel::cnet_of(own);
+        item.count = member::<i32>(cnet, conf!(cnet_count)).unwrap_or(-1);
+        list.len = 1;
+    }
+    // SAFETY: list_step has the bpf_loop callback signature and `walk`
+    // outlives the call.
+    unsafe {
+        bpf_loop(
+            MAX_NETNS_SAMPLED + 1,
+            list_step as *mut c_void,
+            &raw mut walk as *mut c_void,
+            0,
+        )
+    };
+}
+
+/// Reads entry `index` of the batch in `RESOLVE`; returns 1 to stop.
+extern "C" fn resolve_step(index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(batch) = RESOLVE.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: map value pointer from a successful lookup; test runs do not
+    // overlap.
+    let batch = unsafe { &mut *batch };
+    let i = index as u32;
+    if i >= batch.len || i >= RESOLVE_BATCH {
+        return 1;
+    }
+    let i = (i & (RESOLVE_BATCH - 1)) as usize;
+    let ct = batch.cts[i];
+    let out = &mut batch.out[i];
+    out.ct = 0;
+    if ct == 0 || !kernel::ct_published(ct) {
+        return 0;
+    }
+    let net = kernel::ct_net(ct);
+    batch.keys[i] = kernel::netns_key(net);
+    out.netns = kernel::net_inum(net);
+    out.status = member::<u64>(ct, conf!(ct_status)).unwrap_or(0) as u32;
+    out.mark = member(ct, conf!(ct_mark)).unwrap_or(0);
+    out.zone = member(ct, conf!(ct_zone)).unwrap_or(0);
+    out.tcp_state = member(ct, conf!(ct_tcp_state)).unwrap_or(0);
+    kernel::ct_tuple(ct, &mut out.tuple);
+    out.ct = ct;
+    0
+}
+
+/// Reads the entries listed in `RESOLVE`.
+pub fn resolve_ct() {
+    if let Some(batch) = RESOLVE.get_ptr_mut(0) {
+        // SAFETY: map value pointer from a successful lookup.
+        unsafe { (*batch).ktime_ns = bpf_ktime_get_ns() };
+    }
+    // SAFETY: callback signature and (unused) context as bpf_loop requires.
+    unsafe {
+        bpf_loop(
+            RESOLVE_BATCH,
+            resolve_step as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        )
+    };
+}
