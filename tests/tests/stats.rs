@@ -249,3 +249,94 @@ fn bad_input_and_missing_privileges_exit_2_with_one_clear_line() {
     assert!(err.contains("root"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 }
+
+/// Pod churn: namespaces made, used and deleted in turn (the kernel reuses
+/// their inode numbers). Every record's totals equal the rows plus the
+/// departed aggregate, nothing ever goes backwards or wraps, and deleted
+/// namespaces leave the rows once retired.
+#[test]
+fn namespace_churn_keeps_totals_exact_and_monotonic() {
+    require_root();
+    let _lock = shared_lock();
+    let mut ct = Ctscope::start(&["stats", "--json", "--interval", "0.25"]).expect("ctscope");
+    const NAMESPACES: usize = 20;
+    const FLOWS: u16 = 10;
+    let mut inums = Vec::new();
+    let check = |rec: &serde_json::Value, prev: &mut Option<serde_json::Value>| {
+        assert_schema("stats.schema.json", rec);
+        let rows: u64 = rec["netns"]
+            .as_array()
+            .expect("netns")
+            .iter()
+            .map(|r| num(r, "/alloc"))
+            .sum();
+        assert_eq!(
+            rows + num(rec, "/departed/alloc"),
+            num(rec, "/totals/alloc"),
+            "rows + departed = totals: {rec}"
+        );
+        for (name, v) in rec["kernel"].as_object().expect("kernel") {
+            let v = v.as_u64().expect("counter");
+            assert!(v < 1 << 48, "kernel {name} wrapped: {rec}");
+            if let Some(p) = prev.as_ref() {
+                assert!(
+                    v >= num(p, &format!("/kernel/{name}")),
+                    "kernel {name} went back"
+                );
+            }
+        }
+        if let Some(p) = prev.as_ref() {
+            for ptr in [
+                "/totals/alloc",
+                "/totals/free",
+                "/departed/alloc",
+                "/departed/namespaces",
+            ] {
+                assert!(num(rec, ptr) >= num(p, ptr), "{ptr} went back: {rec}");
+            }
+        }
+        *prev = Some(rec.clone());
+    };
+    let mut prev = None;
+    for i in 0..NAMESPACES {
+        let ns = Netns::new().expect("namespace");
+        inums.push(ns.inum);
+        assert_eq!(
+            udp_flows(&ns, FLOWS, 20000, false).expect("udp"),
+            usize::from(FLOWS)
+        );
+        if i % 4 == 0 {
+            check(&ct.next_json(WAIT).expect("record"), &mut prev);
+        }
+        // Deleted here: its entries are freed with it.
+    }
+    let mut distinct = inums.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    eprintln!(
+        "{NAMESPACES} namespaces had {} distinct inode numbers",
+        distinct.len()
+    );
+    // Retired 10 s after they are gone; then their counts are all departed.
+    let want = (NAMESPACES * usize::from(FLOWS)) as u64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let rec = ct.next_json(WAIT).expect("record");
+        check(&rec, &mut prev);
+        let ours_left = rec["netns"]
+            .as_array()
+            .expect("netns")
+            .iter()
+            .any(|r| r["alive"] == false);
+        if num(&rec, "/departed/namespaces") >= NAMESPACES as u64 && !ours_left {
+            assert!(num(&rec, "/departed/alloc") >= want, "{rec}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deleted namespaces were never retired: {rec}"
+        );
+    }
+    let status = ct.signal(libc::SIGINT).expect("stop");
+    assert!(status.success(), "{status}: {}", ct.stderr_text());
+}

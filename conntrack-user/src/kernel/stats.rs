@@ -114,6 +114,18 @@ impl ConntrackStats {
         self.zip_with(earlier, u64::wrapping_sub)
     }
 
+    /// Counts since `earlier` (a reading of the same namespace), field by
+    /// field, treating a counter that went backwards as a reset (as
+    /// Prometheus does): it counts what it holds now, never 2^64.
+    pub fn increase_since(&self, earlier: &Self) -> Self {
+        self.zip_with(
+            earlier,
+            |now, before| {
+                if now >= before { now - before } else { now }
+            },
+        )
+    }
+
     /// Field-by-field wrapping sum, e.g. to total several namespaces.
     pub fn wrapping_add(&self, other: &Self) -> Self {
         self.zip_with(other, u64::wrapping_add)
@@ -165,6 +177,23 @@ impl Sum for ConntrackStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_counter_going_backwards_is_a_reset_not_a_wrap() {
+        let before = ConntrackStats {
+            invalid: 24,
+            found: 7,
+            ..ConntrackStats::default()
+        };
+        let now = ConntrackStats {
+            invalid: 6,
+            found: 9,
+            ..ConntrackStats::default()
+        };
+        let d = now.increase_since(&before);
+        assert_eq!(d.invalid, 6, "reset: counts what it holds now");
+        assert_eq!(d.found, 2);
+    }
 
     #[test]
     fn delta_add_and_names() {

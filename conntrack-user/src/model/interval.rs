@@ -22,6 +22,9 @@ pub struct Interval {
     /// The kernel's own counters, summed over namespaces, since start.
     pub kernel: ConntrackStats,
     pub netns: Vec<NetnsRow>,
+    /// Namespaces that went away since start, their final counts summed:
+    /// `netns` rows plus this add up to the totals.
+    pub departed: Departed,
     /// The latest walk of the hash table (`stats --buckets`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub buckets: Option<super::buckets::BucketSummary>,
@@ -194,4 +197,19 @@ impl NetnsRow {
             ..Self::default()
         }
     }
+}
+
+/// The final counts of every namespace that went away since start.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Departed {
+    /// How many.
+    pub namespaces: u64,
+    pub alloc: u64,
+    pub free: u64,
+    pub drops: u64,
+    pub drops_by_cause: DropCounts,
+    #[serde(skip)]
+    pub drops_by_cause_array: [u64; cause::COUNT],
+    /// The kernel's own counters of those namespaces.
+    pub kernel: ConntrackStats,
 }

@@ -9,13 +9,15 @@ pub mod advice;
 pub mod buckets;
 pub mod drops;
 mod interval;
+mod kernel;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use buckets::BucketWalk;
 use conntrack_common::{Event, cause, counter, kind};
 use drops::{DropFilter, DropLog, DropRecord};
-pub use interval::{DropCounts, Interval, NetnsRow, Rates, Table, Totals};
+pub use interval::{Departed, DropCounts, Interval, NetnsRow, Rates, Table, Totals};
+use kernel::KernelCounters;
 
 use crate::{
     event::{Counters, Message, NetnsSample, Sample},
@@ -24,6 +26,12 @@ use crate::{
 
 /// Intervals kept for charts: an hour at one per second.
 const HISTORY: usize = 3600;
+/// Intervals that keep their per-namespace rows (the TUI's growth rate
+/// reads the last ten); older ones keep only machine-wide figures, so the
+/// history's size does not grow with the number of namespaces: ~0.5 KiB per
+/// interval plus ~0.3 KiB per namespace in the newest 60 (a little over
+/// 20 MiB with 1,000 namespaces).
+pub const NETNS_HISTORY: usize = 60;
 
 /// Static facts about the run, shown in headers and written to traces.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -53,11 +61,10 @@ pub struct Model {
     pub latest: Option<Interval>,
     /// Completed intervals, oldest first.
     pub history: VecDeque<Interval>,
-    /// Kernel counters of each namespace when ctscope first read it.
-    kernel_base: HashMap<u32, ConntrackStats>,
-    /// Latest kernel delta of each namespace ever read (kept after the
-    /// namespace goes away, so sums never go backwards).
-    kernel_delta: BTreeMap<u32, ConntrackStats>,
+    /// The kernel's own counters per namespace, departed ones folded in.
+    kernel: KernelCounters,
+    /// Counts of namespaces that went away since start.
+    departed: Departed,
     pub sysctls: Sysctls,
     /// Kernel events applied so far.
     pub events_seen: u64,
@@ -130,7 +137,7 @@ impl Model {
         self.sysctls = s.sysctls;
         self.kernel_now.clone_from(&s.kernel);
         self.clock_offset_ns = Some(i128::from(s.wall_ms) * 1_000_000 - i128::from(s.mono_ns));
-        let kernel = self.fold_kernel(&s.kernel);
+        let kernel = self.fold_kernel(s);
         let mark = Mark {
             mono_ns: s.mono_ns,
             counters: s.counters,
@@ -155,25 +162,59 @@ impl Model {
             totals,
             kernel,
             netns: self.netns_rows(&first.netns, &s.netns, &s.kernel),
+            departed: self.fold_departed(&first.netns, &s.netns),
             buckets: self.buckets.as_ref().map(buckets::BucketSummary::from),
         };
         self.latest = Some(interval.clone());
         if self.history.len() == HISTORY {
             self.history.pop_front();
         }
+        if let Some(old) = self
+            .history
+            .len()
+            .checked_sub(NETNS_HISTORY)
+            .and_then(|i| self.history.get_mut(i))
+        {
+            old.netns = Vec::new();
+        }
         self.history.push_back(interval);
     }
 
-    /// Updates per-namespace kernel deltas and returns their sum.
-    fn fold_kernel(&mut self, readings: &[NetnsReading]) -> ConntrackStats {
-        for r in readings {
-            let Some(stats) = r.stats else { continue };
-            let base = *self.kernel_base.entry(r.inum).or_insert(stats);
-            self.kernel_delta.insert(r.inum, stats.delta_since(&base));
+    /// Updates the kernel's counters per namespace and returns their sum
+    /// since start, departed namespaces included.
+    fn fold_kernel(&mut self, s: &Sample) -> ConntrackStats {
+        let live = s.netns.iter().filter(|n| n.alive);
+        let ids: HashMap<u32, u64> = live.clone().map(|n| (n.inum, n.id)).collect();
+        let alive: HashSet<u64> = live.map(|n| n.id).collect();
+        // Without the namespace sampler (traces of ctscope 0.1), identities
+        // are inode numbers and nothing is known to have departed.
+        let alive = (!s.netns.is_empty()).then_some(&alive);
+        self.kernel.update(&s.kernel, &ids, alive)
+    }
+
+    /// Folds the final counts of namespaces in their last sample
+    /// (`retired`) into the departed aggregate, so per-namespace rows plus
+    /// `departed` add up to the totals while the model forgets them.
+    fn fold_departed(
+        &mut self,
+        base: &HashMap<u64, NetnsSample>,
+        counted: &[NetnsSample],
+    ) -> Departed {
+        for n in counted.iter().filter(|n| n.retired) {
+            let b = base.get(&n.id).copied().unwrap_or_default();
+            let d = &mut self.departed;
+            d.namespaces += 1;
+            d.alloc += n.alloc.saturating_sub(b.alloc);
+            d.free += n.free.saturating_sub(b.free);
+            for (i, (x, y)) in n.drops.iter().zip(b.drops).enumerate() {
+                d.drops_by_cause_array[i] += x.saturating_sub(y);
+            }
         }
-        self.kernel_delta
-            .values()
-            .fold(ConntrackStats::default(), |acc, d| acc.wrapping_add(d))
+        let mut d = self.departed.clone();
+        d.drops_by_cause = DropCounts::from_array(&d.drops_by_cause_array);
+        d.drops = d.drops_by_cause_array.iter().sum();
+        d.kernel = self.kernel.departed;
+        d
     }
 
     /// Rows for namespaces with conntrack activity: counted by the probes,
@@ -202,7 +243,12 @@ impl Model {
             let free = n.free.saturating_sub(b.free);
             let reading = by_inum.get(&n.inum).filter(|_| n.alive);
             let entries = n.entries.or_else(|| reading.and_then(|r| r.count));
-            if alloc == 0 && free == 0 && drops.iter().all(|d| *d == 0) && entries.unwrap_or(0) == 0
+            // Retired: counted in `departed` from now on.
+            if n.retired
+                || (alloc == 0
+                    && free == 0
+                    && drops.iter().all(|d| *d == 0)
+                    && entries.unwrap_or(0) == 0)
             {
                 continue;
             }
@@ -235,7 +281,7 @@ impl Model {
                     row.entries = r.count;
                 }
             }
-            row.kernel = self.kernel_delta.get(&row.inum).copied();
+            row.kernel = self.kernel.of(row.id);
         }
         rows.into_values().collect()
     }

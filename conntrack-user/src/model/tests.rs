@@ -31,11 +31,19 @@ fn sample(secs: u64, alloc: u64, table_full: u64, kernel: Vec<NetnsReading>) -> 
         ..NetnsSample::default()
     };
     ns.drops[cause::TABLE_FULL as usize] = table_full;
+    // Every namespace read is alive, with its inode as identity.
+    let mut netns = vec![ns];
+    netns.extend(kernel.iter().filter(|r| r.inum != 7).map(|r| NetnsSample {
+        id: u64::from(r.inum),
+        inum: r.inum,
+        alive: true,
+        ..NetnsSample::default()
+    }));
     Message::Sample(Box::new(Sample {
         mono_ns: secs * 1_000_000_000,
         wall_ms: 1_700_000_000_000 + secs * 1000,
         counters,
-        netns: vec![ns],
+        netns,
         kernel,
         sysctls: Sysctls {
             nf_conntrack_max: Some(1000),
@@ -140,6 +148,80 @@ fn history_is_bounded() {
         m.apply(sample(s, s, 0, vec![]));
     }
     assert_eq!(m.history.len(), HISTORY);
+    // Per-namespace rows only in the newest intervals.
+    let with_rows = m.history.iter().filter(|i| !i.netns.is_empty()).count();
+    assert_eq!(with_rows, NETNS_HISTORY);
+    assert!(!m.history.back().expect("newest").netns.is_empty());
+}
+
+/// An hour of churn, 10 namespaces a second coming and going with 1,000
+/// alive at any time: the model's memory stays bounded, and the rows plus
+/// `departed` add up to the totals at every sample.
+#[test]
+fn an_hour_of_namespace_churn_stays_bounded_and_adds_up() {
+    let mut m = Model::new(RunInfo::default());
+    let live = 1000u64;
+    let mut next_id = 0u64;
+    let mut alive: std::collections::VecDeque<u64> = (0..live).collect();
+    next_id += live;
+    let mut freed_total = 0u64;
+    let mut retiring: Vec<u64> = Vec::new();
+    for secs in 0..3600u64 {
+        let mut netns: Vec<NetnsSample> = alive
+            .iter()
+            .map(|&id| NetnsSample {
+                id,
+                // Inode numbers are reused: only 64 of them.
+                inum: 4_026_532_000 + (id % 64) as u32,
+                alloc: secs,
+                free: secs,
+                entries: Some(0),
+                alive: true,
+                ..NetnsSample::default()
+            })
+            .collect();
+        // Last appearance of the namespaces that left a moment ago.
+        for &id in &retiring {
+            netns.push(NetnsSample {
+                id,
+                inum: 4_026_532_000 + (id % 64) as u32,
+                alloc: secs,
+                free: secs,
+                entries: None,
+                alive: false,
+                retired: true,
+                ..NetnsSample::default()
+            });
+        }
+        let counted: u64 = netns.iter().map(|n| n.alloc).sum::<u64>() + freed_total;
+        freed_total += retiring.len() as u64 * secs;
+        let mut counters = Counters::default();
+        counters.0[counter::ALLOC as usize] = counted;
+        m.apply(Message::Sample(Box::new(Sample {
+            mono_ns: secs * 1_000_000_000,
+            wall_ms: 1_700_000_000_000 + secs * 1000,
+            counters,
+            netns,
+            kernel: vec![],
+            sysctls: Sysctls::default(),
+        })));
+        if let Some(i) = m.latest.as_ref() {
+            let rows: u64 = i.netns.iter().map(|r| r.alloc).sum();
+            assert_eq!(rows + i.departed.alloc, i.totals.alloc, "at {secs} s");
+        }
+        retiring = (0..10).filter_map(|_| alive.pop_front()).collect();
+        for _ in 0..10 {
+            alive.push_back(next_id);
+            next_id += 1;
+        }
+    }
+    let rows: usize = m.history.iter().map(|i| i.netns.len()).sum();
+    assert!(
+        rows <= NETNS_HISTORY * (live as usize + 10),
+        "{rows} rows kept"
+    );
+    let i = m.latest.as_ref().expect("latest");
+    assert_eq!(i.departed.namespaces, 35_990);
 }
 
 #[test]

@@ -37,6 +37,11 @@ const BATCH: usize = 4096;
 /// statistics: the drop probe needs its validated address and the latest
 /// longest chain to tell chain-too-long insert failures (probe/walk.rs).
 const TRACK_TABLE_EVERY: Duration = Duration::from_secs(5);
+/// The share of one core that table walks may take in live modes: after a
+/// walk that took `t`, the next waits at least `t / WALK_BUDGET` (a 1M-entry
+/// table walked in ~0.35 s is then walked every ~7 s, a 10k-entry one at
+/// every sample). Between walks the model keeps the latest one.
+const WALK_BUDGET: f64 = 0.05;
 
 #[derive(Clone, Debug)]
 pub struct LiveOptions {
@@ -187,11 +192,12 @@ async fn run(
                     return Ok(());
                 }
             }
-            _ = track.tick(), if opts.buckets.is_none() => {
+            _ = track.tick(), if opts.buckets.is_none() && walker.due() => {
                 walker.walk(&mut probes, 0);
             }
             _ = tick.tick() => {
                 if let Some(top) = opts.buckets
+                    && walker.due()
                     && let Some(walk) = walker.walk(&mut probes, top)
                     && out.send(Message::Buckets(Box::new(walk))).await.is_err()
                 {
@@ -205,17 +211,28 @@ async fn run(
     }
 }
 
-/// Runs hash table walks and reports a failing walker once, not every
-/// interval: counting goes on without it.
+/// Runs hash table walks, no more often than [`WALK_BUDGET`] allows, and
+/// reports a failing walker once, not every interval: counting goes on
+/// without it.
 #[derive(Default)]
 struct WalkState {
     failing: bool,
+    /// No walk before this instant.
+    not_before: Option<std::time::Instant>,
 }
 
 impl WalkState {
+    fn due(&self) -> bool {
+        self.not_before
+            .is_none_or(|t| std::time::Instant::now() >= t)
+    }
+
     fn walk(&mut self, probes: &mut Probes, top: usize) -> Option<BucketWalk> {
+        let start = std::time::Instant::now();
         // BPF_PROG_TEST_RUN runs the walk on this thread.
-        match tokio::task::block_in_place(|| probes.walk_buckets(top)) {
+        let result = tokio::task::block_in_place(|| probes.walk_buckets(top));
+        self.not_before = Some(start + start.elapsed().div_f64(WALK_BUDGET));
+        match result {
             Ok(walk) => {
                 self.failing = false;
                 Some(walk)

@@ -8,6 +8,9 @@ use anyhow::Result;
 
 use super::Scale;
 
+/// How far below its floor a mode may stay (issue 12).
+const FLOOR_GAP: f64 = 0.03;
+
 const MARKER: &str = "<!-- analysis: kept across runs -->";
 
 #[derive(Clone, Debug)]
@@ -22,6 +25,9 @@ pub struct Row {
     pub goal: Option<(f64, bool)>,
     /// (min, max) over the trials.
     pub range: Option<(f64, f64)>,
+    /// The same measurement with do-nothing programs on the same hooks:
+    /// the floor of the design, shown beside a ratio.
+    pub floor: Option<f64>,
 }
 
 impl Row {
@@ -34,6 +40,7 @@ impl Row {
             ratio: None,
             goal: None,
             range: None,
+            floor: None,
         }
     }
 
@@ -71,6 +78,12 @@ impl Row {
         self
     }
 
+    /// Records the floor's value (the same baseline applies).
+    pub fn floor(mut self, value: f64) -> Self {
+        self.floor = Some(value);
+        self
+    }
+
     fn value_text(&self) -> String {
         match self.range {
             Some((lo, hi)) if hi > lo => {
@@ -83,8 +96,20 @@ impl Row {
     fn verdict(&self) -> String {
         if let Some((base, goal)) = self.ratio {
             let r = if base > 0.0 { self.value / base } else { 0.0 };
+            if goal <= 0.0 {
+                return format!("{r:.3} of baseline");
+            }
             let met = if r >= goal { "met" } else { "NOT met" };
-            return format!("{r:.3} of baseline (goal ≥ {goal}: {met})");
+            let mut text = format!("{r:.3} of baseline (goal ≥ {goal}: {met})");
+            if let Some(floor) = self.floor {
+                let f = if base > 0.0 { floor / base } else { 0.0 };
+                let gap = f - r;
+                let near = if gap <= FLOOR_GAP { "met" } else { "NOT met" };
+                text.push_str(&format!(
+                    "; {gap:.3} below its floor {f:.3} (goal ≤ {FLOOR_GAP}: {near})"
+                ));
+            }
+            return text;
         }
         if let Some((goal, higher)) = self.goal {
             let ok = if higher {

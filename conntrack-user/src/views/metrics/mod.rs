@@ -211,13 +211,20 @@ fn netns(reg: &mut Registry, i: &crate::model::Interval) {
     let alloc = Family::<Labels, Counter>::default();
     let drops = Family::<Labels, Counter>::default();
     for row in &i.netns {
+        // The inode number is what people and kernel messages know; the id
+        // (net_cookie) tells apart namespaces that reused it. A namespace's
+        // series leave once it is retired, ~10 s after it went away; its
+        // counts then live on in ctscope_departed_*.
         let ns = ("netns".to_owned(), row.inum.to_string());
+        let id = ("netns_id".to_owned(), row.id.to_string());
         if let Some(e) = row.entries {
             entries
-                .get_or_create(&vec![ns.clone()])
+                .get_or_create(&vec![ns.clone(), id.clone()])
                 .set(i64::try_from(e).unwrap_or(i64::MAX));
         }
-        alloc.get_or_create(&vec![ns.clone()]).inc_by(row.alloc);
+        alloc
+            .get_or_create(&vec![ns.clone(), id.clone()])
+            .inc_by(row.alloc);
         let c = &row.drops_by_cause;
         for (cause, n) in [
             (Cause::TableFull, c.table_full),
@@ -229,11 +236,13 @@ fn netns(reg: &mut Registry, i: &crate::model::Interval) {
             drops
                 .get_or_create(&vec![
                     ns.clone(),
+                    id.clone(),
                     ("cause".to_owned(), cause.as_str().to_owned()),
                 ])
                 .inc_by(n);
         }
     }
+    departed(reg, &i.departed);
     reg.register(
         "ctscope_netns_entries",
         "Entries per network namespace (nf_conntrack_count)",
@@ -247,6 +256,44 @@ fn netns(reg: &mut Registry, i: &crate::model::Interval) {
     reg.register(
         "ctscope_netns_drops",
         "Drops per network namespace and cause since ctscope started",
+        drops,
+    );
+}
+
+/// Namespaces that went away, their final counts summed: with the
+/// per-namespace series, they add up to the machine's totals.
+fn departed(reg: &mut Registry, d: &crate::model::Departed) {
+    let counter = |v: u64| {
+        let c = Counter::<u64>::default();
+        c.inc_by(v);
+        c
+    };
+    reg.register(
+        "ctscope_departed_netns",
+        "Network namespaces that went away since ctscope started",
+        counter(d.namespaces),
+    );
+    reg.register(
+        "ctscope_departed_alloc",
+        "Entries allocated in namespaces that went away since ctscope started",
+        counter(d.alloc),
+    );
+    let drops = Family::<Labels, Counter>::default();
+    let c = &d.drops_by_cause;
+    for (cause, n) in [
+        (Cause::TableFull, c.table_full),
+        (Cause::Invalid, c.invalid),
+        (Cause::InsertFailed, c.insert_failed),
+        (Cause::ChainTooLong, c.chain_too_long),
+        (Cause::Ruleset, c.ruleset),
+    ] {
+        drops
+            .get_or_create(&vec![("cause".to_owned(), cause.as_str().to_owned())])
+            .inc_by(n);
+    }
+    reg.register(
+        "ctscope_departed_drops",
+        "Drops in namespaces that went away since ctscope started, by cause",
         drops,
     );
 }

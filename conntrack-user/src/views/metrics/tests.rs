@@ -105,19 +105,25 @@ fn ctscope_counters_are_counters() {
         "delta since start"
     );
     assert_eq!(
-        value(&text, "ctscope_netns_alloc_total{netns=\"1000\"}"),
+        value(
+            &text,
+            "ctscope_netns_alloc_total{netns=\"1000\",netns_id=\"1000\"}"
+        ),
         Some(500.0)
     );
     assert_eq!(
         value(
             &text,
-            "ctscope_netns_drops_total{netns=\"1000\",cause=\"table_full\"}"
+            "ctscope_netns_drops_total{netns=\"1000\",netns_id=\"1000\",cause=\"table_full\"}"
         ),
         Some(50.0),
         "{text}"
     );
     assert_eq!(
-        value(&text, "ctscope_netns_entries{netns=\"1000\"}"),
+        value(
+            &text,
+            "ctscope_netns_entries{netns=\"1000\",netns_id=\"1000\"}"
+        ),
         Some(42.0)
     );
     assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics terminator");
