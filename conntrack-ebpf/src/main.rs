@@ -100,7 +100,7 @@ pub fn ct_alloc(ctx: BtfTracePointContext) -> i32 {
                 cpu: unsafe { bpf_get_smp_processor_id() },
                 ..Event::default()
             });
-            entry.submit(0);
+            entry.submit(maps::wake_flag());
         }
         None => count_shared(counter::LOST_EVENTS),
     }

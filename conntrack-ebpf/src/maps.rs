@@ -3,7 +3,9 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
+    bindings::{
+        BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE,
+    },
     macros::map,
     maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
 };
@@ -100,10 +102,24 @@ pub fn wanted(class: u32) -> bool {
         .is_some_and(|mask| mask & class != 0)
 }
 
+/// The flag for submitting an event: no wake-up of the reader while the
+/// ring is less than an eighth full, since the reader drains it on its own
+/// timer (conntrack-user/src/source/live.rs, POLL_EVERY); a wake-up per
+/// event would cost the load an irq_work and a context switch each.
+#[inline(always)]
+pub fn wake_flag() -> u64 {
+    let size = EVENTS.query(u64::from(BPF_RB_RING_SIZE));
+    if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= size / 8 {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    }
+}
+
 /// Sends an event, counting it as lost when the ring buffer is full.
 #[inline(always)]
 pub fn emit(ev: &Event) {
-    if EVENTS.output::<Event>(ev, 0).is_err() {
+    if EVENTS.output::<Event>(ev, wake_flag()).is_err() {
         count_shared(counter::LOST_EVENTS);
     }
 }

@@ -169,7 +169,7 @@ impl Report {
                 md,
                 "| {} | {} | {} | {} |",
                 r.section,
-                r.what,
+                r.what.replace('|', "\\|"),
                 r.value_text(),
                 r.verdict()
             )?;
