@@ -21,6 +21,12 @@ use cli::{Cli, Command, TopArgs};
 
 /// Runs one invocation of the command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // A global sysctl left changed by a ctscope that was killed is put back
+    // first, whatever the command (kernel::restore).
+    let leftover = kernel::restore::repair();
+    if let Some(message) = leftover.message() {
+        eprintln!("{message}");
+    }
     match &cli.command {
         Some(Command::Stats(args)) => commands::stats::run(args, &cli.probe).await,
         Some(Command::Drops(args)) => commands::drops::run(args, &cli.probe).await,
@@ -34,7 +40,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Export(args)) => commands::export::run(args),
         Some(Command::Info(args)) => commands::info::run(args),
         Some(Command::Buckets(args)) => commands::buckets::run(args, &cli.probe).await,
-        Some(Command::Doctor(args)) => commands::doctor::run(args, &cli.probe).await,
+        Some(Command::Doctor(args)) => commands::doctor::run(args, &cli.probe, &leftover).await,
         Some(Command::Top(args)) => commands::top::run(args, &cli.probe).await,
         // `top` itself falls back to stats lines when stdout is not a terminal.
         None => commands::top::run(&TopArgs::default(), &cli.probe).await,
@@ -58,6 +64,9 @@ pub fn exit_status(err: &anyhow::Error) -> u8 {
             .downcast_ref::<trace::TraceError>()
             .is_some_and(trace::TraceError::is_bad_input)
         || err.downcast_ref::<commands::BadInput>().is_some()
+        || err
+            .downcast_ref::<kernel::restore::GuardError>()
+            .is_some_and(kernel::restore::GuardError::is_environment)
     {
         2
     } else {

@@ -106,3 +106,78 @@ fn without_privileges_it_says_so_and_exits_2() {
         "{p}"
     );
 }
+
+/// A `load --squeeze` killed with SIGKILL cannot put nf_conntrack_max back.
+/// Its restore record lets an unprivileged doctor say so (critical, with the
+/// command), and the next ctscope run as root puts the limit back itself.
+#[test]
+fn a_limit_left_lowered_by_a_killed_run_is_reported_then_restored() {
+    require_root();
+    let mut sysctl = SysctlGuard::new().expect("sysctl lock");
+    let max_path = "/proc/sys/net/netfilter/nf_conntrack_max";
+    let read_max = || -> u64 {
+        std::fs::read_to_string(max_path)
+            .expect("nf_conntrack_max")
+            .trim()
+            .parse()
+            .expect("a number")
+    };
+    let before = read_max();
+    // The guard puts the value back should ctscope not.
+    sysctl
+        .set("nf_conntrack_max", before)
+        .expect("remember nf_conntrack_max");
+    let mut load = Command::new(ctscope_bin())
+        .args([
+            "load",
+            "--squeeze",
+            "300",
+            "--rate",
+            "100",
+            "--duration",
+            "60",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start ctscope load");
+    let lowered = wait_for(std::time::Duration::from_secs(10), || read_max() == 300);
+    load.kill().expect("SIGKILL");
+    let _ = load.wait();
+    assert!(lowered, "load --squeeze did not lower the limit");
+    assert_eq!(read_max(), 300, "SIGKILL leaves the limit lowered");
+
+    // Unprivileged: cannot write the sysctl, so it is still lowered.
+    let (code, v) = doctor(Some(65534));
+    assert_eq!(code, 2, "{v}");
+    let restore = check(&v, "restore");
+    assert_eq!(restore["status"], "critical", "{restore}");
+    assert_eq!(
+        restore["commands"][0],
+        format!("sysctl -w net.netfilter.nf_conntrack_max={before}"),
+        "{restore}"
+    );
+    assert_eq!(read_max(), 300);
+
+    // As root, any command repairs it first and says so.
+    let out = Command::new(ctscope_bin())
+        .args(["doctor", "--json", "--no-load"])
+        .output()
+        .expect("run doctor");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("restored it to {before}")),
+        "{stderr}"
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("doctor --json");
+    assert_eq!(check(&v, "restore")["status"], "warning", "{v}");
+    assert_eq!(read_max(), before, "restored by the next run");
+    // Done: a further run finds nothing to report.
+    let (_, v) = doctor(None);
+    assert!(
+        v["checks"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|c| c["id"] != "restore")),
+        "{v}"
+    );
+}

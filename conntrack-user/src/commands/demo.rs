@@ -117,6 +117,7 @@ fn squeeze(args: &DemoArgs) -> anyhow::Result<Option<Squeeze>> {
     args.squeeze
         .map(|max| Squeeze::apply(max, "ctscope demo"))
         .transpose()
+        .map_err(Into::into)
 }
 
 pub fn plan(args: &DemoArgs) -> LoadPlan {

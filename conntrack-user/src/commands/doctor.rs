@@ -6,7 +6,8 @@ use std::io::{self, Write as _};
 
 use crate::{
     cli::{DoctorArgs, ProbeArgs},
-    doctor::{Check, Status, diagnose, gather, worst},
+    doctor::{Check, LeftChanged, Status, diagnose, gather, worst},
+    kernel::restore::Leftover,
 };
 
 /// The exit status doctor asks for, carried out of `run` as an error so the
@@ -15,10 +16,13 @@ use crate::{
 #[error("doctor found {0} finding(s) to act on")]
 pub struct DoctorFindings(pub Status);
 
-pub async fn run(args: &DoctorArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
+/// `leftover`: what this run found of a global sysctl left changed by an
+/// earlier ctscope (and repaired, when it could).
+pub async fn run(args: &DoctorArgs, probe: &ProbeArgs, leftover: &Leftover) -> anyhow::Result<()> {
     let load = !args.no_load;
     let backend = probe.backend.into();
-    let state = tokio::task::spawn_blocking(move || gather(load, backend)).await?;
+    let mut state = tokio::task::spawn_blocking(move || gather(load, backend)).await?;
+    state.left_changed = LeftChanged::from_leftover(leftover);
     let checks = diagnose(&state);
     let mut out = io::stdout();
     if args.json {

@@ -75,6 +75,97 @@ pub struct MachineState {
     /// Chain lengths, measured by a walk when probes loaded.
     pub chain_mean: Option<f64>,
     pub chain_max: Option<u32>,
+    /// A global sysctl a ctscope run changed (its restore record), if any.
+    #[serde(default)]
+    pub left_changed: Option<LeftChanged>,
+}
+
+/// A global sysctl changed by a ctscope run, from its restore record
+/// (`kernel::restore`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeftChanged {
+    pub sysctl: String,
+    pub original: u64,
+    pub set: u64,
+    /// The command and pid of the run that changed it.
+    pub command: String,
+    pub pid: u32,
+    /// held: that run is still going and will restore it; restored: it had
+    /// died and this run put the original back; stuck: it died and the value
+    /// could not be put back (`error` says why).
+    pub state: LeftState,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeftState {
+    #[default]
+    Held,
+    Restored,
+    Stuck,
+}
+
+impl LeftChanged {
+    /// From what the start of this run found (`None` when nothing is left).
+    pub fn from_leftover(l: &crate::kernel::restore::Leftover) -> Option<Self> {
+        use crate::kernel::restore::Leftover;
+        let (r, state, error) = match l {
+            Leftover::Clean | Leftover::Superseded { .. } => return None,
+            Leftover::Held(r) => (r, LeftState::Held, None),
+            Leftover::Restored(r) => (r, LeftState::Restored, None),
+            Leftover::Stuck { record, error } => (record, LeftState::Stuck, Some(error.clone())),
+        };
+        Some(Self {
+            sysctl: r.sysctl.clone(),
+            original: r.original,
+            set: r.set,
+            command: r.command.clone(),
+            pid: r.pid,
+            state,
+            error,
+        })
+    }
+}
+
+fn left_changed(l: &LeftChanged) -> Check {
+    let (status, message) = match l.state {
+        LeftState::Held => (
+            Status::Info,
+            format!(
+                "{} is at {} for a running `{}` (pid {}), which puts {} back when it ends",
+                l.sysctl, l.set, l.command, l.pid, l.original
+            ),
+        ),
+        LeftState::Restored => (
+            Status::Warning,
+            format!(
+                "{} had been left at {} by a `{}` (pid {}) that did not end cleanly; \
+                 restored to {} now",
+                l.sysctl, l.set, l.command, l.pid, l.original
+            ),
+        ),
+        LeftState::Stuck => (
+            Status::Critical,
+            format!(
+                "{} is still at {}, lowered by a `{}` (pid {}) that did not end cleanly, \
+                 for every namespace of this machine ({}); restore it",
+                l.sysctl,
+                l.set,
+                l.command,
+                l.pid,
+                l.error.as_deref().unwrap_or("not restored")
+            ),
+        ),
+    };
+    let mut c = check("restore", status, message);
+    if l.state == LeftState::Stuck {
+        c.commands.push(format!(
+            "sysctl -w net.netfilter.{}={}",
+            l.sysctl, l.original
+        ));
+    }
+    c
 }
 
 /// Outcome of one check.
@@ -127,7 +218,7 @@ impl Status {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Check {
     /// Stable name: privileges, btf, conntrack, backend, tracepoints,
-    /// kallsyms, probes, counters, namespaces, unload, hashsize, and the
+    /// kallsyms, probes, counters, namespaces, restore, unload, hashsize, and the
     /// advice rules (raise-max, buckets, chain-mean, chain-too-long,
     /// tcp-timeout, persist).
     pub id: &'static str,
@@ -196,6 +287,7 @@ pub fn diagnose(s: &MachineState) -> Vec<Check> {
         ),
     });
     out.push(namespaces(s));
+    out.extend(s.left_changed.as_ref().map(left_changed));
     out.extend(hashsize(s));
     out.extend(advice::advise(&facts(s)).into_iter().map(|f| Check {
         id: f.id,

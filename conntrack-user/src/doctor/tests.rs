@@ -199,3 +199,50 @@ fn states_round_trip_as_json() {
     let back: MachineState = serde_json::from_str(&text).expect("parse");
     assert_eq!(back, s);
 }
+
+fn left(state: LeftState) -> LeftChanged {
+    LeftChanged {
+        sysctl: "nf_conntrack_max".into(),
+        original: 262_144,
+        set: 300,
+        command: "ctscope demo".into(),
+        pid: 4242,
+        state,
+        error: Some("Permission denied".into()),
+    }
+}
+
+#[test]
+fn a_limit_left_lowered_by_a_killed_run_is_critical_with_the_command_to_restore_it() {
+    let s = MachineState {
+        left_changed: Some(left(LeftState::Stuck)),
+        ..build_machine()
+    };
+    let checks = diagnose(&s);
+    let c = find(&checks, "restore");
+    assert_eq!(c.status, Status::Critical);
+    assert!(c.message.contains("300"), "{}", c.message);
+    assert_eq!(
+        c.commands,
+        vec!["sysctl -w net.netfilter.nf_conntrack_max=262144".to_owned()]
+    );
+    assert_eq!(worst(&checks), Status::Critical);
+}
+
+#[test]
+fn a_limit_restored_at_start_is_a_warning_and_a_running_demo_only_information() {
+    let restored = diagnose(&MachineState {
+        left_changed: Some(left(LeftState::Restored)),
+        ..build_machine()
+    });
+    let c = find(&restored, "restore");
+    assert_eq!(c.status, Status::Warning);
+    assert!(c.message.contains("restored to 262144"), "{}", c.message);
+    assert!(c.commands.is_empty());
+    let held = diagnose(&MachineState {
+        left_changed: Some(left(LeftState::Held)),
+        ..build_machine()
+    });
+    assert_eq!(find(&held, "restore").status, Status::Info);
+    assert!(diagnose(&build_machine()).iter().all(|c| c.id != "restore"));
+}

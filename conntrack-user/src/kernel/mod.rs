@@ -15,6 +15,7 @@ pub mod ctnetlink;
 pub mod netns;
 mod nlwire;
 pub mod procfs;
+pub mod restore;
 pub mod stats;
 pub mod sysctl;
 
