@@ -181,3 +181,89 @@ fn a_limit_left_lowered_by_a_killed_run_is_reported_then_restored() {
         "{v}"
     );
 }
+
+/// The per-namespace timeout advice is about the fullest namespace, and the
+/// command it prints acts there: `ip netns exec NAME ...` for a named one,
+/// `nsenter -n -t PID ...` for one held only by a process. Each printed
+/// command is run and must change that namespace's value, not the host's.
+#[test]
+fn the_timeout_advice_runs_in_the_namespace_it_is_about() {
+    require_root();
+    let _lock = shared_lock();
+    let sysctl = "/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_established";
+    let host_before = std::fs::read_to_string(sysctl).expect("host timeout");
+    let host_count: u64 = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count")
+        .expect("count")
+        .trim()
+        .parse()
+        .expect("a number");
+    let ns = Netns::new().expect("namespace");
+    // The fullest namespace on the machine, by a margin.
+    let flows = u16::try_from(host_count + 500).unwrap_or(u16::MAX / 2);
+    udp_flows(&ns, flows, 20_000, false).expect("flows");
+    let ns_timeout = |enter: &[&str]| -> u64 {
+        let out = Command::new(enter[0])
+            .args(&enter[1..])
+            .args(["cat", sysctl])
+            .output()
+            .expect("read the namespace's timeout");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("a number")
+    };
+    let advice = || -> String {
+        let out = Command::new(ctscope_bin())
+            .args(["doctor", "--json", "--no-load"])
+            .output()
+            .expect("run doctor");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("doctor --json");
+        let c = check(&v, "tcp-timeout");
+        c["commands"][0]
+            .as_str()
+            .unwrap_or_else(|| panic!("no command: {c}"))
+            .to_owned()
+    };
+    let set = "sysctl -w net.netfilter.nf_conntrack_tcp_timeout_established=21600";
+
+    // Named: the default 5 days inside it.
+    assert_eq!(ns_timeout(&["ip", "netns", "exec", &ns.name]), 432_000);
+    let cmd = advice();
+    assert_eq!(cmd, format!("ip netns exec {} {set}", ns.name));
+    let ran = Command::new("sh").args(["-c", &cmd]).status().expect("sh");
+    assert!(ran.success(), "{cmd}");
+    assert_eq!(ns_timeout(&["ip", "netns", "exec", &ns.name]), 21_600);
+    assert_eq!(std::fs::read_to_string(sysctl).expect("host"), host_before);
+
+    // Unnamed: only a process holds it once its name is removed.
+    let _ = ns.exec(&["sh", "-c", &format!("echo 432000 > {sysctl}")]);
+    let mut holder = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "sleep", "120"])
+        .spawn()
+        .expect("a process in the namespace");
+    let pid = holder.id().to_string();
+    let in_ns = |p: &str| {
+        std::fs::read_link(format!("/proc/{p}/ns/net"))
+            .is_ok_and(|l| l.to_string_lossy() == format!("net:[{}]", ns.inum))
+    };
+    assert!(wait_for(std::time::Duration::from_secs(5), || in_ns(&pid)));
+    Command::new("ip")
+        .args(["netns", "del", &ns.name])
+        .status()
+        .expect("remove the name");
+    let cmd = advice();
+    let prefix = format!("nsenter -n -t {pid} ");
+    let ok = cmd == format!("{prefix}{set}");
+    let ran = ok
+        && Command::new("sh")
+            .args(["-c", &cmd])
+            .status()
+            .is_ok_and(|s| s.success());
+    let inside = ns_timeout(&["nsenter", "-n", "-t", &pid]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(ok, "{cmd}");
+    assert!(ran, "{cmd}");
+    assert_eq!(inside, 21_600);
+    assert_eq!(std::fs::read_to_string(sysctl).expect("host"), host_before);
+}

@@ -59,6 +59,10 @@ enum Cmd {
         /// target/bench-smoke.md).
         #[arg(long)]
         smoke: bool,
+        /// Only these sections (comma-separated: rate, slab, loss, walk,
+        /// own, fleet), written to target/bench-only.md.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Run the integration suite in qemu (software emulation) on stock
     /// Debian kernels, where nf_conntrack is a module and kprobes exist;
@@ -107,16 +111,19 @@ fn run(cli: Cli) -> Result<()> {
             build_release()?;
             run_ctscope(&root.join("target/release/ctscope"), &args)
         }
-        Cmd::Bench { smoke } => {
+        Cmd::Bench { smoke, only } => {
             provision::toolchain()?;
             provision::test_tools()?;
             build_release()?;
-            let (scale, out) = if smoke {
+            let (scale, mut out) = if smoke {
                 (bench::SMOKE, root.join("target/bench-smoke.md"))
             } else {
                 (bench::FULL, root.join("docs/benchmarks.md"))
             };
-            bench::run(&root, scale, &out)
+            if !only.is_empty() {
+                out = root.join("target/bench-only.md");
+            }
+            bench::run(&root, scale, &only, &out)
         }
         Cmd::VmTest {
             kernel,

@@ -96,6 +96,8 @@ pub fn gather(load: bool, backend: BackendRequest) -> MachineState {
                 inum: r.inum,
                 name: r.name.clone(),
                 entries,
+                enter: r.enter.clone(),
+                tcp_timeout_established: r.tcp_timeout_established,
             }),
             None => s.unreadable_namespaces += 1,
         }

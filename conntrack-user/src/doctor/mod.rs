@@ -464,11 +464,7 @@ fn hashsize(s: &MachineState) -> Vec<Check> {
 
 /// The advice rules' view of the machine.
 fn facts(s: &MachineState) -> Facts {
-    let fullest = s
-        .namespaces
-        .iter()
-        .max_by(|a, b| a.entries.cmp(&b.entries).then(b.inum.cmp(&a.inum)))
-        .cloned();
+    let fullest = NamespaceFill::fullest(s.namespaces.iter().cloned());
     let entries_total =
         (!s.namespaces.is_empty()).then(|| s.namespaces.iter().map(|n| n.entries).sum());
     let chain = match (s.chain_mean, entries_total, s.buckets) {

@@ -25,6 +25,7 @@ fn build_machine() -> MachineState {
             inum: 4026531840,
             name: None,
             entries: 10,
+            ..NamespaceFill::default()
         }],
         max: Some(262_144),
         buckets: Some(262_144),

@@ -24,7 +24,7 @@ mod live_tests;
 
 pub use ctnetlink::{CtnetlinkError, CtnetlinkReading, CtnetlinkSocket};
 pub use netns::{
-    NetnsError, NetnsHandle, NetnsReading, StatsSource, StatsSourceUsed, list_namespaces,
+    Enter, NetnsError, NetnsHandle, NetnsReading, StatsSource, StatsSourceUsed, list_namespaces,
     own_netns_inode, read_namespaces, read_one, read_these,
 };
 pub use procfs::ProcfsError;

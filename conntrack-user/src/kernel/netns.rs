@@ -67,6 +67,55 @@ pub struct NetnsReading {
     pub stats: Option<ConntrackStats>,
     pub source_used: Option<StatsSourceUsed>,
     pub error: Option<String>,
+    /// How a command can act in this namespace.
+    #[serde(default)]
+    pub enter: Enter,
+    /// Its `nf_conntrack_tcp_timeout_established` (a per-namespace sysctl).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_timeout_established: Option<u64>,
+}
+
+/// How a command printed for a namespace reaches it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Enter {
+    /// ctscope's own namespace: a plain command acts there.
+    Here,
+    /// `ip netns exec NAME`.
+    Named(String),
+    /// `nsenter -n -t PID` (a process that lives in it).
+    Pid(u32),
+    /// Not known (a trace, or no process found).
+    #[default]
+    Unknown,
+}
+
+impl Enter {
+    /// `cmd` made to act in the namespace, or `None` when it cannot be.
+    pub fn wrap(&self, cmd: &str) -> Option<String> {
+        match self {
+            Enter::Here => Some(cmd.to_owned()),
+            Enter::Named(name) => Some(format!("ip netns exec {name} {cmd}")),
+            Enter::Pid(pid) => Some(format!("nsenter -n -t {pid} {cmd}")),
+            Enter::Unknown => None,
+        }
+    }
+
+    fn of(h: &NetnsHandle) -> Self {
+        if own_netns_inode().ok() == Some(h.inum) {
+            return Enter::Here;
+        }
+        if let Some(name) = &h.name {
+            return Enter::Named(name.clone());
+        }
+        // /proc/PID/ns/net or /proc/PID/task/TID/ns/net
+        h.path
+            .strip_prefix("/proc")
+            .ok()
+            .and_then(|rest| rest.iter().next())
+            .and_then(|pid| pid.to_str()?.parse().ok())
+            .map_or(Enter::Unknown, Enter::Pid)
+    }
 }
 
 /// Why one namespace could not be read.
@@ -197,11 +246,15 @@ fn failed(h: &NetnsHandle, error: String) -> NetnsReading {
         stats: None,
         source_used: None,
         error: Some(error),
+        enter: Enter::of(h),
+        tcp_timeout_established: None,
     }
 }
 
 /// Runs on the worker thread: enter the namespace, then read it.
 fn read_in_worker(h: &NetnsHandle, source: StatsSource) -> NetnsReading {
+    // Before entering it: Enter::of compares with the thread's namespace.
+    let base = failed(h, String::new());
     match enter(h).and_then(|()| read_current(source)) {
         Ok((count, max, stats, used)) => NetnsReading {
             count,
@@ -209,9 +262,15 @@ fn read_in_worker(h: &NetnsHandle, source: StatsSource) -> NetnsReading {
             stats: Some(stats),
             source_used: Some(used),
             error: None,
-            ..failed(h, String::new())
+            tcp_timeout_established: read_sysctl("nf_conntrack_tcp_timeout_established")
+                .ok()
+                .flatten(),
+            ..base
         },
-        Err(e) => failed(h, e.to_string()),
+        Err(e) => NetnsReading {
+            error: Some(e.to_string()),
+            ..base
+        },
     }
 }
 

@@ -8,7 +8,8 @@
 
 use serde::Serialize;
 
-use super::{Model, buckets::BucketWalk};
+use super::{Model, NetnsRow, buckets::BucketWalk};
+use crate::kernel::netns::Enter;
 
 /// The guide's warning and critical fill levels of a namespace's table.
 pub const FILL_WARNING: f64 = 0.90;
@@ -67,6 +68,30 @@ pub struct NamespaceFill {
     pub inum: u32,
     pub name: Option<String>,
     pub entries: u64,
+    /// How a printed command reaches it (per-namespace sysctls).
+    #[serde(default)]
+    pub enter: Enter,
+    /// Its own `nf_conntrack_tcp_timeout_established`, when read.
+    #[serde(default)]
+    pub tcp_timeout_established: Option<u64>,
+}
+
+impl NamespaceFill {
+    /// From a namespace's row, when its count is known.
+    pub fn of_row(r: &NetnsRow) -> Option<Self> {
+        Some(Self {
+            inum: r.inum,
+            name: r.name.clone(),
+            entries: r.entries?,
+            enter: r.enter.clone(),
+            tcp_timeout_established: r.tcp_timeout_established,
+        })
+    }
+
+    /// The fullest of `fills` (ties: the lowest inode number).
+    pub fn fullest(fills: impl Iterator<Item = Self>) -> Option<Self> {
+        fills.max_by(|a, b| a.entries.cmp(&b.entries).then(b.inum.cmp(&a.inum)))
+    }
 }
 
 /// Mean chain length (nodes per bucket), measured or estimated.
@@ -115,17 +140,8 @@ impl Facts {
             facts.entries_total = latest.table.entries;
             facts.drops_table_full = latest.totals.drop_table_full;
             facts.drops_chain_too_long = latest.totals.drop_chain_too_long;
-            facts.fullest = latest
-                .netns
-                .iter()
-                .filter_map(|r| {
-                    r.entries.map(|entries| NamespaceFill {
-                        inum: r.inum,
-                        name: r.name.clone(),
-                        entries,
-                    })
-                })
-                .max_by(|a, b| a.entries.cmp(&b.entries).then(b.inum.cmp(&a.inum)));
+            facts.fullest =
+                NamespaceFill::fullest(latest.netns.iter().filter_map(NamespaceFill::of_row));
         }
         facts.chain = match (&model.buckets, facts.entries_total, facts.buckets) {
             (Some(walk), ..) => Some(ChainFacts::from_walk(walk)),
@@ -382,7 +398,15 @@ fn chain_too_long(f: &Facts, plan: &mut Plan) -> Option<Finding> {
 /// default; 6 hours is enough. The other TCP timeouts follow the protocol
 /// and should be left alone.
 fn tcp_timeout(f: &Facts, plan: &mut Plan) -> Option<Finding> {
-    let timeout = f.tcp_timeout_established?;
+    // The sysctl is per namespace: the one that matters is the fullest
+    // namespace's own, set inside it. ctscope's own namespace is the
+    // fallback when the fullest one's is unknown.
+    let target = f
+        .fullest
+        .as_ref()
+        .filter(|n| n.enter != Enter::Here)
+        .and_then(|n| Some((n, n.tcp_timeout_established?)));
+    let timeout = target.map_or(f.tcp_timeout_established, |(_, t)| Some(t))?;
     if timeout <= TCP_ESTABLISHED_SUGGESTED {
         return None;
     }
@@ -391,24 +415,44 @@ fn tcp_timeout(f: &Facts, plan: &mut Plan) -> Option<Finding> {
     } else {
         Severity::Info
     };
+    let name = "nf_conntrack_tcp_timeout_established";
+    let (place, commands) = match target {
+        // Another namespace: its own command, not part of the host's
+        // sysctl.d (whoever creates the namespace sets it, e.g. a pod's
+        // securityContext.sysctls).
+        Some((n, _)) => {
+            let set = format!("sysctl -w net.netfilter.{name}={TCP_ESTABLISHED_SUGGESTED}");
+            match n.enter.wrap(&set) {
+                Some(cmd) => (format!(" in {}", who(n)), vec![cmd]),
+                None => (
+                    format!(
+                        " in {} (no process or name found to enter it by; run the command \
+                         inside it: {set})",
+                        who(n)
+                    ),
+                    Vec::new(),
+                ),
+            }
+        }
+        None => (
+            String::new(),
+            plan.set(name, TCP_ESTABLISHED_SUGGESTED)
+                .into_iter()
+                .collect(),
+        ),
+    };
     Some(Finding {
         id: "tcp-timeout",
         severity,
         message: format!(
-            "Idle established TCP entries are kept {} (nf_conntrack_tcp_timeout_established = \
-             {timeout}); the guide suggests {} ({TCP_ESTABLISHED_SUGGESTED}) so idle \
-             connections free their entries sooner. This sysctl is per network namespace. \
-             Leave the other TCP timeouts at their defaults.",
+            "Idle established TCP entries are kept {}{place} ({name} = {timeout}); the guide \
+             suggests {} ({TCP_ESTABLISHED_SUGGESTED}) so idle connections free their entries \
+             sooner. This sysctl is per network namespace: the command acts in that \
+             namespace only. Leave the other TCP timeouts at their defaults.",
             human_secs(timeout),
             human_secs(TCP_ESTABLISHED_SUGGESTED)
         ),
-        commands: plan
-            .set(
-                "nf_conntrack_tcp_timeout_established",
-                TCP_ESTABLISHED_SUGGESTED,
-            )
-            .into_iter()
-            .collect(),
+        commands,
     })
 }
 
@@ -467,6 +511,7 @@ mod tests {
                 inum: 4026531840,
                 name: None,
                 entries,
+                ..NamespaceFill::default()
             }),
             entries_total: Some(entries),
             objsize: Some(256),
@@ -567,6 +612,7 @@ mod tests {
             inum: 1,
             name: Some("web".into()),
             entries: 1000,
+            ..NamespaceFill::default()
         });
         let out = advise(&f);
         assert_eq!(ids(&out), ["raise-max", "chain-mean", "persist"]);
@@ -673,5 +719,95 @@ mod tests {
         f.entries_total = Some(1800);
         assert_eq!(f.fill(), Some(0.5), "the limit applies to each namespace");
         assert!(advise(&f).is_empty());
+    }
+
+    fn idle_namespace(enter: Enter) -> Facts {
+        Facts {
+            max: Some(1000),
+            buckets: Some(1024),
+            tcp_timeout_established: Some(TCP_ESTABLISHED_SUGGESTED),
+            fullest: Some(NamespaceFill {
+                inum: 4026532999,
+                name: None,
+                entries: 800,
+                enter,
+                tcp_timeout_established: Some(432_000),
+            }),
+            ..Facts::default()
+        }
+    }
+
+    fn timeout_finding(f: &Facts) -> Finding {
+        advise(f)
+            .into_iter()
+            .find(|x| x.id == "tcp-timeout")
+            .expect("a tcp-timeout finding")
+    }
+
+    #[test]
+    fn the_timeout_advice_acts_in_the_namespace_it_is_about() {
+        let named = timeout_finding(&idle_namespace(Enter::Named("web".into())));
+        assert_eq!(
+            named.commands,
+            [
+                "ip netns exec web sysctl -w net.netfilter.nf_conntrack_tcp_timeout_established=21600"
+            ]
+        );
+        assert!(
+            named.message.contains("in netns 4026532999"),
+            "{}",
+            named.message
+        );
+        assert!(named.message.contains("432000"), "{}", named.message);
+        let pid = timeout_finding(&idle_namespace(Enter::Pid(4242)));
+        assert_eq!(
+            pid.commands,
+            [
+                "nsenter -n -t 4242 sysctl -w net.netfilter.nf_conntrack_tcp_timeout_established=21600"
+            ]
+        );
+        // Another namespace's setting is not the host's sysctl.d business.
+        let all = advise(&idle_namespace(Enter::Pid(4242)));
+        assert!(
+            all.iter()
+                .flat_map(|f| &f.commands)
+                .all(|c| !c.contains("sysctl.d") || !c.contains("tcp_timeout")),
+            "{all:?}"
+        );
+        // No way in: the message says what to run inside it, no command.
+        let unknown = timeout_finding(&idle_namespace(Enter::Unknown));
+        assert!(unknown.commands.is_empty());
+        assert!(
+            unknown.message.contains("run the command inside it"),
+            "{}",
+            unknown.message
+        );
+    }
+
+    #[test]
+    fn the_host_namespace_gets_a_plain_command_and_its_persistence() {
+        let mut f = idle_namespace(Enter::Here);
+        f.tcp_timeout_established = Some(432_000);
+        let out = advise(&f);
+        let t = out.iter().find(|x| x.id == "tcp-timeout").expect("finding");
+        assert_eq!(
+            t.commands,
+            ["sysctl -w net.netfilter.nf_conntrack_tcp_timeout_established=21600"]
+        );
+        let persist = out.iter().find(|x| x.id == "persist").expect("persist");
+        assert!(
+            persist
+                .commands
+                .iter()
+                .any(|c| c.contains("tcp_timeout_established = 21600")),
+            "{persist:?}"
+        );
+        // A namespace that is fine: nothing to say, whatever the host has.
+        let mut fine = idle_namespace(Enter::Named("web".into()));
+        if let Some(n) = fine.fullest.as_mut() {
+            n.tcp_timeout_established = Some(TCP_ESTABLISHED_SUGGESTED);
+        }
+        fine.tcp_timeout_established = Some(432_000);
+        assert!(advise(&fine).iter().all(|x| x.id != "tcp-timeout"));
     }
 }

@@ -188,6 +188,12 @@ pub struct NetnsRow {
     pub drops_by_cause: DropCounts,
     /// The kernel's counters for this namespace since start.
     pub kernel: Option<ConntrackStats>,
+    /// How a command reaches it, from the latest reading (not reported).
+    #[serde(skip)]
+    pub enter: crate::kernel::netns::Enter,
+    /// Its `nf_conntrack_tcp_timeout_established` (not reported).
+    #[serde(skip)]
+    pub tcp_timeout_established: Option<u64>,
 }
 
 impl NetnsRow {

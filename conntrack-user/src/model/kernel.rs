@@ -121,6 +121,8 @@ mod tests {
             }),
             source_used: None,
             error: None,
+            enter: crate::kernel::netns::Enter::Unknown,
+            tcp_timeout_established: None,
         }
     }
 

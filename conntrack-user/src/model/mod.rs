@@ -277,6 +277,8 @@ impl Model {
             }
             if let Some(r) = by_inum.get(&row.inum) {
                 row.name.clone_from(&r.name);
+                row.enter.clone_from(&r.enter);
+                row.tcp_timeout_established = r.tcp_timeout_established;
                 if row.entries.is_none() {
                     row.entries = r.count;
                 }

@@ -16,6 +16,8 @@ fn reading(inum: u32, count: u64, drop: u64, early_drop: u64) -> NetnsReading {
         }),
         source_used: None,
         error: None,
+        enter: crate::kernel::netns::Enter::Unknown,
+        tcp_timeout_established: None,
     }
 }
 

@@ -361,8 +361,15 @@ impl Probes {
     /// Forgets a namespace's counters (it is gone and userspace has folded
     /// its final counts). A probe that still counts for it re-creates it.
     pub fn forget_netns(&mut self, key: u64) -> Result<(), ProbeError> {
+        // A namespace that never freed an entry has no counters in the map:
+        // aya reports that as the syscall's ENOENT, not as KeyNotFound.
         match self.netns.remove(&key) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(e.into()),
         }
     }

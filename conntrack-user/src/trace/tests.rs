@@ -628,6 +628,8 @@ fn snapshots_keep_every_field_of_the_sample() {
         }),
         source_used: Some(crate::kernel::netns::StatsSourceUsed::Ctnetlink),
         error: None,
+        enter: crate::kernel::netns::Enter::Unknown,
+        tcp_timeout_established: None,
     });
     let json = serde_json::to_vec(&Snapshot::from(&s)).expect("json");
     let back: Snapshot = serde_json::from_slice(&json).expect("decode");

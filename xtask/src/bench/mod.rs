@@ -3,6 +3,7 @@
 //! run on this machine. Writes docs/benchmarks.md (`--smoke`: a short run
 //! that only checks the harness works, written to target/bench-smoke.md).
 
+mod fleet;
 mod measure;
 mod report;
 
@@ -33,6 +34,10 @@ pub struct Scale {
     pub walk_entries: u64,
     /// Seconds over which an idle ctscope's CPU share is measured.
     pub idle_cpu_secs: f64,
+    /// Live namespaces for the fleet-scale measurement.
+    pub fleet_namespaces: u64,
+    /// Seconds with them all live, then as long again of churn at 10/s.
+    pub fleet_secs: f64,
 }
 
 pub const FULL: Scale = Scale {
@@ -42,6 +47,8 @@ pub const FULL: Scale = Scale {
     loss_flows: 200_000,
     walk_entries: 1 << 20,
     idle_cpu_secs: 30.0,
+    fleet_namespaces: 1000,
+    fleet_secs: 70.0,
 };
 
 pub const SMOKE: Scale = Scale {
@@ -51,20 +58,39 @@ pub const SMOKE: Scale = Scale {
     loss_flows: 5_000,
     walk_entries: 4096,
     idle_cpu_secs: 2.0,
+    fleet_namespaces: 20,
+    fleet_secs: 3.0,
 };
 
-pub fn run(root: &Path, scale: Scale, out: &Path) -> Result<()> {
+/// The sections, in report order, by the name `--only` takes.
+const SECTIONS: [&str; 6] = ["rate", "slab", "loss", "walk", "own", "fleet"];
+
+pub fn run(root: &Path, scale: Scale, only: &[String], out: &Path) -> Result<()> {
     let bin = root.join("target/release/ctscope");
     if !bin.exists() {
         bail!("{} is missing; the bench builds it first", bin.display());
     }
+    if let Some(unknown) = only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
+        bail!(
+            "no bench section {unknown}; the sections are {}",
+            SECTIONS.join(", ")
+        );
+    }
     let mut report = Report::new(scale);
     let bench = Bench { bin, scale };
-    report.rows.extend(bench.connection_rate()?);
-    report.rows.extend(bench.slab_overhead()?);
-    report.rows.extend(bench.event_loss()?);
-    report.rows.extend(bench.table_walk()?);
-    report.rows.extend(bench.own_cost()?);
+    for section in SECTIONS {
+        if !only.is_empty() && !only.iter().any(|s| s == section) {
+            continue;
+        }
+        report.rows.extend(match section {
+            "rate" => bench.connection_rate()?,
+            "slab" => bench.slab_overhead()?,
+            "loss" => bench.event_loss()?,
+            "walk" => bench.table_walk()?,
+            "own" => bench.own_cost()?,
+            _ => bench.namespaces_at_scale()?,
+        });
+    }
     report.write(out)?;
     eprintln!("xtask: wrote {}", out.display());
     Ok(())

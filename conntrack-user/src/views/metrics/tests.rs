@@ -20,6 +20,8 @@ fn model() -> Model {
         }),
         source_used: None,
         error: None,
+        enter: crate::kernel::netns::Enter::Unknown,
+        tcp_timeout_established: None,
     };
     let sample = |secs: u64, n: u64, drop: u64| {
         let mut counters = Counters::default();

@@ -209,17 +209,12 @@ fn fill(model: &Model, facts: &Facts, ui: &UiState) -> FillView {
     let facts = if narrowed {
         shown = facts.clone();
         shown.fullest = model.latest.as_ref().and_then(|l| {
-            l.netns
-                .iter()
-                .filter(|r| filter.matches_netns(r))
-                .filter_map(|r| {
-                    r.entries.map(|entries| NamespaceFill {
-                        inum: r.inum,
-                        name: r.name.clone(),
-                        entries,
-                    })
-                })
-                .max_by(|a, b| a.entries.cmp(&b.entries).then(b.inum.cmp(&a.inum)))
+            NamespaceFill::fullest(
+                l.netns
+                    .iter()
+                    .filter(|r| filter.matches_netns(r))
+                    .filter_map(NamespaceFill::of_row),
+            )
         });
         &shown
     } else {

@@ -93,6 +93,8 @@ impl Scenario {
                 }),
                 source_used: None,
                 error: None,
+                enter: crate::kernel::netns::Enter::Unknown,
+                tcp_timeout_established: None,
             });
         }
         Message::Sample(Box::new(Sample {
