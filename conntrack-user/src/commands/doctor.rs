@@ -20,8 +20,7 @@ pub async fn run(args: &DoctorArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
     let backend = probe.backend.into();
     let state = tokio::task::spawn_blocking(move || gather(load, backend)).await?;
     let checks = diagnose(&state);
-    let mut out = io::stdout();
-    if args.json {
+    let text = if args.json {
         let v = serde_json::json!({
             "status": worst(&checks),
             "kernel": state.kernel,
@@ -29,9 +28,15 @@ pub async fn run(args: &DoctorArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
             "checks": checks,
             "machine": state,
         });
-        writeln!(out, "{v}")?;
+        format!("{v}\n")
     } else {
-        write!(out, "{}", render(&state.kernel, &checks))?;
+        render(&state.kernel, &checks)
+    };
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        // Piped into `head`: the exit status still tells the severity.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+        other => other?,
     }
     match worst(&checks) {
         Status::Ok | Status::Info => Ok(()),
