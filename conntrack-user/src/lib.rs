@@ -7,6 +7,7 @@ pub mod cli;
 pub mod commands;
 pub mod doctor;
 pub mod event;
+pub mod fsutil;
 pub mod kallsyms;
 pub mod kernel;
 pub mod loadgen;
@@ -47,6 +48,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The command stopped because its reader closed stdout (`| head -1`):
+/// nothing to report, exit status 0.
+pub fn is_quiet_end(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| c.is::<commands::StdoutClosed>())
+}
+
 /// Exit status for an error: 2 when the environment or the arguments are at
 /// fault (not root, no BTF, conntrack missing, bad input), 1 otherwise.
 pub fn exit_status(err: &anyhow::Error) -> u8 {
@@ -67,6 +74,9 @@ pub fn exit_status(err: &anyhow::Error) -> u8 {
         || err
             .downcast_ref::<kernel::restore::GuardError>()
             .is_some_and(kernel::restore::GuardError::is_environment)
+        || err
+            .downcast_ref::<loadgen::NamespaceError>()
+            .is_some_and(loadgen::NamespaceError::is_environment)
     {
         2
     } else {

@@ -1,4 +1,4 @@
-use std::process::ExitCode;
+use std::{io::Write as _, process::ExitCode};
 
 use clap::Parser as _;
 use ctscope::cli::Cli;
@@ -12,15 +12,22 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("ctscope: starting the async runtime: {e}");
+            report(&format!("starting the async runtime: {e}"));
             return ExitCode::from(1);
         }
     };
     match runtime.block_on(ctscope::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if ctscope::is_quiet_end(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ctscope: {e:#}");
+            report(&format!("{e:#}"));
             ExitCode::from(ctscope::exit_status(&e))
         }
     }
+}
+
+/// The last word on stderr; `eprintln!` would panic if stderr is a closed
+/// pipe (`2>&1 | head -1`), and the exit status says the rest.
+fn report(message: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "ctscope: {message}");
 }

@@ -537,3 +537,106 @@ fn benchmark_recording_at_full_rate_loses_nothing() {
     assert_eq!(num(&summary, "/lost/pending_overflow"), 0, "{summary}");
     assert_eq!(mine, u64::from(FLOWS));
 }
+
+/// `file` (uncompressed) with its END record replaced by one of reason
+/// `rotated` naming `next` as the next part (docs/trace-format.md: frame
+/// header, CRC-32 of bytes 4-23 and the payload).
+fn with_next_part(file: &[u8], next: &str) -> Vec<u8> {
+    let mut at = 16;
+    while at + 28 <= file.len() {
+        let len = u32::from_le_bytes([file[at + 4], file[at + 5], file[at + 6], file[at + 7]]);
+        let total = 28 + len as usize;
+        if file[at + 8] == 6 {
+            let mut end: serde_json::Value =
+                serde_json::from_slice(&file[at + 28..at + total]).expect("END json");
+            end["reason"] = "rotated".into();
+            end["next_part"] = next.into();
+            let payload = serde_json::to_vec(&end).expect("json");
+            let mut out = file[..at].to_vec();
+            let mut header = file[at..at + 28].to_vec();
+            header[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+            let mut covered = header[4..24].to_vec();
+            covered.extend_from_slice(&payload);
+            header[24..28].copy_from_slice(&crc32(&covered).to_le_bytes());
+            out.extend_from_slice(&header);
+            out.extend_from_slice(&payload);
+            return out;
+        }
+        at += total;
+    }
+    panic!("no END record");
+}
+
+/// Runs ctscope, failing the test if it has not ended within `limit`.
+fn ctscope_within(args: &[&str], limit: Duration) -> Output {
+    let mut child = Command::new(ctscope_bin())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ctscope");
+    let deadline = Instant::now() + limit;
+    // Drained as it comes: a looping export fills any pipe.
+    let stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::Read::take(stdout, 64 << 20), &mut buf);
+        buf
+    });
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ctscope {args:?} did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut out = child.wait_with_output().expect("output");
+    out.stdout = reader.join().expect("reader");
+    out
+}
+
+#[test]
+fn parts_that_name_each_other_end_with_the_cycle_error() {
+    require_root();
+    let _lock = shared_lock();
+    let file = TraceFile::new("cycle");
+    small_recording(&file);
+    let good = std::fs::read(&file.0).expect("trace");
+    let (_, all) = export(file.path(), "snapshots");
+    let name = |p: &Path| p.file_name().expect("name").to_string_lossy().into_owned();
+
+    // An END naming its own file; then two parts naming each other.
+    let me = name(&file.0);
+    std::fs::write(&file.0, with_next_part(&good, &me)).expect("write");
+    let pair = TraceFile::new("cycle-pair");
+    let second = pair.part(1);
+    std::fs::write(&pair.0, with_next_part(&good, &name(&second))).expect("write");
+    std::fs::write(&second, with_next_part(&good, &name(&pair.0))).expect("write");
+
+    for (trace, parts) in [(file.path(), 1), (pair.path(), 2)] {
+        let limit = Duration::from_secs(5);
+        let out = ctscope_within(&["info", trace, "--json"], limit);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(num(&summary, "/parts"), parts, "{summary}");
+        let msg = summary["issues"][0]["message"].as_str().expect("issue");
+        assert!(
+            msg.contains("cycle of parts at byte offset") && msg.contains("already read"),
+            "{msg}"
+        );
+
+        let out = ctscope_within(
+            &["export", trace, "--format", "jsonl", "--kind", "snapshots"],
+            limit,
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains("cycle of parts"), "{}", stderr(&out));
+        let rows = String::from_utf8_lossy(&out.stdout).lines().count();
+        assert_eq!(rows, all.len() * parts as usize, "each part exported once");
+
+        let out = ctscope_within(&["replay", trace, "--stats"], limit);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains("cycle of parts"), "{}", stderr(&out));
+    }
+}

@@ -21,6 +21,7 @@ pub async fn run(args: &BucketsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
         drops: false,
         ..ProbeOptions::from(probe)
     };
+    super::check_ready_file(args.ready_file.as_deref())?;
     let mut probes = Probes::attach(&opts)?;
     super::write_ready_file(args.ready_file.as_deref())?;
     let mut model = Model::new(RunInfo {

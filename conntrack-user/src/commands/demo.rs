@@ -32,6 +32,7 @@ use crate::{
 const RAMP: Duration = Duration::from_secs(5);
 
 pub async fn run(args: &DemoArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
+    super::check_ready_file(args.top.ready_file.as_deref())?;
     if !io::stdout().is_terminal() {
         return headless(args, probe).await;
     }
@@ -76,7 +77,11 @@ async fn headless(args: &DemoArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
     );
     let stop = Arc::new(Notify::new());
     let progress = Arc::new(Progress::default());
-    for kind in [SignalKind::interrupt(), SignalKind::terminate()] {
+    for kind in [
+        SignalKind::interrupt(),
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+    ] {
         let mut sig = signal(kind).context("handling signals")?;
         let (stop, progress) = (stop.clone(), progress.clone());
         tokio::spawn(async move {

@@ -24,8 +24,7 @@ pub async fn run(args: &DoctorArgs, probe: &ProbeArgs, leftover: &Leftover) -> a
     let mut state = tokio::task::spawn_blocking(move || gather(load, backend)).await?;
     state.left_changed = LeftChanged::from_leftover(leftover);
     let checks = diagnose(&state);
-    let mut out = io::stdout();
-    if args.json {
+    let text = if args.json {
         let v = serde_json::json!({
             "status": worst(&checks),
             "kernel": state.kernel,
@@ -33,9 +32,15 @@ pub async fn run(args: &DoctorArgs, probe: &ProbeArgs, leftover: &Leftover) -> a
             "checks": checks,
             "machine": state,
         });
-        writeln!(out, "{v}")?;
+        format!("{v}\n")
     } else {
-        write!(out, "{}", render(&state.kernel, &checks))?;
+        render(&state.kernel, &checks)
+    };
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        // Piped into `head`: the exit status still tells the severity.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+        other => other?,
     }
     match worst(&checks) {
         Status::Ok | Status::Info => Ok(()),

@@ -7,11 +7,11 @@ use std::{
 
 use conntrack_common::setting;
 use tokio::{
-    signal::unix::{SignalKind, signal},
     sync::mpsc,
     time::{Instant, sleep_until, timeout},
 };
 
+use super::{signals::Signals, stdout_err};
 use crate::{
     cli::{DropsArgs, ProbeArgs},
     event::Message,
@@ -28,6 +28,8 @@ const MAX_DETAILED_PER_SEC: f64 = 50_000.0;
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 pub async fn run(args: &DropsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
+    super::check_ready_file(args.ready_file.as_deref())?;
+    let mut signals = Signals::install()?;
     let (tx, mut rx) = mpsc::channel(256);
     let live = LiveSource::start(
         LiveOptions {
@@ -54,8 +56,8 @@ pub async fn run(args: &DropsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
         args.filter.drop_filter(),
     );
     let mut out = io::stdout();
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
+    // A write error on stdout (the reader went away, `| head -1`).
+    let mut write_error = None;
     let deadline = args.duration.map(|d| Instant::now() + d);
     let mut sampling = Sampling::default();
     let mut shown = 0u64;
@@ -77,8 +79,9 @@ pub async fn run(args: &DropsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
                 }
                 for d in &model.drops.fresh {
                     let text = if args.json { json(&model, d) } else { line(&model, d) };
-                    if writeln!(out, "{text}").is_err() {
-                        break 'run; // stdout closed
+                    if let Err(e) = writeln!(out, "{text}") {
+                        write_error = Some(e);
+                        break 'run;
                     }
                     shown += 1;
                     if args.count.is_some_and(|n| shown >= n) {
@@ -88,8 +91,7 @@ pub async fn run(args: &DropsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
                 let _ = out.flush();
             }
             () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => break,
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = signals.recv() => break,
         }
     }
     // Read the counters once more so the summary covers the whole run.
@@ -105,16 +107,22 @@ pub async fn run(args: &DropsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
     })
     .await;
     live.stop().await?;
+    if let Some(e) = write_error {
+        // Nobody is left to read the summary.
+        return Err(stdout_err(e));
+    }
     let input = SummaryInput {
         sample_rate: sampling.rate,
         top: args.top,
     };
-    if args.json {
-        writeln!(out, "{}", summary_json(&model, &input))?;
+    let summary = if args.json {
+        summary_json(&model, &input).to_string()
     } else {
-        writeln!(out, "{}", summary_text(&model, &input).trim_end())?;
-    }
-    Ok(())
+        summary_text(&model, &input).trim_end().to_owned()
+    };
+    writeln!(out, "{summary}")
+        .and_then(|()| out.flush())
+        .map_err(stdout_err)
 }
 
 /// Adapts the in-kernel sampling of drop details to the drop rate.

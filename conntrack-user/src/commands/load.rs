@@ -8,14 +8,16 @@ use std::{
 };
 
 use anyhow::Context as _;
-use tokio::signal::unix::{SignalKind, signal};
 
+use super::{signals::Signals, stdout_err};
 use crate::{
     cli::LoadArgs,
     loadgen::{self, LoadNamespace, LoadPlan, Progress, Squeeze},
 };
 
 pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
+    super::check_ready_file(args.ready_file.as_deref())?;
+    let mut signals = Signals::install()?;
     let ns = match &args.netns {
         Some(name) => LoadNamespace::open(name)?,
         None => LoadNamespace::create()?,
@@ -58,15 +60,12 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || loadgen::run(&ns, &plan, &progress))
     };
     tokio::pin!(worker);
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     let mut status = tokio::time::interval(Duration::from_secs(1));
     let tty = std::io::stderr().is_terminal();
     let report = loop {
         tokio::select! {
             r = &mut worker => break r.context("the load generator panicked")?,
-            _ = sigint.recv() => progress.stop.store(true, Ordering::Relaxed),
-            _ = sigterm.recv() => progress.stop.store(true, Ordering::Relaxed),
+            _ = signals.recv() => progress.stop.store(true, Ordering::Relaxed),
             _ = status.tick(), if tty => {
                 eprint!(
                     "\r{} flows, {} refused   ",
@@ -79,19 +78,20 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
     if tty {
         eprintln!();
     }
-    let mut out = std::io::stdout();
-    if args.json {
-        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    let line = if args.json {
+        serde_json::to_string(&report)?
     } else {
-        writeln!(
-            out,
+        format!(
             "{} {} flows in {:.2} s: {:.0}/s ({} refused)",
             report.flows + report.refused,
             report.kind,
             report.seconds,
             report.rate,
             report.refused
-        )?;
-    }
-    Ok(())
+        )
+    };
+    let mut out = std::io::stdout();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(stdout_err)
 }

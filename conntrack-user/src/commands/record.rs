@@ -14,11 +14,11 @@ use std::{
 };
 
 use tokio::{
-    signal::unix::{SignalKind, signal},
     sync::mpsc,
     time::{Instant, MissedTickBehavior, interval, sleep_until},
 };
 
+use super::signals::Signals;
 use crate::{
     cli::{ProbeArgs, RecordArgs},
     probe::ProbeOptions,
@@ -35,6 +35,10 @@ use crate::{
 const STATUS_EVERY: Duration = Duration::from_millis(500);
 
 pub async fn run(args: &RecordArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
+    // Where the output goes is checked before anything is attached.
+    super::check_output("-o", &args.output)?;
+    super::check_ready_file(args.ready_file.as_deref())?;
+    let mut signals = Signals::install()?;
     let filter = args.filter.event_filter();
     let (tx, rx) = mpsc::channel(session::CHANNEL);
     let opts = ProbeOptions::from(probe);
@@ -76,15 +80,12 @@ pub async fn run(args: &RecordArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
     let count_reached = thread.count_reached();
     let started = Instant::now();
     let status = std::io::stderr().is_terminal();
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     let deadline = args.duration.map(|d| started + d);
     let mut tick = interval(STATUS_EVERY);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let reason = loop {
         tokio::select! {
-            _ = sigint.recv() => break "signal",
-            _ = sigterm.recv() => break "signal",
+            _ = signals.recv() => break "signal",
             () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                 break "duration";
             }

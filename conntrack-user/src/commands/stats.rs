@@ -4,11 +4,11 @@ use std::io::{self, Write as _};
 
 use conntrack_common::setting;
 use tokio::{
-    signal::unix::{SignalKind, signal},
     sync::{Notify, mpsc, oneshot},
     time::{Instant, sleep_until},
 };
 
+use super::{signals::Signals, stdout_err};
 use crate::{
     cli::{ProbeArgs, StatsArgs},
     model::{Model, RunInfo},
@@ -30,6 +30,8 @@ pub async fn run_until(
     stop: &Notify,
     attached: Option<oneshot::Sender<()>>,
 ) -> anyhow::Result<()> {
+    super::check_ready_file(args.ready_file.as_deref())?;
+    let mut signals = Signals::install()?;
     let (tx, mut rx) = mpsc::channel(64);
     let live = LiveSource::start(
         LiveOptions {
@@ -56,10 +58,11 @@ pub async fn run_until(
     let mut out = io::stdout();
     if !args.json {
         let extra = if args.buckets { BUCKETS_HEADER } else { "" };
-        writeln!(out, "{TABLE_HEADER}{extra}")?;
+        if let Err(e) = writeln!(out, "{TABLE_HEADER}{extra}") {
+            live.stop().await?;
+            return Err(stdout_err(e));
+        }
     }
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     let deadline = args.duration.map(|d| Instant::now() + d);
     let mut last_report = false;
     let mut printed = 0;
@@ -78,8 +81,10 @@ pub async fn run_until(
                     (false, false) => table_row(interval),
                     (false, true) => table_row(interval) + &bucket_columns(interval),
                 };
-                if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-                    break; // stdout closed (e.g. piped into `head`)
+                if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+                    // Piped into `head`: stop quietly; another error is one.
+                    live.stop().await?;
+                    return Err(stdout_err(e));
                 }
                 printed += 1;
                 // A deadline that falls within a tenth of an interval of this
@@ -94,8 +99,7 @@ pub async fn run_until(
                 live.sample_now();
                 last_report = true;
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = signals.recv() => break,
             () = stop.notified() => break,
         }
     }

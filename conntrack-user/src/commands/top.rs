@@ -77,6 +77,7 @@ pub async fn run_live(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let record_dir = record_dir(args)?;
+    super::check_ready_file(args.ready_file.as_deref())?;
     let (kernel_tx, kernel_rx) = mpsc::channel(64);
     let opts = probe.options(4);
     let ring_bytes = opts.ring_bytes;

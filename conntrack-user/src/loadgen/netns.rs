@@ -44,6 +44,18 @@ pub enum NamespaceError {
     Thread,
 }
 
+impl NamespaceError {
+    /// The machine or the arguments are at fault (exit status 2): no
+    /// privilege, no such namespace, no nft.
+    pub fn is_environment(&self) -> bool {
+        match self {
+            Self::Unshare(_) | Self::Open { .. } | Self::Nft(_) => true,
+            Self::Enter(e) | Self::Loopback(e) => e.kind() == io::ErrorKind::PermissionDenied,
+            Self::Thread => false,
+        }
+    }
+}
+
 /// A network namespace for load, kept alive by an open nsfs file.
 #[derive(Debug)]
 pub struct LoadNamespace {
@@ -116,10 +128,25 @@ impl LoadNamespace {
             path: path.clone(),
             source,
         })?;
-        Self::from_file(file, false).map_err(|e| match e {
-            NamespaceError::Enter(source) => NamespaceError::Open { path, source },
+        let ns = Self::from_file(file, false).map_err(|e| match e {
+            NamespaceError::Enter(source) => NamespaceError::Open {
+                path: path.clone(),
+                source,
+            },
             other => other,
-        })
+        })?;
+        // Entering it now, from a thread that ends right after, turns "not
+        // a namespace" or "no privilege" into an error here rather than
+        // into flows that are all refused.
+        let handle = ns.handle();
+        thread::spawn(move || handle.enter())
+            .join()
+            .map_err(|_| NamespaceError::Thread)?
+            .map_err(|e| match e {
+                NamespaceError::Enter(source) => NamespaceError::Open { path, source },
+                other => other,
+            })?;
+        Ok(ns)
     }
 
     fn from_file(file: File, created: bool) -> Result<Self, NamespaceError> {

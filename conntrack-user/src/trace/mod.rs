@@ -44,6 +44,11 @@ pub enum TraceError {
         source: io::Error,
     },
     #[error(
+        "{path} is a directory, not a trace file: give the file `ctscope record -o` wrote \
+         (the first part of a rotated recording)"
+    )]
+    Directory { path: PathBuf },
+    #[error(
         "{path} is not a ctscope trace: it does not start with the trace magic (byte offset 0); \
          record one with `ctscope record -o FILE`"
     )]
@@ -80,6 +85,10 @@ pub enum TraceError {
         #[source]
         source: io::Error,
     },
+    /// The output path is not something ctscope will replace (a link, a
+    /// directory, a device).
+    #[error("cannot write the trace: {0}")]
+    Refused(String),
     #[error("writing {path}: {source}")]
     Write {
         path: PathBuf,
@@ -95,11 +104,13 @@ impl TraceError {
         matches!(
             self,
             TraceError::NotATrace { .. }
+                | TraceError::Directory { .. }
                 | TraceError::TooShort { .. }
                 | TraceError::UnknownVersion { .. }
                 | TraceError::BadHeader { .. }
                 | TraceError::Open { .. }
                 | TraceError::Create { .. }
+                | TraceError::Refused(_)
         )
     }
 }
@@ -124,6 +135,9 @@ pub enum IssueKind {
     Compression,
     /// The next part of a rotated recording is missing or unreadable.
     MissingPart,
+    /// An END record names a part already read (itself, or an earlier
+    /// part): following it would never end, so reading stops there.
+    PartCycle,
 }
 
 /// A problem found while reading, with where it is. Reading goes on.
@@ -153,7 +167,10 @@ impl Issue {
     /// the expected result of a crash).
     pub fn is_damage(&self) -> bool {
         match self.kind {
-            IssueKind::Corrupt | IssueKind::BadRecord | IssueKind::MissingPart => true,
+            IssueKind::Corrupt
+            | IssueKind::BadRecord
+            | IssueKind::MissingPart
+            | IssueKind::PartCycle => true,
             IssueKind::Compression => self.resumed_at.is_some(),
             IssueKind::Truncated | IssueKind::Unfinished | IssueKind::UnknownRecord => false,
         }
@@ -170,6 +187,7 @@ impl fmt::Display for Issue {
             IssueKind::UnknownRecord => "unknown record type",
             IssueKind::Compression => "damaged compressed data",
             IssueKind::MissingPart => "missing part",
+            IssueKind::PartCycle => "cycle of parts",
         };
         if self.part > 0 {
             write!(f, "part {}: ", self.part)?;

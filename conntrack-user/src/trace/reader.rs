@@ -11,6 +11,7 @@ use std::{
     collections::VecDeque,
     fs::File,
     io::{self, Read},
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
 
@@ -82,15 +83,26 @@ pub struct TraceReader {
     /// Damage found by the zstd layer, completed with the number of frames
     /// lost once the next intact frame shows its sequence number.
     awaiting_gap: Option<Issue>,
+    /// (device, inode) of the file, when read from one.
+    identity: Option<(u64, u64)>,
 }
 
 impl TraceReader {
     pub fn open(path: &Path) -> Result<Self, TraceError> {
-        let file = File::open(path).map_err(|source| TraceError::Open {
+        let open_err = |source| TraceError::Open {
             path: path.to_owned(),
             source,
-        })?;
-        Self::from_reader(path, Box::new(file))
+        };
+        let file = File::open(path).map_err(open_err)?;
+        let meta = file.metadata().map_err(open_err)?;
+        if meta.is_dir() {
+            return Err(TraceError::Directory {
+                path: path.to_owned(),
+            });
+        }
+        let mut reader = Self::from_reader(path, Box::new(file))?;
+        reader.identity = Some((meta.dev(), meta.ino()));
+        Ok(reader)
     }
 
     /// Reads a trace from any byte stream; `path` names it in messages.
@@ -168,6 +180,7 @@ impl TraceReader {
             pending: VecDeque::new(),
             body_issues: VecDeque::new(),
             awaiting_gap: None,
+            identity: None,
         };
         reader.read_header()?;
         Ok(reader)
@@ -220,6 +233,12 @@ impl TraceReader {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// (device, inode) of the file read, which tells a file met twice
+    /// under different names; `None` for a stream.
+    pub fn identity(&self) -> Option<(u64, u64)> {
+        self.identity
     }
 
     /// Which part of a rotated recording this file is.
@@ -336,15 +355,21 @@ impl TraceReader {
             .push_back(self.make_issue(kind, offset, detail));
     }
 
+    /// For compressed traces, the file offset of the zstd frame that holds
+    /// body offset `offset`.
+    pub fn zstd_frame_of(&self, offset: u64) -> Option<u64> {
+        if self.compressed {
+            self.body.locate(offset)
+        } else {
+            None
+        }
+    }
+
     fn make_issue(&self, kind: IssueKind, offset: u64, detail: String) -> Issue {
         Issue {
             kind,
             offset,
-            zstd_frame: if self.compressed {
-                self.body.locate(offset)
-            } else {
-                None
-            },
+            zstd_frame: self.zstd_frame_of(offset),
             part: self.part,
             detail,
             ..Issue::default()

@@ -1,7 +1,7 @@
 //! A recording: the file given and, when it was rotated, the parts after
 //! it, read as one sequence of records.
 
-use std::path::Path;
+use std::{collections::HashMap, path::Path};
 
 use super::{
     Issue, IssueKind, TraceError,
@@ -15,18 +15,30 @@ pub struct Trace {
     reader: TraceReader,
     first: Header,
     next_part: Option<String>,
+    /// Byte offset of the END record that named `next_part`.
+    end_offset: u64,
     /// A part after the first one opened was reached.
     followed: bool,
+    /// Each file read so far, by (device, inode), with its part number: an
+    /// END that names one of them again (itself, an earlier part, a hard
+    /// link to one) would make reading go round for ever.
+    visited: HashMap<(u64, u64), u32>,
 }
 
 impl Trace {
     pub fn open(path: &Path) -> Result<Self, TraceError> {
         let reader = TraceReader::open(path)?;
+        let mut visited = HashMap::new();
+        if let Some(id) = reader.identity() {
+            visited.insert(id, reader.part());
+        }
         Ok(Self {
             first: reader.header().clone(),
             reader,
             next_part: None,
+            end_offset: 0,
             followed: false,
+            visited,
         })
     }
 
@@ -52,6 +64,7 @@ impl Trace {
                 Some(Item::Record(frame)) => {
                     if let Record::End(end) = &frame.record {
                         self.next_part = end.next_part.clone().filter(|_| end.reason == "rotated");
+                        self.end_offset = frame.offset;
                     }
                     let baseline = frame.flags & fflag::BASELINE != 0
                         && matches!(frame.record, Record::Snapshot(_));
@@ -67,6 +80,9 @@ impl Trace {
                     };
                     match self.open_next(&name) {
                         Ok(reader) => {
+                            if let Some(issue) = self.cycle(&reader, &name) {
+                                return Ok(Some(Item::Issue(issue)));
+                            }
                             self.reader = reader;
                             self.followed = true;
                             let frame = self.reader.header_frame().clone();
@@ -85,6 +101,29 @@ impl Trace {
                 }
             }
         }
+    }
+
+    /// The issue that ends reading when `next`, named `name` by the END
+    /// record just read, is a file already read; else remembers it.
+    fn cycle(&mut self, next: &TraceReader, name: &str) -> Option<Issue> {
+        let id = next.identity()?;
+        let Some(&seen) = self.visited.get(&id) else {
+            self.visited.insert(id, next.part());
+            return None;
+        };
+        let detail = format!(
+            "the END record names {name:?} as the next part, but that file was already read \
+             (as part {seen}): the parts form a cycle, so reading stops here; everything \
+             before this record was read once"
+        );
+        Some(Issue {
+            kind: IssueKind::PartCycle,
+            offset: self.end_offset,
+            zstd_frame: self.reader.zstd_frame_of(self.end_offset),
+            part: self.reader.part(),
+            detail,
+            ..Issue::default()
+        })
     }
 
     fn open_next(&self, name: &str) -> Result<TraceReader, String> {

@@ -688,3 +688,97 @@ fn format_1_events_read_with_the_inode_as_identity() {
     assert_eq!(new, vec![ev]);
     assert!(format::decode_events(format::FORMAT_VERSION, &two).is_err());
 }
+
+/// A part by hand: preamble, HEADER (part `part`), one snapshot, and an
+/// END that names `next` as the next part.
+fn write_part(path: &Path, part: u32, next: &str) {
+    let mut buf = bytes::BytesMut::new();
+    buf.extend_from_slice(&format::encode_preamble(false));
+    let h = Header {
+        part,
+        format_version: format::FORMAT_VERSION,
+        ..header()
+    };
+    let json = serde_json::to_vec(&h).expect("header");
+    format::encode_frame(&mut buf, format::rtype::HEADER, 0, 0, 1, &json);
+    let snap = serde_json::to_vec(&Snapshot::from(&sample(1, 0))).expect("snapshot");
+    format::encode_frame(&mut buf, format::rtype::SNAPSHOT, 0, 1, 2, &snap);
+    let end = super::End {
+        reason: "rotated".into(),
+        next_part: Some(next.into()),
+        frames: 2,
+        ..super::End::default()
+    };
+    let json = serde_json::to_vec(&end).expect("end");
+    format::encode_frame(&mut buf, format::rtype::END, 0, 2, 3, &json);
+    std::fs::write(path, &buf).expect("write part");
+}
+
+/// Reads like `read_all`, but gives up (failing the test) instead of
+/// looping for ever.
+fn read_bounded(path: &Path) -> (Vec<super::Frame>, Vec<Issue>) {
+    let mut t = Trace::open(path).expect("open");
+    let (mut frames, mut issues) = (Vec::new(), Vec::new());
+    for _ in 0..1000 {
+        match t.next_item().expect("read") {
+            Some(Item::Record(f)) => frames.push(f),
+            Some(Item::Issue(i)) => issues.push(i),
+            None => return (frames, issues),
+        }
+    }
+    panic!("reading {} did not end", path.display());
+}
+
+#[test]
+fn parts_that_name_a_part_already_read_end_with_a_cycle_issue() {
+    let dir = TempDir::new("cycle");
+    // An END that names its own file.
+    let me = dir.path("self.ctrace");
+    write_part(&me, 0, "self.ctrace");
+    let (frames, issues) = read_bounded(&me);
+    assert_eq!(frames.len(), 2, "snapshot and END, read once");
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    let issue = &issues[0];
+    assert_eq!(issue.kind, IssueKind::PartCycle);
+    assert!(issue.is_damage());
+    let text = issue.to_string();
+    assert!(
+        text.starts_with("cycle of parts at byte offset")
+            && text.contains("\"self.ctrace\"")
+            && text.contains("already read (as part 0)"),
+        "{text}"
+    );
+    assert_eq!(issue.offset, frames[1].offset, "the END record's offset");
+
+    // Two parts that name each other.
+    let a = dir.path("a.ctrace");
+    write_part(&a, 0, "a.ctrace.1");
+    write_part(&dir.path("a.ctrace.1"), 1, "a.ctrace");
+    let (frames, issues) = read_bounded(&a);
+    let headers = frames
+        .iter()
+        .filter(|f| matches!(f.record, Record::Header(_)))
+        .count();
+    assert_eq!(headers, 1, "part 1's header, once (the first is the open)");
+    assert_eq!(frames.len(), 5, "each part read once");
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].kind, IssueKind::PartCycle);
+    assert!(issues[0].to_string().starts_with("part 1: cycle of parts"));
+
+    // A hard link to an earlier part under another name.
+    let b = dir.path("b.ctrace");
+    write_part(&b, 0, "b.ctrace.1");
+    std::fs::hard_link(&b, dir.path("b.ctrace.1")).expect("link");
+    let (_, issues) = read_bounded(&b);
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].kind, IssueKind::PartCycle);
+}
+
+#[test]
+fn a_directory_is_not_a_trace() {
+    let dir = TempDir::new("dir");
+    let err = Trace::open(&dir.0).err().expect("refused");
+    assert!(matches!(err, TraceError::Directory { .. }), "{err}");
+    assert!(err.is_bad_input());
+    assert!(err.to_string().contains("is a directory"), "{err}");
+}

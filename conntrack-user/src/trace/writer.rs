@@ -2,9 +2,8 @@
 //! on every snapshot, optionally zstd-compressed, optionally rotated.
 
 use std::{
-    fs::{File, OpenOptions, Permissions},
+    fs::File,
     io::{self, BufWriter, Write as _},
-    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -20,7 +19,7 @@ use super::{
         encode_preamble, fflag, rtype,
     },
 };
-use crate::{event::Sample, model::buckets::BucketWalk, source::live::monotonic_ns};
+use crate::{event::Sample, fsutil, model::buckets::BucketWalk, source::live::monotonic_ns};
 
 /// Buffered data reaches the file at least this often, so a crash or a
 /// SIGKILL loses less than a second.
@@ -285,19 +284,20 @@ pub fn wall_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// Opens a new trace file: mode 0600 whatever the umask allows more of,
-/// and never through a symlink (root writing to a path in /tmp).
-fn open_file(path: &Path) -> io::Result<File> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)?;
-    // An existing file keeps its mode through O_CREAT; set it.
-    file.set_permissions(Permissions::from_mode(0o600))?;
-    Ok(file)
+/// Opens a new trace file, mode 0600 (traces hold addresses): a new file
+/// renamed over `path`, never a write through a link or into someone
+/// else's file (`fsutil`).
+fn open_file(path: &Path) -> Result<File, TraceError> {
+    fsutil::create_replacing(path, 0o600).map_err(|source| {
+        if source.kind() == io::ErrorKind::InvalidInput {
+            TraceError::Refused(source.to_string())
+        } else {
+            TraceError::Create {
+                path: path.to_owned(),
+                source,
+            }
+        }
+    })
 }
 
 enum Sink {
@@ -326,10 +326,7 @@ impl Sink {
             path: path.to_owned(),
             source,
         };
-        let mut file = open_file(path).map_err(|source| TraceError::Create {
-            path: path.to_owned(),
-            source,
-        })?;
+        let mut file = open_file(path)?;
         let preamble = encode_preamble(compress);
         file.write_all(&preamble).map_err(err)?;
         if !compress {
