@@ -219,8 +219,9 @@ async fn connection(
 ) {
     let _ = stream.set_nodelay(true);
     let router = TowerToHyperService::new(app);
+    let in_service = busy.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-        let guard = BusyGuard::new(&busy);
+        let guard = BusyGuard::new(&in_service);
         let response = router.call(req);
         async move {
             let response = response.await;
@@ -243,7 +244,12 @@ async fn connection(
         _ = conn.as_mut() => return,
         () = evict.notified() => return,
         () = tokio::time::sleep(MAX_LIFETIME) => {}
-        _ = stop.changed() => {}
+        _ = stop.changed() => {
+            // Idle, or half a header: nothing worth waiting for.
+            if busy.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+        }
     }
     conn.as_mut().graceful_shutdown();
     let _ = tokio::time::timeout(GRACE, conn).await;
