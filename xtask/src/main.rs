@@ -60,7 +60,7 @@ enum Cmd {
         #[arg(long)]
         smoke: bool,
         /// Only these sections (comma-separated: rate, slab, loss, walk,
-        /// own, fleet), written to target/bench-only.md.
+        /// own, flood, fleet), written to target/bench-only.md.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },

@@ -252,6 +252,20 @@ pub struct ServeArgs {
     /// Create this file once the probes are attached and the port is open.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+
+    /// Most HTTP connections open at once. One more evicts the oldest
+    /// connection that has no request in progress, or is closed at once if
+    /// all are busy. Kept 256 below the open-file limit, which serve raises
+    /// to its hard limit, so clients never starve collection of descriptors.
+    #[arg(long, default_value = "64", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_connections: u32,
+
+    /// Close a connection when a request's header has not fully arrived
+    /// this long after it opened or after the previous response (keep-alive
+    /// idle time). No connection lives longer than 2 minutes in all.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
 }
 
 /// Which events to keep: the same flags for `drops` and `record` (a

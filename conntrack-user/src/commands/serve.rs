@@ -1,5 +1,7 @@
 //! `ctscope serve`: Prometheus / OpenMetrics on /metrics, and /healthz.
 
+mod http;
+
 use std::{
     net::SocketAddr,
     sync::Arc,
@@ -14,11 +16,9 @@ use axum::{
     response::IntoResponse,
     routing::get,
 };
-use tokio::{
-    signal::unix::{SignalKind, signal},
-    sync::{mpsc, watch},
-};
+use tokio::sync::{mpsc, watch};
 
+use super::BadInput;
 use crate::{
     cli::{ProbeArgs, ServeArgs},
     event::Message,
@@ -39,16 +39,27 @@ struct Page {
 type Shared = watch::Receiver<Arc<Page>>;
 
 pub async fn run(args: &ServeArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
-    // Bind first: a busy port is the user's mistake, reported before the
+    // Bind first: a busy port, a foreign address or a ready file that cannot
+    // be written is the user's mistake, reported (exit status 2) before the
     // probes attach.
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "listening on {}; is another exporter using it? (--listen)",
-                args.listen
-            )
-        })?;
+    super::check_ready_file(args.ready_file.as_deref())?;
+    let listener = bind(args.listen).await?;
+    // Before attaching: a signal from then on ends the run cleanly.
+    let mut signals = super::signals::Signals::install()?;
+    let fd_limit = http::raise_fd_limit().context("reading the open-file limit (RLIMIT_NOFILE)")?;
+    let requested = args.max_connections as usize;
+    let limits = http::Limits {
+        max_connections: http::connection_cap(requested, fd_limit),
+        idle_timeout: args.idle_timeout,
+    };
+    if limits.max_connections < requested {
+        eprintln!(
+            "ctscope: the open-file limit is {fd_limit}; serving at most {} connections at once \
+             so {} descriptors stay free for collection (raise `ulimit -Hn` for more)",
+            limits.max_connections,
+            http::RESERVED_FDS
+        );
+    }
     let (tx, mut rx) = mpsc::channel(64);
     let live = LiveSource::start(
         LiveOptions {
@@ -82,18 +93,10 @@ pub async fn run(args: &ServeArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .with_state(page_rx);
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.changed().await;
-            })
-            .await
-    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(http::serve(listener, app, limits, stop_rx));
     eprintln!("ctscope: serving metrics on http://{}/metrics", args.listen);
     super::write_ready_file(args.ready_file.as_deref())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     loop {
         tokio::select! {
             msg = rx.recv() => {
@@ -105,17 +108,39 @@ pub async fn run(args: &ServeArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
                     let _ = page_tx.send(Arc::new(Page { body, at: Instant::now(), interval: args.interval }));
                 }
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = signals.recv() => break,
         }
     }
     let _ = stop_tx.send(true);
     live.stop().await?;
-    server
-        .await
-        .context("the HTTP server task panicked")?
-        .context("serving HTTP")?;
+    server.await.context("the HTTP server task panicked")?;
     Ok(())
+}
+
+/// Binds `--listen`, with what to do about the two mistakes people make.
+async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        let what = match e.raw_os_error() {
+            Some(libc::EADDRINUSE) => format!(
+                "port {} is already in use on {} (another exporter, or an earlier \
+                 ctscope serve?); choose another with --listen",
+                addr.port(),
+                addr.ip()
+            ),
+            Some(libc::EADDRNOTAVAIL) => format!(
+                "{} is not an address of this machine; --listen takes one of its own \
+                 addresses, or 0.0.0.0 / [::] for all of them",
+                addr.ip()
+            ),
+            Some(libc::EACCES) => format!(
+                "port {} is privileged (below 1024) and ctscope may not bind it; \
+                 choose another with --listen",
+                addr.port()
+            ),
+            _ => return anyhow::Error::new(e).context(format!("listening on {addr} (--listen)")),
+        };
+        BadInput(format!("listening on {addr}: {what}")).into()
+    })
 }
 
 async fn metrics(State(page): State<Shared>) -> impl IntoResponse {

@@ -4,11 +4,13 @@
 //! which the kernel may sample under a flood.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     fmt,
-    hash::Hash,
+    hash::{BuildHasher as _, Hash, RandomState},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
+
+use hashbrown::HashTable;
 
 use conntrack_common::{Event, cause, flag};
 use serde::Serialize;
@@ -242,52 +244,214 @@ impl fmt::Display for Endpoint {
     }
 }
 
-/// Counts per key, keeping at most `cap` keys: when full, the smallest
-/// count is evicted (space-saving), so heavy hitters survive a flood of
-/// distinct keys in bounded memory.
+/// Counts per key in bounded memory: the space-saving algorithm (Metwally,
+/// Agrawal, El Abbadi, "Efficient computation of frequent and top-k elements
+/// in data streams", 2005) over a stream-summary, so a spoofed SYN flood of
+/// distinct sources costs O(1) per drop instead of a scan of every key.
+///
+/// While at most `cap` distinct keys have been seen, every count is exact.
+/// Past that, a new key takes the place of one with the smallest count `m`
+/// and starts at `m + 1`. With `N` adds in all:
+/// - a count is never below the key's true count, and overestimates it by at
+///   most the count the key inherited, which is at most `N / cap`;
+/// - every key whose true count exceeds `N / cap` is kept, so a heavy hitter
+///   (more than 1/4096 of the drops with the default cap) is always listed.
+///
+/// Memory is three arrays of `cap` entries and a hash table of `cap` slot
+/// numbers. Keys are hashed once per add with std's randomly keyed SipHash
+/// (the keys are addresses an attacker chooses); an evicted key leaves the
+/// table by its stored hash.
 #[derive(Clone, Debug)]
 pub struct TopN<K> {
-    counts: HashMap<K, u64>,
+    /// Slots by the hash of their key.
+    index: HashTable<u32>,
+    hasher: RandomState,
+    slots: Vec<Slot<K>>,
+    /// Slots by count, largest first: `order[slots[s].rank] == s`.
+    order: Vec<u32>,
+    /// Runs of equal counts in `order`, each a range of ranks.
+    runs: Vec<Run>,
+    /// Unused entries of `runs`.
+    free_runs: Vec<u32>,
     cap: usize,
+}
+
+#[derive(Clone, Debug)]
+struct Slot<K> {
+    key: K,
+    /// `hasher.hash_one(&key)`.
+    hash: u64,
+    count: u64,
+    /// Position in `order`.
+    rank: u32,
+    /// The run (in `runs`) holding this slot.
+    run: u32,
+}
+
+/// Ranks `start..=end` of `order` all hold `count`.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    count: u64,
+    start: u32,
+    end: u32,
 }
 
 impl<K: Clone + Eq + Hash + Ord> TopN<K> {
     pub fn new(cap: usize) -> Self {
+        // Ranks are u32; more keys than that would not fit in memory anyway.
+        let cap = cap.clamp(1, u32::MAX as usize);
         Self {
-            counts: HashMap::new(),
-            cap: cap.max(1),
+            index: HashTable::new(),
+            hasher: RandomState::new(),
+            slots: Vec::new(),
+            order: Vec::new(),
+            runs: Vec::new(),
+            free_runs: Vec::new(),
+            cap,
         }
     }
 
-    pub fn add(&mut self, key: K, n: u64) {
-        if let Some(c) = self.counts.get_mut(&key) {
-            *c += n;
+    /// Counts one more for `key`.
+    pub fn add(&mut self, key: K) {
+        let hash = self.hasher.hash_one(&key);
+        let slots = &self.slots;
+        if let Some(s) = self.index.find(hash, |s| slots[*s as usize].key == key) {
+            self.increment(*s);
             return;
         }
-        if self.counts.len() >= self.cap
-            && let Some((min_key, min)) = self
-                .counts
-                .iter()
-                .min_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
-                .map(|(k, c)| (k.clone(), *c))
+        if self.slots.len() < self.cap {
+            self.insert(key, hash);
+            return;
+        }
+        // Space-saving: the new key takes the place of one with the smallest
+        // count (the last rank), inherits that count, and counts its own add
+        // on top.
+        let Some(&s) = self.order.last() else { return };
+        if let Ok(old) = self
+            .index
+            .find_entry(self.slots[s as usize].hash, |x| *x == s)
         {
-            self.counts.remove(&min_key);
-            self.counts.insert(key, min + n);
-            return;
+            old.remove();
         }
-        self.counts.insert(key, n);
+        let slot = &mut self.slots[s as usize];
+        slot.key = key;
+        slot.hash = hash;
+        let slots = &self.slots;
+        self.index
+            .insert_unique(hash, s, |x| slots[*x as usize].hash);
+        self.increment(s);
+    }
+
+    /// A new key with count 1 goes last: every other count is at least 1.
+    fn insert(&mut self, key: K, hash: u64) {
+        let s = self.slots.len() as u32;
+        let rank = self.order.len() as u32;
+        let tail = self
+            .order
+            .last()
+            .map(|o| self.slots[*o as usize].run)
+            .filter(|r| self.runs[*r as usize].count == 1);
+        let run = match tail {
+            Some(r) => {
+                self.runs[r as usize].end = rank;
+                r
+            }
+            None => self.new_run(1, rank),
+        };
+        self.order.push(s);
+        self.slots.push(Slot {
+            key,
+            hash,
+            count: 1,
+            rank,
+            run,
+        });
+        let slots = &self.slots;
+        self.index
+            .insert_unique(hash, s, |x| slots[*x as usize].hash);
+    }
+
+    fn new_run(&mut self, count: u64, rank: u32) -> u32 {
+        let run = Run {
+            count,
+            start: rank,
+            end: rank,
+        };
+        match self.free_runs.pop() {
+            Some(r) => {
+                self.runs[r as usize] = run;
+                r
+            }
+            None => {
+                self.runs.push(run);
+                self.runs.len() as u32 - 1
+            }
+        }
+    }
+
+    /// Adds one to slot `s`: it swaps with the first slot of its run, the
+    /// run then starts one rank later, and `s` joins the run before it if
+    /// that one counts exactly one more. `order` stays sorted.
+    fn increment(&mut self, s: u32) {
+        let Slot { rank, run: r, .. } = self.slots[s as usize];
+        let run = self.runs[r as usize];
+        let first = run.start;
+        if first != rank {
+            let other = self.order[first as usize];
+            self.order.swap(rank as usize, first as usize);
+            self.slots[other as usize].rank = rank;
+            self.slots[s as usize].rank = first;
+        }
+        if run.end == first {
+            self.free_runs.push(r);
+        } else {
+            self.runs[r as usize].start = first + 1;
+        }
+        let count = run.count.saturating_add(1);
+        let before = first
+            .checked_sub(1)
+            .map(|b| self.slots[self.order[b as usize] as usize].run)
+            .filter(|b| self.runs[*b as usize].count == count);
+        let joined = match before {
+            Some(b) => {
+                self.runs[b as usize].end = first;
+                b
+            }
+            None => self.new_run(count, first),
+        };
+        let slot = &mut self.slots[s as usize];
+        slot.count = count;
+        slot.run = joined;
     }
 
     /// The `n` largest counts, largest first (ties by key).
     pub fn top(&self, n: usize) -> Vec<(K, u64)> {
-        let mut v: Vec<(K, u64)> = self.counts.iter().map(|(k, c)| (k.clone(), *c)).collect();
+        let Some(last) = n.min(self.order.len()).checked_sub(1) else {
+            return Vec::new();
+        };
+        // Take the whole run tied with the last one that makes the cut, so
+        // ties are broken by key rather than by arrival.
+        let s = self.order[last] as usize;
+        let end = self.runs[self.slots[s].run as usize].end as usize;
+        let mut v: Vec<(K, u64)> = self.order[..=end]
+            .iter()
+            .map(|s| {
+                let slot = &self.slots[*s as usize];
+                (slot.key.clone(), slot.count)
+            })
+            .collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         v.truncate(n);
         v
     }
 
     pub fn is_empty(&self) -> bool {
-        self.counts.is_empty()
+        self.slots.is_empty()
+    }
+
+    /// Keys held: at most the cap.
+    pub fn len(&self) -> usize {
+        self.slots.len()
     }
 }
 
@@ -374,9 +538,9 @@ impl DropLog {
             return;
         }
         self.matched += 1;
-        self.top_dst.add(d.dst_endpoint(), 1);
-        self.top_src.add(d.src, 1);
-        self.top_netns.add(d.netns, 1);
+        self.top_dst.add(d.dst_endpoint());
+        self.top_src.add(d.src);
+        self.top_netns.add(d.netns);
         if self.recent.len() == RECENT {
             self.recent.pop_front();
         }
@@ -482,18 +646,134 @@ mod tests {
         assert!(DropFilter::default().matches(&syn));
     }
 
+    /// `order` sorted by count, largest first, with ranks, runs and the
+    /// index all agreeing.
+    fn check_invariants<K: Clone + Eq + Hash + Ord + fmt::Debug>(top: &TopN<K>) {
+        assert!(top.slots.len() <= top.cap);
+        assert_eq!(top.index.len(), top.slots.len());
+        assert_eq!(top.order.len(), top.slots.len());
+        for (rank, s) in top.order.iter().enumerate() {
+            let slot = &top.slots[*s as usize];
+            assert_eq!(slot.rank as usize, rank);
+            assert_eq!(slot.hash, top.hasher.hash_one(&slot.key));
+            let found = top
+                .index
+                .find(slot.hash, |x| top.slots[*x as usize].key == slot.key);
+            assert_eq!(found, Some(s));
+            let run = top.runs[slot.run as usize];
+            assert_eq!(run.count, slot.count);
+            assert!(run.start as usize <= rank && rank <= run.end as usize);
+            if let Some(next) = top.order.get(rank + 1) {
+                let next = &top.slots[*next as usize];
+                assert!(next.count <= slot.count, "sorted");
+                assert_eq!(next.run == slot.run, next.count == slot.count);
+            }
+        }
+    }
+
+    /// Counts and sorts the way the view did before the sketch.
+    fn exact_top(stream: &[u32], n: usize) -> Vec<(u32, u64)> {
+        let mut counts: std::collections::HashMap<u32, u64> = Default::default();
+        for k in stream {
+            *counts.entry(*k).or_default() += 1;
+        }
+        let mut v: Vec<(u32, u64)> = counts.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v.truncate(n);
+        v
+    }
+
+    /// A deterministic pseudo-random stream (xorshift), skewed so counts
+    /// spread over many runs.
+    fn skewed_stream(len: usize, keys: u32) -> Vec<u32> {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let r = (x % u64::from(keys)) as u32;
+                // Squaring the fraction favours small keys.
+                ((u64::from(r) * u64::from(r)) / u64::from(keys)) as u32
+            })
+            .collect()
+    }
+
+    #[test]
+    fn top_n_is_exact_while_keys_fit() {
+        let stream = skewed_stream(20_000, 300);
+        let mut top = TopN::new(300);
+        for (i, k) in stream.iter().enumerate() {
+            top.add(*k);
+            if i % 997 == 0 {
+                check_invariants(&top);
+            }
+        }
+        check_invariants(&top);
+        for n in [0, 1, 5, 10, 50, 300, 1000] {
+            assert_eq!(top.top(n), exact_top(&stream, n), "top {n}");
+        }
+    }
+
+    #[test]
+    fn top_n_breaks_ties_by_key() {
+        let mut top = TopN::new(10);
+        for k in ["d", "b", "c", "a", "b", "c"] {
+            top.add(k);
+        }
+        assert_eq!(top.top(3), vec![("b", 2), ("c", 2), ("a", 1)]);
+        assert_eq!(top.top(1), vec![("b", 2)]);
+    }
+
     #[test]
     fn top_n_keeps_heavy_hitters_in_bounded_memory() {
         let mut top = TopN::new(3);
         for _ in 0..100 {
-            top.add("heavy", 1);
+            top.add("heavy");
         }
         for i in 0..50 {
-            top.add(["a", "b", "c", "d", "e"][i % 5], 1);
+            top.add(["a", "b", "c", "d", "e"][i % 5]);
         }
+        check_invariants(&top);
         let t = top.top(2);
         assert_eq!(t[0], ("heavy", 100));
-        assert!(top.counts.len() <= 3);
+        assert!(top.len() <= 3);
+    }
+
+    /// A spoofed flood: a million distinct sources, and one real source
+    /// with 1 % of the drops, well above the guarantee of N / cap.
+    #[test]
+    fn top_n_finds_a_heavy_hitter_among_a_million_distinct_keys() {
+        const CAP: usize = 4096;
+        const HEAVY: u32 = u32::MAX;
+        let mut top = TopN::new(CAP);
+        let (mut n, mut heavy) = (0u64, 0u64);
+        for i in 0..1_000_000u32 {
+            top.add(i);
+            n += 1;
+            if i % 100 == 0 {
+                top.add(HEAVY);
+                n += 1;
+                heavy += 1;
+            }
+        }
+        check_invariants(&top);
+        assert_eq!(top.len(), CAP, "bounded");
+        assert!(
+            top.index.capacity() < 4 * CAP,
+            "the map did not grow past the cap"
+        );
+        assert!(top.runs.len() <= CAP + 1);
+        let first = top.top(1)[0];
+        assert_eq!(first.0, HEAVY);
+        // Never below the true count, above it by at most N / cap.
+        assert!(
+            first.1 >= heavy && first.1 <= heavy + n / CAP as u64,
+            "{first:?}"
+        );
+        // Every other count is at most N / cap (each key's own count is 1).
+        let second = top.top(2)[1].1;
+        assert!(second <= n / CAP as u64 + 1, "{second}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: what ctscope costs the machine it watches, and how it
 //! compares with what users would run instead, measured side by side in one
-//! run on this machine. Writes docs/benchmarks.md (`--smoke`: a short run
+//! run on this machine; and the model's own speed under a spoofed flood. Writes docs/benchmarks.md (`--smoke`: a short run
 //! that only checks the harness works, written to target/bench-smoke.md).
 
 mod fleet;
@@ -63,7 +63,7 @@ pub const SMOKE: Scale = Scale {
 };
 
 /// The sections, in report order, by the name `--only` takes.
-const SECTIONS: [&str; 6] = ["rate", "slab", "loss", "walk", "own", "fleet"];
+const SECTIONS: [&str; 7] = ["rate", "slab", "loss", "walk", "own", "flood", "fleet"];
 
 pub fn run(root: &Path, scale: Scale, only: &[String], out: &Path) -> Result<()> {
     let bin = root.join("target/release/ctscope");
@@ -88,12 +88,60 @@ pub fn run(root: &Path, scale: Scale, only: &[String], out: &Path) -> Result<()>
             "loss" => bench.event_loss()?,
             "walk" => bench.table_walk()?,
             "own" => bench.own_cost()?,
+            "flood" => model_flood(root)?,
             _ => bench.namespaces_at_scale()?,
         });
     }
     report.write(out)?;
     eprintln!("xtask: wrote {}", out.display());
     Ok(())
+}
+
+/// 6. The drop view under the flood it exists for: a million drops, each
+///    from a different source, through `Model::apply` (conntrack-user's
+///    `model_drops` bench; model only, no kernel).
+fn model_flood(root: &Path) -> Result<Vec<Row>> {
+    let out = Command::new("cargo")
+        .args([
+            "bench",
+            "-p",
+            "conntrack-user",
+            "--bench",
+            "model_drops",
+            "--",
+            "--json",
+        ])
+        .current_dir(root)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo bench --bench model_drops")?;
+    if !out.status.success() {
+        bail!("cargo bench --bench model_drops failed");
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .context("no JSON line from the model_drops bench")?;
+    let v: serde_json::Value = serde_json::from_str(line).context("model_drops output")?;
+    let get = |k: &str| v[k].as_f64().unwrap_or(0.0) / 1e6;
+    let stats = Stats {
+        median: get("median"),
+        min: get("min"),
+        max: get("max"),
+    };
+    Ok(vec![
+        Row::goal(
+            "6. drop view under a spoofed flood",
+            "1 M distinct-source drops through the model (no kernel)",
+            stats.median,
+            "M events/s",
+            2.0,
+            true,
+        )
+        .spread(stats),
+    ])
 }
 
 struct Bench {
