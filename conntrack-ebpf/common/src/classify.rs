@@ -93,7 +93,11 @@ pub enum ChainVerdict {
 pub enum Fill {
     /// Unreadable (namespace or `nf_conntrack_max` not found).
     Unknown,
-    Read { count: i32, max: i32, slack: u32 },
+    Read {
+        count: i32,
+        max: i32,
+        slack: u32,
+    },
 }
 
 /// Netfilter hooks (`enum nf_inet_hooks`), as carried in events (`hook`
@@ -163,10 +167,7 @@ fn may_be_insert_failure(e: &Entry, f: &DropFacts) -> bool {
     if e.related && is_icmp_error(f.proto, f.icmp_type) {
         return false;
     }
-    matches!(
-        f.hook,
-        hook::UNKNOWN | hook::LOCAL_IN | hook::POST_ROUTING
-    )
+    matches!(f.hook, hook::UNKNOWN | hook::LOCAL_IN | hook::POST_ROUTING)
 }
 
 /// The drop's cause, one of [`cause`]. See docs/drop-causes.md.
@@ -245,9 +246,7 @@ fn is_full(fill: Fill) -> bool {
     match fill {
         Fill::Unknown => true,
         Fill::Read { max, .. } if max <= 0 => false,
-        Fill::Read { count, max, slack } => {
-            i64::from(count) + i64::from(slack) >= i64::from(max)
-        }
+        Fill::Read { count, max, slack } => i64::from(count) + i64::from(slack) >= i64::from(max),
     }
 }
 

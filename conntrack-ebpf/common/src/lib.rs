@@ -630,9 +630,7 @@ const _: () =
     assert!(core::mem::size_of::<ResolveBatch>() == 16 + (8 + 8 + 72) * RESOLVE_BATCH as usize);
 const _: () = assert!(core::mem::size_of::<Discovery>() == 32);
 const _: () = assert!(core::mem::size_of::<SysctlSlot>() == 48);
-const _: () = assert!(
-    core::mem::size_of::<Config>() == 9 * 8 + 76 * 4 + 24 * MAX_HOOK_CALLERS
-);
+const _: () = assert!(core::mem::size_of::<Config>() == 9 * 8 + 76 * 4 + 24 * MAX_HOOK_CALLERS);
 const _: () = assert!(core::mem::size_of::<WalkChunk>() == 32 + 2 * WALK_CHUNK as usize);
 const _: () = assert!(core::mem::size_of::<ChainNode>() == 72);
 const _: () =

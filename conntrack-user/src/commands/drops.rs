@@ -53,6 +53,9 @@ pub async fn run(args: &DropsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
         },
         args.filter.drop_filter(),
     );
+    // Names the code that dropped packets of cause `other`; the probes
+    // have loaded, so kallsyms was readable a moment ago.
+    let syms = crate::kallsyms::Kallsyms::load().ok();
     let mut out = io::stdout();
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -76,7 +79,11 @@ pub async fn run(args: &DropsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
                     continue;
                 }
                 for d in &model.drops.fresh {
-                    let text = if args.json { json(&model, d) } else { line(&model, d) };
+                    let text = if args.json {
+                        json(&model, d, syms.as_ref())
+                    } else {
+                        line(&model, d, syms.as_ref())
+                    };
                     if writeln!(out, "{text}").is_err() {
                         break 'run; // stdout closed
                     }

@@ -14,7 +14,9 @@ use crate::{
     model::{Model, RunInfo},
     probe::ProbeOptions,
     source::live::{LiveOptions, LiveSource},
-    views::stats::{BUCKETS_HEADER, TABLE_HEADER, bucket_columns, json_line, table_row},
+    views::stats::{
+        BUCKETS_HEADER, TABLE_HEADER, bucket_columns, json_line, mismatch_warning, table_row,
+    },
 };
 
 pub async fn run(args: &StatsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
@@ -78,6 +80,9 @@ pub async fn run_until(
                     (false, false) => table_row(interval),
                     (false, true) => table_row(interval) + &bucket_columns(interval),
                 };
+                if let Some(warning) = mismatch_warning(interval) {
+                    eprintln!("{warning}");
+                }
                 if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
                     break; // stdout closed (e.g. piped into `head`)
                 }

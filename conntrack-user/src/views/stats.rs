@@ -33,6 +33,26 @@ pub fn table_row(i: &Interval) -> String {
     )
 }
 
+/// A warning when drops were given a cause beyond the kernel's own counter
+/// for it during this interval (model/reconcile.rs), for stderr.
+pub fn mismatch_warning(i: &Interval) -> Option<String> {
+    let c = &i.causes.interval;
+    if !c.any() {
+        return None;
+    }
+    let over: Vec<String> = c
+        .causes()
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(cause, n)| format!("{cause} +{n}"))
+        .collect();
+    Some(format!(
+        "ctscope: warning: drop causes exceed the kernel's counters ({}); \
+         some drops were misclassified (docs/drop-causes.md)",
+        over.join(", ")
+    ))
+}
+
 /// Columns `stats --buckets` adds: the latest walk's longest chain, mean
 /// chain length and 99th percentile.
 pub const BUCKETS_HEADER: &str = "  LONGEST  MEANLEN  P99LEN";

@@ -79,10 +79,14 @@ fn redirect(f: &mut DropFacts) {
 fn rows() -> [Row; 33] {
     [
         // ---- no entry attached ----
-        row("no entry, count at max, nf_hook_slow", cause::TABLE_FULL, |f| {
-            f.attached = Attached::Nothing;
-            f.fill = FULL;
-        }),
+        row(
+            "no entry, count at max, nf_hook_slow",
+            cause::TABLE_FULL,
+            |f| {
+                f.attached = Attached::Nothing;
+                f.fill = FULL;
+            },
+        ),
         row(
             "no entry, count within the slack of max",
             cause::TABLE_FULL,
@@ -167,12 +171,20 @@ fn rows() -> [Row; 33] {
         }),
         // ---- never inserted, freed by nf_hook_slow ----
         row("never linked, short chains", cause::INSERT_FAILED, |_| {}),
-        row("never linked, chain not walked", cause::INSERT_FAILED, |f| {
-            f.chain = ChainVerdict::Unknown;
-        }),
-        row("never linked, own chain past the limit", cause::CHAIN_TOO_LONG, |f| {
-            f.chain = ChainVerdict::TooLong;
-        }),
+        row(
+            "never linked, chain not walked",
+            cause::INSERT_FAILED,
+            |f| {
+                f.chain = ChainVerdict::Unknown;
+            },
+        ),
+        row(
+            "never linked, own chain past the limit",
+            cause::CHAIN_TOO_LONG,
+            |f| {
+                f.chain = ChainVerdict::TooLong;
+            },
+        ),
         row(
             "never linked, walk saw long chains elsewhere",
             cause::CHAIN_TOO_LONG,
@@ -182,9 +194,13 @@ fn rows() -> [Row; 33] {
             f.attached = Attached::Entry(Entry { dying: true, ..NEW });
             f.chain = ChainVerdict::TooLong;
         }),
-        row("never linked, at LOCAL_IN (confirm runs there)", cause::INSERT_FAILED, |f| {
-            f.hook = hook::LOCAL_IN;
-        }),
+        row(
+            "never linked, at LOCAL_IN (confirm runs there)",
+            cause::INSERT_FAILED,
+            |f| {
+                f.hook = hook::LOCAL_IN;
+            },
+        ),
         row("never linked, hook unknown", cause::INSERT_FAILED, |f| {
             f.hook = hook::UNKNOWN;
         }),
@@ -202,10 +218,14 @@ fn rows() -> [Row; 33] {
             f.freer = Freer::NftChain;
         }),
         // ---- entry in the table, nf_hook_slow ----
-        row("known flow, nf_hook_slow before 6.7 (rule)", cause::RULESET, |f| {
-            f.attached = Attached::Entry(KNOWN);
-            f.nft_frees_own_drops = false;
-        }),
+        row(
+            "known flow, nf_hook_slow before 6.7 (rule)",
+            cause::RULESET,
+            |f| {
+                f.attached = Attached::Entry(KNOWN);
+                f.nft_frees_own_drops = false;
+            },
+        ),
         row("known flow, nf_hook_slow since 6.7", cause::OTHER, |f| {
             f.attached = Attached::Entry(KNOWN);
         }),
@@ -220,48 +240,68 @@ fn rows() -> [Row; 33] {
             f.attached = Attached::Nothing;
             f.refused = Some(true);
         }),
-        row("kprobe: no refusal, even with the count at max", cause::INVALID, |f| {
-            f.attached = Attached::Nothing;
-            f.fill = FULL;
-            f.refused = Some(false);
-        }),
+        row(
+            "kprobe: no refusal, even with the count at max",
+            cause::INVALID,
+            |f| {
+                f.attached = Attached::Nothing;
+                f.fill = FULL;
+                f.refused = Some(false);
+            },
+        ),
         row("kprobe: confirm failed", cause::INSERT_FAILED, |f| {
             f.insert = InsertEvidence::Failed {
                 chain_too_long: false,
             };
             f.chain = ChainVerdict::TooLong;
         }),
-        row("kprobe: confirm failed on chain length", cause::CHAIN_TOO_LONG, |f| {
-            f.insert = InsertEvidence::Failed {
-                chain_too_long: true,
-            };
-        }),
-        row("kprobe: confirm did not fail, before 6.7 (rule)", cause::RULESET, |f| {
-            f.insert = InsertEvidence::NotFailed;
-            f.nft_frees_own_drops = false;
-        }),
+        row(
+            "kprobe: confirm failed on chain length",
+            cause::CHAIN_TOO_LONG,
+            |f| {
+                f.insert = InsertEvidence::Failed {
+                    chain_too_long: true,
+                };
+            },
+        ),
+        row(
+            "kprobe: confirm did not fail, before 6.7 (rule)",
+            cause::RULESET,
+            |f| {
+                f.insert = InsertEvidence::NotFailed;
+                f.nft_frees_own_drops = false;
+            },
+        ),
         // ---- issue 17, case 1: an ICMP redirect through a NAT router ----
         // R forwards H's first echo request; ip_forward sends a redirect
         // before the FORWARD hook, icmp_glue_bits attaches the request's
         // (unconfirmed, never inserted) entry as RELATED, and NAT at
         // POSTROUTING drops it (nf_nat_icmp_reply_translation: NAT of that
         // entry is not done). nf_hook_slow frees it with NETFILTER_DROP.
-        row("issue 17 case 1: redirect with its flow's new entry", cause::OTHER, |f| {
-            redirect(f);
-            f.attached = Attached::Entry(Entry {
-                related: true,
-                nat_half_done: true,
-                ..NEW
-            });
-        }),
+        row(
+            "issue 17 case 1: redirect with its flow's new entry",
+            cause::OTHER,
+            |f| {
+                redirect(f);
+                f.attached = Attached::Entry(Entry {
+                    related: true,
+                    nat_half_done: true,
+                    ..NEW
+                });
+            },
+        ),
         // ---- issue 17, case 2: redirects with policy accept everywhere ----
-        row("issue 17 case 2: redirect with a confirmed entry", cause::OTHER, |f| {
-            redirect(f);
-            f.attached = Attached::Entry(Entry {
-                related: true,
-                ..KNOWN
-            });
-        }),
+        row(
+            "issue 17 case 2: redirect with a confirmed entry",
+            cause::OTHER,
+            |f| {
+                redirect(f);
+                f.attached = Attached::Entry(Entry {
+                    related: true,
+                    ..KNOWN
+                });
+            },
+        ),
     ]
 }
 
