@@ -211,3 +211,159 @@ fn invalid_packets_are_reported_and_counted_like_the_kernel() {
         "{mine:?}"
     );
 }
+
+/// Sends ICMP echo requests to `dst` from inside `ns` over a raw socket
+/// (root; no `ping` binary needed).
+fn icmp_echoes(ns: &Netns, dst: Ipv4Addr, count: u16) -> anyhow::Result<()> {
+    ns.run(move || -> anyhow::Result<()> {
+        // SAFETY: plain socket calls on a descriptor this closure owns.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
+        anyhow::ensure!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(dst).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        for seq in 1..=count {
+            let mut msg = [8u8, 0, 0, 0, 0x43, 0x54, (seq >> 8) as u8, seq as u8];
+            let sum = !msg
+                .chunks(2)
+                .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+                .fold(0u32, |a, w| {
+                    let s = a + w;
+                    (s & 0xffff) + (s >> 16)
+                }) as u16;
+            msg[2..4].copy_from_slice(&sum.to_be_bytes());
+            // SAFETY: valid buffer and address for the call's duration.
+            let sent = unsafe {
+                libc::sendto(
+                    fd,
+                    msg.as_ptr().cast(),
+                    msg.len(),
+                    0,
+                    (&raw const addr).cast(),
+                    size_of::<libc::sockaddr_in>() as u32,
+                )
+            };
+            anyhow::ensure!(sent >= 0, "sendto: {}", std::io::Error::last_os_error());
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        // SAFETY: closing the descriptor opened above.
+        unsafe { libc::close(fd) };
+        Ok(())
+    })?
+}
+
+/// `IcmpOutRedirects` of the namespace (/proc/net/snmp read from inside).
+fn redirects_sent(ns: &Netns) -> u64 {
+    let text = ns
+        .run(|| std::fs::read_to_string("/proc/thread-self/net/snmp"))
+        .expect("ns")
+        .expect("snmp");
+    let mut icmp = text.lines().filter(|l| l.starts_with("Icmp: "));
+    let (Some(names), Some(values)) = (icmp.next(), icmp.next()) else {
+        panic!("no Icmp rows: {text}");
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "OutRedirects")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("OutRedirects")
+}
+
+/// Issue 17, case 1: a forwarding namespace R with a NAT table sends an ICMP
+/// redirect to a host H that routes through it. The redirect carries the
+/// entry of H's first echo request (new, never inserted) and NAT drops it
+/// (`nf_nat_icmp_reply_translation`: that entry's NAT is not done yet); the
+/// kernel's `insert_failed` stays 0. ctscope used to call it insert_failed.
+#[test]
+fn icmp_redirects_of_a_nat_router_are_other_not_insert_failed() {
+    require_root();
+    let _lock = shared_lock();
+    let r = Netns::new().expect("namespace R");
+    let h = Netns::new().expect("namespace H");
+    // R and H share 10.77.1.0/24; R routes 10.77.9.0/24 via a third
+    // address on that same link, so forwarding H's packets goes back out
+    // the interface they came in on: R tells H with a redirect.
+    let ip = |ns: &Netns, args: &str| {
+        let mut all = vec!["ip"];
+        all.extend(args.split_whitespace());
+        ns.exec(&all).unwrap_or_else(|e| panic!("ip {args}: {e}"));
+    };
+    ip(
+        &r,
+        &format!("link add r0 type veth peer name h0 netns {}", h.name),
+    );
+    ip(&r, "addr add 10.77.1.1/24 dev r0");
+    ip(&r, "link set r0 up");
+    ip(&h, "addr add 10.77.1.2/24 dev h0");
+    ip(&h, "link set h0 up");
+    ip(
+        &r,
+        "neigh add 10.77.1.3 lladdr 02:00:00:00:00:03 dev r0 nud permanent",
+    );
+    ip(&r, "route add 10.77.9.0/24 via 10.77.1.3 dev r0");
+    ip(&h, "route add 10.77.9.0/24 via 10.77.1.1");
+    r.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        .expect("forwarding");
+    r.exec(&["sysctl", "-qw", "net.ipv4.conf.all.send_redirects=1"])
+        .expect("redirects");
+    r.nft(
+        "table ip nat {\n\
+           chain postrouting {\n\
+             type nat hook postrouting priority 100;\n\
+             oifname \"nomatch\" masquerade\n\
+           }\n\
+         }",
+    )
+    .expect("nat table");
+
+    let before = r.kernel_stats().expect("stats");
+    let redirects_before = redirects_sent(&r);
+    let ct = Ctscope::start(&["drops", "--json"]).expect("ctscope");
+    icmp_echoes(&h, Ipv4Addr::new(10, 77, 9, 42), 2).expect("echo requests");
+    std::thread::sleep(Duration::from_millis(300));
+    let after = r.kernel_stats().expect("stats");
+    let (drops, summary) = finish(ct);
+    let mine = in_ns(&drops, &r);
+
+    assert!(
+        redirects_sent(&r) > redirects_before,
+        "R sent no redirect: the scenario did not happen"
+    );
+    assert_eq!(
+        after["insert_failed"] - before["insert_failed"],
+        0,
+        "the kernel saw no insert failure"
+    );
+    assert!(
+        mine.iter().all(|d| d["cause"] != "insert_failed"),
+        "{mine:?}"
+    );
+    let redirects: Vec<&Value> = mine
+        .iter()
+        .filter(|d| d["proto"] == "icmp" && d["icmp_type"] == 5)
+        .collect();
+    // Every drop in R is a redirect NAT refused: nothing else is dropped.
+    assert_eq!(redirects.len(), mine.len(), "{mine:?}");
+    for d in &redirects {
+        assert_eq!(d["cause"], "other", "{d}");
+        assert_eq!(d["policy"], false, "{d}");
+        assert_eq!(d["src"], "10.77.1.1", "{d}");
+        assert_eq!(d["dst"], "10.77.1.2", "{d}");
+        let location = d["location"].as_str().unwrap_or_default();
+        assert!(
+            location.starts_with("nf_hook_slow+0x"),
+            "a symbol from kallsyms: {d}"
+        );
+        // NAT's LOCAL_OUT hook (nf_nat_ipv4_local_fn) drops it.
+        assert_eq!(d["hook"], "output", "{d}");
+    }
+    if redirects.is_empty() {
+        eprintln!("no redirect was dropped on this kernel: {summary}");
+    }
+}
