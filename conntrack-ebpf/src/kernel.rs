@@ -7,7 +7,11 @@ use aya_ebpf::helpers::{
     bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
     bpf_probe_read_kernel_str_bytes, generated::bpf_loop,
 };
-use conntrack_common::{Config, Discovery, Event, MAX_SYSCTLS, SysctlSlot, Tuple, cause, flag};
+use conntrack_common::{
+    Config, Discovery, Event, MAX_SYSCTLS, SysctlSlot, Tuple,
+    classify::{Attached, ChainVerdict, DropFacts, Entry, Fill, Freer, InsertEvidence},
+    flag,
+};
 
 use crate::maps::{DISCOVERY, SYSCTLS};
 
@@ -168,42 +172,67 @@ fn in_range(addr: u64, lo: u64, hi: u64) -> bool {
     lo != 0 && addr >= lo && addr < hi
 }
 
-/// Why netfilter dropped this packet (see ../shared/kernel-notes.md and
-/// docs/drop-causes.md for how exact each answer is).
-///
-/// * Since 6.7, nftables frees the packets its rules drop inside
-///   `nft_do_chain`; a plain `NF_DROP` from a hook (conntrack, NAT, legacy
-///   iptables) is freed by `nf_hook_slow`.
-/// * No entry attached (`_nfct == 0`): conntrack refused it. Table full when
-///   the namespace's count is at `nf_conntrack_max` — early drop freed
-///   nothing and no entry was allocated — otherwise it was invalid.
-/// * An unconfirmed entry attached when a hook dropped it: the insert at
-///   confirm time failed (`__nf_conntrack_confirm`). A rule drop of a new
-///   flow's first packet also carries an unconfirmed entry, but comes from
-///   `nft_do_chain`.
+#[inline(always)]
+fn bit(status: u64, bit: u32) -> bool {
+    status & (1 << (bit & 63)) != 0
+}
+
+/// Who freed the packet, from `kfree_skb`'s `location`. Where the address
+/// of `nf_hook_slow` is unknown, every drop is taken to be a hook's.
+#[inline(always)]
+fn freer(location: u64) -> Freer {
+    if in_range(location, conf!(loc_nft_lo), conf!(loc_nft_hi)) {
+        Freer::NftChain
+    } else if conf!(loc_hook_lo) == 0 || in_range(location, conf!(loc_hook_lo), conf!(loc_hook_hi))
+    {
+        Freer::HookSlow
+    } else {
+        Freer::Elsewhere
+    }
+}
+
+/// Why netfilter dropped this packet: gathers what the pure
+/// `conntrack_common::classify::classify` needs (docs/drop-causes.md) and
+/// fills the event's entry fields on the way. The hash chain is walked
+/// only when it decides, and the kprobe backend's evidence is asked for
+/// only then too.
 #[inline(always)]
 pub fn classify(skb: u64, net: u64, location: u64, ev: &mut Event) -> u8 {
-    let from_rule = in_range(location, conf!(loc_nft_lo), conf!(loc_nft_hi));
     let nfct: u64 = member(skb, conf!(skb_nfct)).unwrap_or(0);
     let ct = nfct & !7;
+    let ctinfo = (nfct & 7) as u32;
+    let mut facts = DropFacts {
+        freer: freer(location),
+        attached: Attached::Nothing,
+        fill: Fill::Unknown,
+        conntrack_in_use: None,
+        refused: None,
+        insert: InsertEvidence::Unknown,
+        chain: ChainVerdict::Unknown,
+        hook: ev.hook,
+        proto: ev.tuple.proto,
+        icmp_type: (ev.tuple.dport >> 8) as u8,
+        nft_frees_own_drops: conf!(nft_frees_own_drops) != 0,
+    };
     if ct == 0 {
-        if nfct & 7 == conf!(ip_ct_untracked) as u64 && nfct != 0 {
-            return cause::RULESET;
-        }
-        let cnet = cnet_of(net);
-        if !from_rule && table_full(cnet) {
-            return cause::TABLE_FULL;
-        }
-        // Conntrack not in use for this family: nothing of ours to blame.
-        let users_off = if ev.tuple.family == 10 {
-            conf!(cnet_users6)
+        if nfct != 0 && ctinfo == conf!(ip_ct_untracked) {
+            facts.attached = Attached::Untracked;
         } else {
-            conf!(cnet_users4)
-        };
-        if cnet != 0 && member::<u32>(cnet, users_off).unwrap_or(1) == 0 {
-            return cause::RULESET;
+            let cnet = cnet_of(net);
+            facts.fill = fill(cnet);
+            let users_off = if ev.tuple.family == 10 {
+                conf!(cnet_users6)
+            } else {
+                conf!(cnet_users4)
+            };
+            if cnet != 0 {
+                facts.conntrack_in_use = member::<u32>(cnet, users_off).map(|users| users != 0);
+            }
+            if facts.freer == Freer::HookSlow {
+                facts.refused = crate::kprobe::refused(ev);
+            }
         }
-        return cause::INVALID;
+        return conntrack_common::classify::classify(&facts);
     }
     ev.ct = ct;
     ev.flags |= flag::HAS_CT;
@@ -211,47 +240,51 @@ pub fn classify(skb: u64, net: u64, location: u64, ev: &mut Event) -> u8 {
     ev.status = status as u32;
     ev.mark = member(ct, conf!(ct_mark)).unwrap_or(0);
     ev.zone = member(ct, conf!(ct_zone)).unwrap_or(0);
-    let confirmed = status & (1 << (conf!(ips_confirmed_bit) & 63)) != 0;
+    let confirmed = bit(status, conf!(ips_confirmed_bit));
     if confirmed {
         ev.flags |= flag::CONFIRMED;
     }
-    if from_rule || status & (1 << (conf!(ips_template_bit) & 63)) != 0 {
-        return cause::RULESET;
+    if bit(status, conf!(ips_template_bit)) {
+        facts.attached = Attached::Untracked;
+        return conntrack_common::classify::classify(&facts);
     }
     // Never linked into the table: ORIGINAL hnnode.pprev is still the NULL
     // that __nf_conntrack_alloc wrote. Before 6.16 (2d72afb34065) confirm
     // set IPS_CONFIRMED before the failing checks, so that bit alone does
     // not tell.
     let pprev: u64 = member(ct, conf!(ct_tuplehash) + conf!(hn_pprev)).unwrap_or(1);
-    if pprev == 0 {
-        if status & (1 << (conf!(ips_dying_bit) & 63)) != 0 {
-            return cause::INSERT_FAILED;
-        }
-        return match crate::walk::confirm_failure(ct) {
-            crate::walk::ChainVerdict::TooLong => cause::CHAIN_TOO_LONG,
-            crate::walk::ChainVerdict::Short => cause::INSERT_FAILED,
-        };
+    let src_nat = bit(status, conf!(ips_src_nat_done_bit));
+    let dst_nat = bit(status, conf!(ips_dst_nat_done_bit));
+    facts.attached = Attached::Entry(Entry {
+        // Before 6.16 a failed confirm had set IPS_CONFIRMED already: an
+        // entry never linked is not confirmed, whatever the bit says.
+        confirmed: confirmed && pprev != 0,
+        linked: pprev != 0,
+        dying: bit(status, conf!(ips_dying_bit)),
+        related: ctinfo == conf!(ip_ct_related) || ctinfo == conf!(ip_ct_related_reply),
+        nat_half_done: src_nat != dst_nat,
+    });
+    if conntrack_common::classify::needs_chain(&facts) {
+        facts.insert = crate::kprobe::insert_evidence(skb, ct);
     }
-    cause::RULESET
+    if conntrack_common::classify::needs_chain(&facts) {
+        facts.chain = crate::walk::confirm_failure(ct);
+    }
+    conntrack_common::classify::classify(&facts)
 }
 
-/// Is the namespace's conntrack count at `nf_conntrack_max`? When the table
-/// is full, `__nf_conntrack_alloc` raises and lowers the count again, so it
-/// reads exactly max; a free on another CPU between the refusal and this
-/// probe can lower it by one per CPU.
+/// The namespace's count and `nf_conntrack_max`, as far as readable.
 #[inline(always)]
-fn table_full(cnet: u64) -> bool {
+fn fill(cnet: u64) -> Fill {
     let max_ptr = conf!(max_ptr);
     if cnet == 0 || max_ptr == 0 {
-        // Without the count, a refusal by a hook is most likely the table.
-        return true;
+        return Fill::Unknown;
     }
-    let max = read::<i32>(max_ptr).unwrap_or(0);
-    if max <= 0 {
-        return false;
+    Fill::Read {
+        count: member::<i32>(cnet, conf!(cnet_count)).unwrap_or(0),
+        max: read::<i32>(max_ptr).unwrap_or(0),
+        slack: conf!(full_slack),
     }
-    let count = member::<i32>(cnet, conf!(cnet_count)).unwrap_or(0);
-    count + conf!(full_slack) as i32 >= max
 }
 
 /// Upper bound on the kmem_caches walked at discovery.

@@ -22,7 +22,9 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, PerCpuHashMap},
     programs::{ProbeContext, RetProbeContext},
 };
-use conntrack_common::{Event, cause, counter, flag, kind, kprobe_hook, setting};
+use conntrack_common::{
+    Event, cause, classify::InsertEvidence, counter, kind, kprobe_hook, setting,
+};
 
 use crate::{
     kernel::{self, conf, member, read},
@@ -275,60 +277,60 @@ pub fn early_drop_return(ctx: &RetProbeContext) {
     }
 }
 
-/// Settles the cause `kernel::classify` gave a drop, with what the
-/// conntrack probes saw on this CPU just before:
-///
-/// * no entry attached: a refusal by `__nf_conntrack_alloc` makes it
-///   `table_full`, its absence `invalid` (no guess from the count);
-/// * an unconfirmed entry freed by a hook: `__nf_conntrack_confirm`
-///   returned NF_DROP for this very packet, or it is a rule drop.
-///
-/// Without the confirm probe (tracepoint backend), a rise of this CPU's
-/// `insert_failed` counter tells the two apart where the counter is
-/// readable (kernels with CONFIG_KALLSYMS_ALL).
+/// kprobe backend: did `__nf_conntrack_alloc` refuse an entry in the
+/// packet's namespace on this CPU just before this drop (a packet with no
+/// entry attached)? Consumes the refusal. `None` without the alloc probe:
+/// the classification then reads the namespace's count.
 #[inline(always)]
-pub fn refine(skb: u64, cause: u8, ev: &Event) -> u8 {
-    let hooks = conf!(kp_hooks);
-    if ev.flags & flag::HAS_CT == 0 {
-        if hooks & kprobe_hook::ALLOC == 0
-            || (cause != cause::TABLE_FULL && cause != cause::INVALID)
-        {
-            return cause;
-        }
-        if let Some(h) = HINTS.get_ptr_mut(0) {
-            // SAFETY: this CPU's slot.
-            let h = unsafe { &mut *h };
-            if h.refusals > 0 && h.refused_netns == u64::from(ev.netns) {
-                h.refusals -= 1;
-                return cause::TABLE_FULL;
-            }
-        }
-        return cause::INVALID;
+pub fn refused(ev: &Event) -> Option<bool> {
+    if conf!(kp_hooks) & kprobe_hook::ALLOC == 0 {
+        return None;
     }
-    if cause != cause::INSERT_FAILED && cause != cause::CHAIN_TOO_LONG {
-        return cause;
+    if let Some(h) = HINTS.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot.
+        let h = unsafe { &mut *h };
+        if h.refusals > 0 && h.refused_netns == u64::from(ev.netns) {
+            h.refusals -= 1;
+            return Some(true);
+        }
     }
-    if hooks & kprobe_hook::CONFIRM != 0 {
+    Some(false)
+}
+
+/// Did the kernel's insert-failure path run for this packet, which
+/// carries the never-inserted entry `ct`?
+///
+/// * With the confirm probe: `__nf_conntrack_confirm` returned NF_DROP for
+///   this very packet (and whether `chaintoolong` rose), or it did not.
+/// * Without it, where this CPU's `insert_failed` counter is readable
+///   (kernels with CONFIG_KALLSYMS_ALL): a counter that has not moved since
+///   the last such drop in the namespace (or is still 0) rules a failure
+///   out; one that moved leaves the chain walk to tell which failure.
+#[inline(always)]
+pub fn insert_evidence(skb: u64, ct: u64) -> InsertEvidence {
+    if conf!(kp_hooks) & kprobe_hook::CONFIRM != 0 {
         if let Some(h) = HINTS.get_ptr_mut(0) {
             // SAFETY: this CPU's slot.
             let h = unsafe { &mut *h };
             if h.failed_skb == skb {
                 h.failed_skb = 0;
-                return h.failed_cause as u8;
+                return InsertEvidence::Failed {
+                    chain_too_long: h.failed_cause == u64::from(cause::CHAIN_TOO_LONG),
+                };
             }
         }
-        return cause::RULESET;
+        return InsertEvidence::NotFailed;
     }
-    let net = member(ev.ct, conf!(ct_net)).unwrap_or(0);
+    let net = member(ct, conf!(ct_net)).unwrap_or(0);
     let Some(now) = cpu_stat(net, conf!(stat_insert_failed)) else {
-        return cause;
+        return InsertEvidence::Unknown;
     };
     // SAFETY: value pointer from a successful lookup.
     let before = LAST_INSERT_FAILED.get_ptr(net).map(|p| unsafe { *p });
     let _ = LAST_INSERT_FAILED.insert(net, now, 0);
     match before {
-        Some(b) if now == b => cause::RULESET,
-        None if now == 0 => cause::RULESET,
-        _ => cause,
+        Some(b) if now == b => InsertEvidence::NotFailed,
+        None if now == 0 => InsertEvidence::NotFailed,
+        _ => InsertEvidence::Unknown,
     }
 }

@@ -44,6 +44,7 @@
 )]
 #![feature(core_intrinsics)]
 
+mod hook;
 mod kernel;
 mod kprobe;
 mod lifecycle;
@@ -58,7 +59,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, kprobe, kretprobe, raw_tracepoint},
     programs::{BtfTracePointContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
-use conntrack_common::{Event, counter, flag, kind, setting};
+use conntrack_common::{Event, cause, counter, flag, kind, setting};
 
 use crate::{
     kernel::conf,
@@ -154,11 +155,24 @@ fn on_drop(ctx: &BtfTracePointContext) {
         ev.flags |= flag::NO_NETNS;
     }
     packet::parse(skb, ev);
+    // The hook matters to the classification only for packets that carry
+    // something of conntrack's, and to the user for drops of cause other:
+    // the stack is not read for the (possibly many) table-full refusals.
+    let nfct: u64 = kernel::member(skb, conf!(skb_nfct)).unwrap_or(0);
+    if nfct != 0 {
+        ev.hook = hook::of_drop(ctx, location);
+    }
     ev.cause = kernel::classify(skb, net, location, ev);
-    ev.cause = kprobe::refine(skb, ev.cause, ev);
-    let index = counter::DROP_FIRST + ev.cause as u32;
+    if ev.cause == cause::OTHER && ev.hook == 0 {
+        ev.hook = hook::of_drop(ctx, location);
+    }
+    let index = counter::drop_index(ev.cause);
     count(index);
-    netns_add(net, NS_DROP_FIRST + ev.cause as u32);
+    // Per namespace: the five conntrack causes (`other` is counted
+    // machine-wide only).
+    if (ev.cause as usize) < cause::COUNT {
+        netns_add(net, NS_DROP_FIRST + ev.cause as u32);
+    }
     if !wanted(setting::EVENTS_DROP) {
         return;
     }

@@ -23,7 +23,9 @@ use aya_ebpf::helpers::{
     bpf_jiffies64, bpf_ktime_get_ns,
     generated::{bpf_loop, bpf_probe_read_kernel},
 };
-use conntrack_common::{CHAIN_CAP, ChainNode, MAX_BUCKET_ENTRIES, TableInfo, WALK_CHUNK};
+use conntrack_common::{
+    CHAIN_CAP, ChainNode, MAX_BUCKET_ENTRIES, TableInfo, WALK_CHUNK, classify::ChainVerdict,
+};
 
 use crate::{
     kernel::{self, conf, member, read},
@@ -423,15 +425,6 @@ extern "C" fn count_step(_index: u64, ctx: *mut c_void) -> i64 {
 /// (MIN_CHAINLEN 50 + MAX_CHAINLEN 30 since 6.3).
 const DROP_WALK: u32 = 80;
 
-/// What the drop probe can tell about a failed insert from the table.
-pub enum ChainVerdict {
-    /// The entry's original-direction chain is past the kernel's smallest
-    /// limit, or the latest walk saw such chains elsewhere.
-    TooLong,
-    /// Chains are all short: the insert failed for another reason.
-    Short,
-}
-
 /// Classifies a confirm failure. `__nf_conntrack_alloc` saved the raw
 /// 32-bit hash of the original tuple in the reply node's `pprev`, and
 /// `__nf_conntrack_confirm` puts the entry in bucket
@@ -442,7 +435,7 @@ pub enum ChainVerdict {
 /// inferred from the longest chain of the latest walk (docs/drop-causes.md).
 pub fn confirm_failure(ct: u64) -> ChainVerdict {
     let Some(table) = TABLE.get(0).copied() else {
-        return ChainVerdict::Short;
+        return ChainVerdict::Unknown;
     };
     let live = conf!(size_ptr);
     let size = if live == 0 {
@@ -453,7 +446,11 @@ pub fn confirm_failure(ct: u64) -> ChainVerdict {
     let limit = conf!(chain_min) + 2;
     let long_elsewhere = table_has_long_chains(&table, limit);
     if table.base == 0 || size == 0 || size != table.size {
-        return verdict(long_elsewhere);
+        return if long_elsewhere {
+            ChainVerdict::LongElsewhere
+        } else {
+            ChainVerdict::Unknown
+        };
     }
     let hash: u64 = member(ct, conf!(ct_tuplehash) + conf!(th_sizeof) + conf!(hn_pprev))
         .unwrap_or(0)
@@ -475,19 +472,16 @@ pub fn confirm_failure(ct: u64) -> ChainVerdict {
             0,
         )
     };
-    verdict(c.len >= limit || long_elsewhere)
+    if c.len >= limit {
+        ChainVerdict::TooLong
+    } else if long_elsewhere {
+        ChainVerdict::LongElsewhere
+    } else {
+        ChainVerdict::Short
+    }
 }
 
 #[inline(always)]
 fn table_has_long_chains(table: &TableInfo, limit: u32) -> bool {
     table.base != 0 && table.max_chain >= limit
-}
-
-#[inline(always)]
-fn verdict(too_long: bool) -> ChainVerdict {
-    if too_long {
-        ChainVerdict::TooLong
-    } else {
-        ChainVerdict::Short
-    }
 }

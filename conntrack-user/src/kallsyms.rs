@@ -75,6 +75,14 @@ impl Kallsyms {
             .map(|(addr, _)| *addr)
     }
 
+    /// `name+0xoffset` of a code address: the function it is in (the
+    /// nearest symbol at or below it), as the kernel prints call traces.
+    pub fn symbolize(&self, addr: u64) -> Option<String> {
+        let i = self.symbols.partition_point(|(a, _)| *a <= addr);
+        let (start, name) = self.symbols.get(i.checked_sub(1)?)?;
+        Some(format!("{name}+{:#x}", addr - start))
+    }
+
     /// `[start, end)` of a function: up to the next symbol at a higher address.
     pub fn range(&self, name: &str) -> Option<(u64, u64)> {
         let start = self.addr(name)?;
@@ -121,6 +129,15 @@ ffffffffc0001400 t nft_other\t[nf_tables]
             "module symbols count"
         );
         assert_eq!(k.range("missing"), None);
+        assert_eq!(
+            k.symbolize(0xffffffff81f41f8a).as_deref(),
+            Some("ecache_work+0xa")
+        );
+        assert_eq!(
+            k.symbolize(0xffffffff81f41f00).as_deref(),
+            Some("nf_hook_slow+0x0")
+        );
+        assert_eq!(k.symbolize(0x1000), None, "below every symbol");
     }
 
     #[test]

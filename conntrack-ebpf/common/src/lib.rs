@@ -4,7 +4,9 @@
 //! buffer or a read-only global, so each is `#[repr(C)]` with its padding
 //! spelled out: both sides must agree byte for byte, and the compile-time
 //! size checks at the bottom fail the build if a field is added carelessly.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
+
+pub mod classify;
 
 /// What an [`Event`] reports.
 pub mod kind {
@@ -37,8 +39,16 @@ pub mod cause {
     pub const CHAIN_TOO_LONG: u8 = 3;
     /// A ruleset dropped a packet that conntrack had accepted ("policy").
     pub const RULESET: u8 = 4;
-    /// Number of causes.
+    /// None of the above: kernel code other than conntrack and the ruleset
+    /// dropped the packet (NAT, a helper, legacy iptables on 6.7 and later,
+    /// ...). The event's `location` and `hook` say where. Counted in
+    /// [`super::counter::DROP_OTHER`], not per namespace.
+    pub const OTHER: u8 = 5;
+    /// Number of causes counted per namespace and in the counters from
+    /// [`super::counter::DROP_FIRST`] (all but [`OTHER`]).
     pub const COUNT: usize = 5;
+    /// Number of causes, [`OTHER`] included.
+    pub const ALL: usize = 6;
 }
 
 /// Bits of `Event::flags`.
@@ -93,9 +103,21 @@ pub mod counter {
     pub const PROBE_MISSES: u32 = 16;
     /// Unused since 0.2 (there are no backup probes any more).
     pub const RESERVED_17: u32 = 17;
+    /// Drops of cause [`super::cause::OTHER`] (since 0.2; 0 in older traces).
+    pub const DROP_OTHER: u32 = 18;
     /// Size of the array (spare slots keep the trace format stable when
     /// counters are added).
     pub const COUNT: u32 = 20;
+
+    /// The counter of drops of cause `c` (one of [`super::cause`]).
+    #[inline(always)]
+    pub const fn drop_index(c: u8) -> u32 {
+        if c == super::cause::OTHER {
+            DROP_OTHER
+        } else {
+            DROP_FIRST + c as u32
+        }
+    }
 }
 
 /// Indexes into the `SETTINGS` array, which userspace may change at any time.
@@ -168,7 +190,10 @@ pub struct Event {
     pub status: u32,
     /// Conntrack zone id.
     pub zone: u16,
-    pub _pad: u16,
+    /// Drops: the netfilter hook, one of [`classify::hook`] (0 unknown;
+    /// traces before 0.2 hold 0 here).
+    pub hook: u8,
+    pub _pad: u8,
     /// Interface name, NUL padded.
     pub ifname: [u8; 16],
     pub tuple: Tuple,
@@ -430,6 +455,34 @@ pub struct Config {
     /// this kernel generates `net_cookie` lazily (before 5.12) and it may
     /// still be 0; 0: keyed by `net_cookie`.
     pub netns_key_is_addr: u32,
+    /// 1: nftables frees the packets its rules drop inside `nft_do_chain`
+    /// (6.7 and later), so `nf_hook_slow` frees no nftables rule drop.
+    pub nft_frees_own_drops: u32,
+    /// Bit numbers of `IPS_SRC_NAT_DONE` and `IPS_DST_NAT_DONE`.
+    pub ips_src_nat_done_bit: u32,
+    pub ips_dst_nat_done_bit: u32,
+    /// `IP_CT_RELATED` and `IP_CT_RELATED_REPLY` (`enum ip_conntrack_info`).
+    pub ip_ct_related: u32,
+    pub ip_ct_related_reply: u32,
+    pub _pad_hooks: u32,
+    /// Functions that call `nf_hook_slow` for one hook: the return address
+    /// after `nf_hook_slow` on the stack tells the drop's hook. Unused
+    /// slots are zero.
+    pub hook_callers: [HookCaller; MAX_HOOK_CALLERS],
+}
+
+/// Slots of `Config::hook_callers`.
+pub const MAX_HOOK_CALLERS: usize = 24;
+
+/// A function whose calls of `nf_hook_slow` are all for one hook
+/// (`ip_rcv`: PRE_ROUTING, `ip_output`: POST_ROUTING, ...).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HookCaller {
+    pub lo: u64,
+    pub hi: u64,
+    /// One of [`classify::hook`].
+    pub hook: u64,
 }
 
 /// Buckets one run of the `walk_chunk` program covers at most; a chunk
@@ -577,7 +630,7 @@ const _: () =
     assert!(core::mem::size_of::<ResolveBatch>() == 16 + (8 + 8 + 72) * RESOLVE_BATCH as usize);
 const _: () = assert!(core::mem::size_of::<Discovery>() == 32);
 const _: () = assert!(core::mem::size_of::<SysctlSlot>() == 48);
-const _: () = assert!(core::mem::size_of::<Config>() == 9 * 8 + 70 * 4);
+const _: () = assert!(core::mem::size_of::<Config>() == 9 * 8 + 76 * 4 + 24 * MAX_HOOK_CALLERS);
 const _: () = assert!(core::mem::size_of::<WalkChunk>() == 32 + 2 * WALK_CHUNK as usize);
 const _: () = assert!(core::mem::size_of::<ChainNode>() == 72);
 const _: () =

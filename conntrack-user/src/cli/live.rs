@@ -80,7 +80,8 @@ Examples:
 pub(super) const DROPS_AFTER: &str = "\
 Causes: table_full (no room: nf_conntrack_max reached), invalid (conntrack found the
 packet invalid), insert_failed and chain_too_long (the new entry could not be inserted),
-and ruleset, shown as \"policy\": your firewall dropped a packet conntrack accepted.
+ruleset, shown as \"policy\": your firewall dropped a packet conntrack accepted, and
+other: kernel code that is neither (NAT, a helper, ...), named with the hook.
 docs/drop-causes.md explains how each is recognised. Counts per cause are exact; under
 a flood the kernel sends the details of one drop in N, and ctscope says so.
 
@@ -273,7 +274,7 @@ pub struct ServeArgs {
 #[derive(Debug, Args, Clone, Default)]
 pub struct FilterArgs {
     /// Only drops of these causes (comma-separated or repeated): table_full,
-    /// invalid, insert_failed, chain_too_long, ruleset (alias policy). A
+    /// invalid, insert_failed, chain_too_long, ruleset (alias policy), other. A
     /// recording then holds no allocations or frees.
     #[arg(long, value_name = "CAUSE", value_delimiter = ',', value_parser = Cause::parse)]
     pub cause: Vec<Cause>,

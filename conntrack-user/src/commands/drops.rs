@@ -55,6 +55,9 @@ pub async fn run(args: &DropsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
         },
         args.filter.drop_filter(),
     );
+    // Names the code that dropped packets of cause `other`; the probes
+    // have loaded, so kallsyms was readable a moment ago.
+    let syms = crate::kallsyms::Kallsyms::load().ok();
     let mut out = io::stdout();
     // A write error on stdout (the reader went away, `| head -1`).
     let mut write_error = None;
@@ -78,7 +81,11 @@ pub async fn run(args: &DropsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
                     continue;
                 }
                 for d in &model.drops.fresh {
-                    let text = if args.json { json(&model, d) } else { line(&model, d) };
+                    let text = if args.json {
+                        json(&model, d, syms.as_ref())
+                    } else {
+                        line(&model, d, syms.as_ref())
+                    };
                     if let Err(e) = writeln!(out, "{text}") {
                         write_error = Some(e);
                         break 'run;

@@ -14,7 +14,9 @@ use crate::{
     model::{Model, RunInfo},
     probe::ProbeOptions,
     source::live::{LiveOptions, LiveSource},
-    views::stats::{BUCKETS_HEADER, TABLE_HEADER, bucket_columns, json_line, table_row},
+    views::stats::{
+        BUCKETS_HEADER, TABLE_HEADER, bucket_columns, json_line, mismatch_warning, table_row,
+    },
 };
 
 pub async fn run(args: &StatsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
@@ -81,6 +83,9 @@ pub async fn run_until(
                     (false, false) => table_row(interval),
                     (false, true) => table_row(interval) + &bucket_columns(interval),
                 };
+                if let Some(warning) = mismatch_warning(interval) {
+                    eprintln!("{warning}");
+                }
                 if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
                     // Piped into `head`: stop quietly; another error is one.
                     live.stop().await?;

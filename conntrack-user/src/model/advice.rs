@@ -116,6 +116,9 @@ pub struct Facts {
     /// Table-full and chain-too-long drops since ctscope started.
     pub drops_table_full: u64,
     pub drops_chain_too_long: u64,
+    /// Drops given a cause beyond the kernel's own counter for it, since
+    /// start (model/reconcile.rs).
+    pub cause_mismatch: super::reconcile::CauseMismatch,
     pub chain: Option<ChainFacts>,
     /// Bytes per entry in the conntrack slab, if known.
     pub objsize: Option<u64>,
@@ -140,6 +143,7 @@ impl Facts {
             facts.entries_total = latest.table.entries;
             facts.drops_table_full = latest.totals.drop_table_full;
             facts.drops_chain_too_long = latest.totals.drop_chain_too_long;
+            facts.cause_mismatch = latest.causes.total;
             facts.fullest =
                 NamespaceFill::fullest(latest.netns.iter().filter_map(NamespaceFill::of_row));
         }
@@ -212,6 +216,7 @@ pub fn advise(f: &Facts) -> Vec<Finding> {
     out.extend(chain_too_long(f, &mut plan));
     out.extend(tcp_timeout(f, &mut plan));
     out.extend(persist(f, &plan));
+    out.extend(cause_mismatch(f));
     // Stable: equal severities keep the order above.
     out.sort_by_key(|f| std::cmp::Reverse(f.severity));
     out
@@ -365,6 +370,32 @@ fn chain_mean(f: &Facts, plan: &mut Plan) -> Option<Finding> {
         severity,
         message,
         commands: command.into_iter().collect(),
+    })
+}
+
+/// ctscope counted more drops of a cause than the kernel's own counter for
+/// it allows: some drops got the wrong cause; say so rather than let the
+/// counts mislead.
+fn cause_mismatch(f: &Facts) -> Option<Finding> {
+    let over: Vec<String> = f
+        .cause_mismatch
+        .causes()
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(c, n)| format!("{c} by {n}"))
+        .collect();
+    if over.is_empty() {
+        return None;
+    }
+    Some(Finding {
+        id: "cause-mismatch",
+        severity: Severity::Warning,
+        message: format!(
+            "ctscope's drop causes exceed the kernel's own counters ({}): some drops \
+             were given the wrong cause (docs/drop-causes.md, reconciliation).",
+            over.join(", ")
+        ),
+        commands: Vec::new(),
     })
 }
 
@@ -650,6 +681,20 @@ mod tests {
         });
         let f = Facts::from_model(&model);
         assert_eq!(f.chain.map(|c| (c.mean, c.measured)), Some((0.9, true)));
+    }
+
+    #[test]
+    fn a_cause_mismatch_is_a_warning_naming_the_cause() {
+        let mut f = Facts::default();
+        assert!(advise(&f).iter().all(|x| x.id != "cause-mismatch"));
+        f.cause_mismatch.insert_failed = 2;
+        let found = advise(&f);
+        let m = found
+            .iter()
+            .find(|x| x.id == "cause-mismatch")
+            .expect("finding");
+        assert_eq!(m.severity, Severity::Warning);
+        assert!(m.message.contains("insert_failed by 2"), "{}", m.message);
     }
 
     #[test]

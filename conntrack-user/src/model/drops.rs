@@ -24,15 +24,19 @@ pub enum Cause {
     InsertFailed,
     ChainTooLong,
     Ruleset,
+    /// Kernel code other than conntrack and the ruleset (see
+    /// `DropRecord::location`).
+    Other,
 }
 
 impl Cause {
-    pub const ALL: [Cause; cause::COUNT] = [
+    pub const ALL: [Cause; cause::ALL] = [
         Cause::TableFull,
         Cause::Invalid,
         Cause::InsertFailed,
         Cause::ChainTooLong,
         Cause::Ruleset,
+        Cause::Other,
     ];
 
     pub fn from_raw(raw: u8) -> Option<Self> {
@@ -46,6 +50,7 @@ impl Cause {
             Cause::InsertFailed => "insert_failed",
             Cause::ChainTooLong => "chain_too_long",
             Cause::Ruleset => "ruleset",
+            Cause::Other => "other",
         }
     }
 
@@ -67,7 +72,7 @@ impl Cause {
             .ok_or_else(|| {
                 format!(
                     "unknown cause `{text}`; use one of table_full, invalid, insert_failed, \
-                     chain_too_long, ruleset (or policy)"
+                     chain_too_long, ruleset (or policy), other"
                 )
             })
     }
@@ -102,6 +107,10 @@ pub struct DropRecord {
     pub zone: Option<u16>,
     pub mark: Option<u32>,
     pub truncated: bool,
+    /// The kernel address that freed the packet (0 if unknown).
+    pub location: u64,
+    /// The netfilter hook (`conntrack_common::classify::hook`; 0 unknown).
+    pub hook: u8,
 }
 
 impl DropRecord {
@@ -148,6 +157,8 @@ impl DropRecord {
             zone: has_ct.then_some(ev.zone),
             mark: has_ct.then_some(ev.mark),
             truncated: ev.flags & (flag::TRUNCATED | flag::NON_IP) != 0,
+            location: ev.location,
+            hook: ev.hook,
         })
     }
 

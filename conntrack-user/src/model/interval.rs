@@ -22,6 +22,8 @@ pub struct Interval {
     /// The kernel's own counters, summed over namespaces, since start.
     pub kernel: ConntrackStats,
     pub netns: Vec<NetnsRow>,
+    /// ctscope's causes against the kernel's counters (reconcile.rs).
+    pub causes: super::reconcile::Reconciliation,
     /// Namespaces that went away since start, their final counts summed:
     /// `netns` rows plus this add up to the totals.
     pub departed: Departed,
@@ -64,6 +66,8 @@ pub struct Totals {
     pub drop_insert_failed: u64,
     pub drop_chain_too_long: u64,
     pub drop_ruleset: u64,
+    /// Drops by kernel code other than conntrack and the ruleset.
+    pub drop_other: u64,
     /// From the kernel's counters: this backend has no probe on early_drop().
     pub early_drop: u64,
     /// Events the kernel could not deliver: the ring buffer was full.
@@ -89,6 +93,7 @@ impl Totals {
             drop_insert_failed: drop(cause::INSERT_FAILED),
             drop_chain_too_long: drop(cause::CHAIN_TOO_LONG),
             drop_ruleset: drop(cause::RULESET),
+            drop_other: d(counter::DROP_OTHER),
             early_drop: kernel.early_drop,
             lost_events: d(counter::LOST_EVENTS),
             probe_misses: d(counter::PROBE_MISSES),

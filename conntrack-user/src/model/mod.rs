@@ -10,6 +10,7 @@ pub mod buckets;
 pub mod drops;
 mod interval;
 mod kernel;
+pub mod reconcile;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
@@ -78,6 +79,9 @@ pub struct Model {
     /// Wall clock minus CLOCK_MONOTONIC, in ns, from the latest sample: turns
     /// kernel timestamps into times of day.
     clock_offset_ns: Option<i128>,
+    /// Excess of ctscope's causes over the kernel's counters since start
+    /// (reconcile.rs).
+    mismatch_total: reconcile::CauseMismatch,
 }
 
 impl Model {
@@ -153,6 +157,9 @@ impl Model {
         let totals = Totals::between(&first.counters, &mark.counters, &kernel);
         let before = Totals::between(&first.counters, &prev.counters, &prev.kernel);
         let elapsed_ns = mark.mono_ns.saturating_sub(prev.mono_ns);
+        let netns = self.netns_rows(&first.netns, &s.netns, &s.kernel);
+        let causes = reconcile::reconcile(&netns, &self.mismatch_total);
+        self.mismatch_total = causes.total;
         let interval = Interval {
             ts_ms: s.wall_ms,
             interval_ms: elapsed_ns / 1_000_000,
@@ -161,7 +168,8 @@ impl Model {
             rates: Rates::between(&before, &totals, elapsed_ns),
             totals,
             kernel,
-            netns: self.netns_rows(&first.netns, &s.netns, &s.kernel),
+            netns,
+            causes,
             departed: self.fold_departed(&first.netns, &s.netns),
             buckets: self.buckets.as_ref().map(buckets::BucketSummary::from),
         };

@@ -29,6 +29,11 @@ pub fn from_btf(btf: &KernelBtf, ncpus: u32) -> Result<Config, BtfError> {
         ips_dying_bit: enum_u32("ip_conntrack_status", "IPS_DYING_BIT")?,
         chain_min: min_chainlen(&crate::probe::kernel_release()),
         ip_ct_untracked: enum_u32("ip_conntrack_info", "IP_CT_UNTRACKED")?,
+        ip_ct_related: enum_u32("ip_conntrack_info", "IP_CT_RELATED")?,
+        ip_ct_related_reply: enum_u32("ip_conntrack_info", "IP_CT_RELATED_REPLY")?,
+        ips_src_nat_done_bit: enum_u32("ip_conntrack_status", "IPS_SRC_NAT_DONE_BIT")?,
+        ips_dst_nat_done_bit: enum_u32("ip_conntrack_status", "IPS_DST_NAT_DONE_BIT")?,
+        nft_frees_own_drops: u32::from(nft_frees_own_drops(&crate::probe::kernel_release())),
 
         kc_name: off("kmem_cache.name")?,
         kc_list: off("kmem_cache.list")?,
@@ -124,9 +129,62 @@ pub fn min_chainlen(release: &str) -> u32 {
     if (major, minor) >= (6, 3) { 50 } else { 8 }
 }
 
+/// Whether nftables frees the packets its rules drop inside `nft_do_chain`:
+/// since 6.7 ("netfilter: nf_tables: add packet drop reasons", NF_DROP_REASON).
+pub fn nft_frees_own_drops(release: &str) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= (6, 7)
+}
+
+/// Functions that call `nf_hook_slow` (through `NF_HOOK`, `nf_hook` or
+/// `NF_HOOK_LIST`) for one hook each: the drop probe finds the caller on
+/// the stack and so the hook (net/ipv4/ip_input.c, ip_forward.c,
+/// ip_output.c and their net/ipv6 twins; `nf_hook_slow_list` serves only
+/// PRE_ROUTING).
+pub const HOOK_CALLERS: [(&str, u8); 18] = {
+    use conntrack_common::classify::hook::*;
+    [
+        ("ip_rcv", PRE_ROUTING),
+        ("ip_sublist_rcv", PRE_ROUTING),
+        ("nf_hook_slow_list", PRE_ROUTING),
+        ("ipv6_rcv", PRE_ROUTING),
+        ("ip6_sublist_rcv", PRE_ROUTING),
+        ("ip_local_deliver", LOCAL_IN),
+        ("ip6_input", LOCAL_IN),
+        ("ip_forward", FORWARD),
+        ("ip6_forward", FORWARD),
+        ("__ip_local_out", LOCAL_OUT),
+        ("__ip6_local_out", LOCAL_OUT),
+        ("ip6_xmit", LOCAL_OUT),
+        ("raw_send_hdrinc", LOCAL_OUT),
+        ("rawv6_send_hdrinc", LOCAL_OUT),
+        ("ip_output", POST_ROUTING),
+        ("ip_mc_output", POST_ROUTING),
+        ("ip6_output", POST_ROUTING),
+        ("ip6_finish_output2", POST_ROUTING),
+    ]
+};
+
 /// Function addresses used to tell who dropped a packet and to recognise
 /// `struct nf_conntrack_net`.
 pub fn add_symbols(config: &mut Config, syms: &Kallsyms) {
+    let mut slot = 0;
+    for (name, hook) in HOOK_CALLERS {
+        if let Some((lo, hi)) = syms.range(name)
+            && let Some(c) = config.hook_callers.get_mut(slot)
+        {
+            *c = conntrack_common::HookCaller {
+                lo,
+                hi,
+                hook: u64::from(hook),
+            };
+            slot += 1;
+        }
+    }
     config.ecache_work = syms.addr("ecache_work").unwrap_or(0);
     if let Some((lo, hi)) = syms.range("nf_hook_slow") {
         config.loc_hook_lo = lo;
@@ -171,6 +229,14 @@ mod tests {
         let cfg = from_btf(&btf, 2).expect("config");
         assert_eq!(cfg.netns_key_is_addr, 0);
         assert_ne!(cfg.net_cookie, ABSENT);
+    }
+
+    #[test]
+    fn nftables_frees_its_drops_from_6_7() {
+        assert!(nft_frees_own_drops("6.18.44-fc-v657"));
+        assert!(nft_frees_own_drops("6.7.0"));
+        assert!(!nft_frees_own_drops("6.1.0-50-amd64"));
+        assert!(!nft_frees_own_drops("5.10.0-35-amd64"));
     }
 
     #[test]

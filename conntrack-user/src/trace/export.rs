@@ -35,7 +35,7 @@ pub const COUNTER_NAMES: [&str; counter::COUNT as usize] = [
     "deleted",
     "probe_misses",
     "reserved17",
-    "reserved18",
+    "drop_other",
     "reserved19",
 ];
 

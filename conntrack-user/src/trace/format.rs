@@ -351,7 +351,8 @@ pub fn encode_event(out: &mut BytesMut, ev: &Event) {
     out.put_u32_le(ev.mark);
     out.put_u32_le(ev.status);
     out.put_u16_le(ev.zone);
-    out.put_u16_le(ev._pad);
+    out.put_u8(ev.hook);
+    out.put_u8(ev._pad);
     out.put_slice(&ev.ifname);
     let t = &ev.tuple;
     out.put_slice(&t.src);
@@ -387,7 +388,9 @@ pub fn decode_event(mut b: &[u8]) -> Event {
     let mark = b.get_u32_le();
     let status = b.get_u32_le();
     let zone = b.get_u16_le();
-    let pad = b.get_u16_le();
+    // Padding before 0.2 (0: hook unknown).
+    let hook = b.get_u8();
+    let pad = b.get_u8();
     let ifname = take16(&mut b);
     let src = take16(&mut b);
     let dst = take16(&mut b);
@@ -417,6 +420,7 @@ pub fn decode_event(mut b: &[u8]) -> Event {
         mark,
         status,
         zone,
+        hook,
         _pad: pad,
         ifname,
         tuple: Tuple {

@@ -21,6 +21,7 @@ pub struct DropsByCause {
     pub insert_failed: u64,
     pub chain_too_long: u64,
     pub ruleset: u64,
+    pub other: u64,
 }
 
 impl DropsByCause {
@@ -31,6 +32,7 @@ impl DropsByCause {
             Some(Cause::InsertFailed) => self.insert_failed += n,
             Some(Cause::ChainTooLong) => self.chain_too_long += n,
             Some(Cause::Ruleset) => self.ruleset += n,
+            Some(Cause::Other) => self.other += n,
             None => {}
         }
     }
@@ -194,8 +196,8 @@ pub fn summarize(path: &Path) -> Result<Summary, TraceError> {
 fn counted(first: &Counters, last: &Counters) -> Counted {
     let d = |i: u32| last.get(i).saturating_sub(first.get(i));
     let mut drops = DropsByCause::default();
-    for c in 0..cause::COUNT as u8 {
-        drops.add(c, d(counter::DROP_FIRST + u32::from(c)));
+    for c in 0..cause::ALL as u8 {
+        drops.add(c, d(counter::drop_index(c)));
     }
     Counted {
         alloc: d(counter::ALLOC),

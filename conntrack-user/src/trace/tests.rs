@@ -68,6 +68,7 @@ pub fn event(i: u64, k: u8) -> Event {
         mark: 7,
         status: 8,
         zone: 3,
+        hook: (i % 6) as u8,
         _pad: 0,
         ifname,
         tuple: t,

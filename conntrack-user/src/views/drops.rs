@@ -4,10 +4,38 @@
 use serde::Serialize;
 use serde_json::json;
 
-use crate::model::{
-    Model,
-    drops::{Cause, DropRecord},
+use crate::{
+    kallsyms::Kallsyms,
+    model::{
+        Model,
+        drops::{Cause, DropRecord},
+    },
 };
+
+/// The netfilter hook by name (`conntrack_common::classify::hook`).
+pub fn hook_name(hook: u8) -> Option<&'static str> {
+    use conntrack_common::classify::hook::*;
+    match hook {
+        PRE_ROUTING => Some("prerouting"),
+        LOCAL_IN => Some("input"),
+        FORWARD => Some("forward"),
+        LOCAL_OUT => Some("output"),
+        POST_ROUTING => Some("postrouting"),
+        _ => None,
+    }
+}
+
+/// Where the kernel freed the packet: `function+0xoffset` from kallsyms
+/// (of this machine: only meaningful live), else the address in hex.
+pub fn location_text(d: &DropRecord, syms: Option<&Kallsyms>) -> Option<String> {
+    if d.location == 0 {
+        return None;
+    }
+    Some(
+        syms.and_then(|s| s.symbolize(d.location))
+            .unwrap_or_else(|| format!("{:#x}", d.location)),
+    )
+}
 
 /// The word shown for a cause: ruleset drops read "policy", so users see at a
 /// glance when conntrack is not at fault.
@@ -27,8 +55,9 @@ pub fn clock_ms(ts_ms: u64) -> String {
     )
 }
 
-/// One human line: time, cause, namespace, protocol, endpoints, flags, interface.
-pub fn line(model: &Model, d: &DropRecord) -> String {
+/// One human line: time, cause, namespace, protocol, endpoints, flags,
+/// interface; for drops of cause other, where the kernel dropped it.
+pub fn line(model: &Model, d: &DropRecord, syms: Option<&Kallsyms>) -> String {
     let time = model
         .wall_ms_of(d.ts_ns)
         .map_or_else(|| "--:--:--.---".to_owned(), clock_ms);
@@ -52,6 +81,15 @@ pub fn line(model: &Model, d: &DropRecord) -> String {
     }
     if d.truncated {
         out.push_str(" (truncated)");
+    }
+    if d.cause == Cause::Other {
+        out.push_str(&format!(
+            " dropped by kernel code at {}",
+            location_text(d, syms).unwrap_or_else(|| "an unknown address".to_owned())
+        ));
+        if let Some(h) = hook_name(d.hook) {
+            out.push_str(&format!(" (hook {h})"));
+        }
     }
     out
 }
@@ -81,10 +119,13 @@ struct DropJson<'a> {
     zone: Option<u16>,
     mark: Option<u32>,
     truncated: bool,
+    /// Where the kernel freed the packet (`function+0xoffset`).
+    location: Option<String>,
+    hook: Option<&'static str>,
 }
 
 /// One JSON object per drop (docs/drops.schema.json).
-pub fn json(model: &Model, d: &DropRecord) -> String {
+pub fn json(model: &Model, d: &DropRecord, syms: Option<&Kallsyms>) -> String {
     let icmp = d.icmp();
     let ports = icmp.is_none();
     let v = DropJson {
@@ -110,6 +151,8 @@ pub fn json(model: &Model, d: &DropRecord) -> String {
         zone: d.zone,
         mark: d.mark,
         truncated: d.truncated,
+        location: location_text(d, syms),
+        hook: hook_name(d.hook),
     };
     serde_json::to_string(&v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
@@ -138,6 +181,7 @@ pub fn summary_json(model: &Model, input: &SummaryInput) -> serde_json::Value {
             "insert_failed": totals.drop_insert_failed,
             "chain_too_long": totals.drop_chain_too_long,
             "ruleset": totals.drop_ruleset,
+            "other": totals.drop_other,
         },
         "top_destinations": log.top_dst.top(input.top).iter()
             .map(|(e, n)| json!({"endpoint": e.to_string(), "drops": n})).collect::<Vec<_>>(),
@@ -163,12 +207,13 @@ pub fn summary_text(model: &Model, input: &SummaryInput) -> String {
     out.push('\n');
     out.push_str(&format!(
         "all drops by cause (exact): table_full {}  invalid {}  insert_failed {}  \
-         chain_too_long {}  policy {}\n",
+         chain_too_long {}  policy {}  other {}\n",
         totals.drop_table_full,
         totals.drop_invalid,
         totals.drop_insert_failed,
         totals.drop_chain_too_long,
-        totals.drop_ruleset
+        totals.drop_ruleset,
+        totals.drop_other
     ));
     let section = |title: &str, rows: Vec<(String, u64)>, out: &mut String| {
         if rows.is_empty() {
@@ -221,6 +266,10 @@ mod tests {
     };
 
     fn model_with_drop(c: u8, proto: u8, dport: u16, flags: u8) -> Model {
+        model_with_event(c, proto, dport, flags, 0, 0)
+    }
+
+    fn model_with_event(c: u8, proto: u8, dport: u16, flags: u8, location: u64, hook: u8) -> Model {
         let mut m = Model::new(RunInfo::default());
         m.apply(Message::Sample(Box::new(Sample {
             mono_ns: 5_000_000_000,
@@ -243,6 +292,8 @@ mod tests {
             tcp_flags: flags,
             netns: 42,
             tuple: t,
+            location,
+            hook,
             ..Event::default()
         }]));
         m
@@ -252,7 +303,7 @@ mod tests {
     fn human_line_reads_like_a_tcpdump_line() {
         let m = model_with_drop(cause::TABLE_FULL, 6, 8080, 0x02);
         let d = &m.drops.fresh[0];
-        let l = line(&m, d);
+        let l = line(&m, d, None);
         // One second before the sample's wall clock.
         assert!(l.starts_with("22:13:19.000 table_full"), "{l}");
         assert!(l.contains("127.0.0.1:51000 -> 127.0.0.2:8080 [S]"), "{l}");
@@ -262,10 +313,10 @@ mod tests {
     #[test]
     fn ruleset_drops_read_policy() {
         let m = model_with_drop(cause::RULESET, 17, 53, 0);
-        let l = line(&m, &m.drops.fresh[0]);
+        let l = line(&m, &m.drops.fresh[0], None);
         assert!(l.contains(" policy "), "{l}");
         let v: serde_json::Value =
-            serde_json::from_str(&json(&m, &m.drops.fresh[0])).expect("json");
+            serde_json::from_str(&json(&m, &m.drops.fresh[0], None)).expect("json");
         assert_eq!(v["cause"], "ruleset");
         assert_eq!(v["policy"], true);
         assert_eq!(v["tcp_flags"], "");
@@ -275,12 +326,42 @@ mod tests {
     fn icmp_shows_type_and_code() {
         let m = model_with_drop(cause::INVALID, 1, (3 << 8) | 1, 0);
         let d = &m.drops.fresh[0];
-        assert!(line(&m, d).contains("type 3 code 1"));
-        let v: serde_json::Value = serde_json::from_str(&json(&m, d)).expect("json");
+        assert!(line(&m, d, None).contains("type 3 code 1"));
+        let v: serde_json::Value = serde_json::from_str(&json(&m, d, None)).expect("json");
         assert_eq!(
             (v["icmp_type"].as_u64(), v["icmp_code"].as_u64()),
             (Some(3), Some(1))
         );
+    }
+
+    #[test]
+    fn other_names_the_kernel_code_and_the_hook() {
+        let syms =
+            Kallsyms::parse("ffffffff81f41f00 t nf_hook_slow\nffffffff81f41f80 t ecache_work\n")
+                .expect("kallsyms");
+        let m = model_with_event(
+            cause::OTHER,
+            1,
+            (5 << 8) | 1,
+            0,
+            0xffff_ffff_81f4_1f3a,
+            conntrack_common::classify::hook::POST_ROUTING,
+        );
+        let d = &m.drops.fresh[0];
+        let l = line(&m, d, Some(&syms));
+        assert!(l.contains(" other "), "{l}");
+        assert!(
+            l.ends_with("dropped by kernel code at nf_hook_slow+0x3a (hook postrouting)"),
+            "{l}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&json(&m, d, Some(&syms))).expect("json");
+        assert_eq!(v["cause"], "other");
+        assert_eq!(v["policy"], false);
+        assert_eq!(v["location"], "nf_hook_slow+0x3a");
+        assert_eq!(v["hook"], "postrouting");
+        // Without kallsyms (a replay elsewhere): the address.
+        let l = line(&m, d, None);
+        assert!(l.contains("at 0xffffffff81f41f3a"), "{l}");
     }
 
     #[test]

@@ -33,6 +33,26 @@ pub fn table_row(i: &Interval) -> String {
     )
 }
 
+/// A warning when drops were given a cause beyond the kernel's own counter
+/// for it during this interval (model/reconcile.rs), for stderr.
+pub fn mismatch_warning(i: &Interval) -> Option<String> {
+    let c = &i.causes.interval;
+    if !c.any() {
+        return None;
+    }
+    let over: Vec<String> = c
+        .causes()
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(cause, n)| format!("{cause} +{n}"))
+        .collect();
+    Some(format!(
+        "ctscope: warning: drop causes exceed the kernel's counters ({}); \
+         some drops were misclassified (docs/drop-causes.md)",
+        over.join(", ")
+    ))
+}
+
 /// Columns `stats --buckets` adds: the latest walk's longest chain, mean
 /// chain length and 99th percentile.
 pub const BUCKETS_HEADER: &str = "  LONGEST  MEANLEN  P99LEN";
@@ -102,6 +122,18 @@ mod tests {
     }
 
     #[test]
+    fn a_cause_mismatch_is_a_warning_only_in_its_interval() {
+        let mut i = interval();
+        assert_eq!(mismatch_warning(&i), None);
+        i.causes.total.insert_failed = 2;
+        assert_eq!(mismatch_warning(&i), None, "an old excess is not news");
+        i.causes.interval.insert_failed = 2;
+        i.causes.interval.invalid = 1;
+        let w = mismatch_warning(&i).expect("warning");
+        assert!(w.contains("insert_failed +2, invalid +1"), "{w}");
+    }
+
+    #[test]
     fn bucket_columns_line_up() {
         let mut i = interval();
         let empty = bucket_columns(&i);
@@ -147,6 +179,9 @@ mod tests {
             "/totals/drop_insert_failed",
             "/totals/drop_chain_too_long",
             "/totals/drop_ruleset",
+            "/totals/drop_other",
+            "/causes/interval/insert_failed",
+            "/causes/total/table_full",
             "/totals/early_drop",
             "/totals/lost_events",
             "/rates/alloc",

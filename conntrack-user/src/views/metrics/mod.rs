@@ -98,6 +98,7 @@ pub fn render(model: &Model, own_netns: u32, build: &[(&str, &str)]) -> String {
             (Cause::InsertFailed, t.drop_insert_failed),
             (Cause::ChainTooLong, t.drop_chain_too_long),
             (Cause::Ruleset, t.drop_ruleset),
+            (Cause::Other, t.drop_other),
         ] {
             drops
                 .get_or_create(&vec![("cause".to_owned(), cause.as_str().to_owned())])
@@ -107,6 +108,17 @@ pub fn render(model: &Model, own_netns: u32, build: &[(&str, &str)]) -> String {
             "ctscope_drops",
             "Packets netfilter dropped, by cause (docs/drop-causes.md)",
             drops,
+        );
+        let mismatch = Family::<Labels, Counter>::default();
+        for (cause, n) in i.causes.total.causes() {
+            mismatch
+                .get_or_create(&vec![("cause".to_owned(), cause.to_owned())])
+                .inc_by(n);
+        }
+        reg.register(
+            "ctscope_cause_mismatch",
+            "Drops ctscope gave a cause beyond what the kernel's own counter for it allows: a misclassification (docs/drop-causes.md, reconciliation)",
+            mismatch,
         );
         kernel_counters(&mut reg, &i.kernel);
         netns(&mut reg, i);

@@ -8,6 +8,12 @@ use crate::{
 };
 
 fn model() -> Model {
+    model_with_kernel_drops(57)
+}
+
+/// Two samples: 50 table-full drops counted by ctscope in namespace 1000,
+/// and the kernel's `drop` counter there going from 7 to `kernel_after`.
+fn model_with_kernel_drops(kernel_after: u64) -> Model {
     let mut m = Model::new(RunInfo::default());
     let reading = |drop| NetnsReading {
         inum: 1000,
@@ -49,7 +55,7 @@ fn model() -> Model {
         }))
     };
     m.apply(sample(1, 0, 7));
-    m.apply(sample(2, 500, 57));
+    m.apply(sample(2, 500, kernel_after));
     m.buckets = Some(BucketWalk {
         buckets: 4,
         nodes: 6,
@@ -154,4 +160,34 @@ fn chain_lengths_form_a_cumulative_histogram() {
     assert_eq!(value(&text, "ctscope_chain_length_sum"), Some(6.0));
     assert_eq!(value(&text, "ctscope_chain_length_count"), Some(4.0));
     assert_eq!(value(&text, "ctscope_chain_length_max"), Some(4.0));
+}
+
+#[test]
+fn causes_beyond_the_kernels_counters_are_counted() {
+    let ok = render(&model(), 1000, &[]);
+    assert_eq!(
+        value(&ok, "ctscope_cause_mismatch_total{cause=\"table_full\"}"),
+        Some(0.0),
+        "{ok}"
+    );
+    // The kernel counted 40 drops where ctscope saw 50 table-full ones.
+    let text = render(&model_with_kernel_drops(47), 1000, &[]);
+    assert_eq!(
+        value(&text, "ctscope_cause_mismatch_total{cause=\"table_full\"}"),
+        Some(10.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "ctscope_cause_mismatch_total{cause=\"insert_failed\"}"
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "ctscope_drops_total{cause=\"other\"}"),
+        Some(0.0),
+        "{text}"
+    );
 }

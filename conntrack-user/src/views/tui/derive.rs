@@ -397,13 +397,19 @@ fn drops(model: &Model, latest: &Interval, ui: &UiState, named: &[u32]) -> Drops
             .collect(),
         top_dst,
         top_scope,
-        by_cause: vec![
+        by_cause: [
             (Cause::TableFull, t.drop_table_full),
             (Cause::Invalid, t.drop_invalid),
             (Cause::InsertFailed, t.drop_insert_failed),
             (Cause::ChainTooLong, t.drop_chain_too_long),
             (Cause::Ruleset, t.drop_ruleset),
-        ],
+            (Cause::Other, t.drop_other),
+        ]
+        .into_iter()
+        // Kernel code other than conntrack and the ruleset is rare: shown
+        // once it happened.
+        .filter(|(c, n)| *c != Cause::Other || *n > 0)
+        .collect(),
         early_drop: t.early_drop,
         received: model.drops.received,
         filtered,

@@ -76,6 +76,7 @@ impl Theme {
             Cause::Invalid => self.fg(Color::Magenta),
             Cause::InsertFailed | Cause::ChainTooLong => self.fg(Color::Yellow),
             Cause::Ruleset => self.dim(),
+            Cause::Other => self.fg(Color::Cyan),
         }
     }
 

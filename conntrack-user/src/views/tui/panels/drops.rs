@@ -64,6 +64,7 @@ fn short_cause(c: Cause) -> &'static str {
         Cause::InsertFailed => "insert",
         Cause::ChainTooLong => "chain",
         Cause::Ruleset => "ruleset",
+        Cause::Other => "other",
     }
 }
 
