@@ -3,7 +3,7 @@
 
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
-use super::parse::{parse_duration, parse_proto};
+use super::parse::{parse_duration, parse_interval, parse_proto};
 use clap::Args;
 
 use crate::model::drops::Cause;
@@ -47,7 +47,7 @@ instead. NO_COLOR=1 turns colours off. Needs at least 80x24.";
 pub struct TopArgs {
     /// Seconds between samples: the rates' resolution and how often the
     /// screen updates its counts (e.g. 1, 0.5, 2s).
-    #[arg(short, long, default_value = "1", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(short, long, default_value = "1", value_name = "DURATION", value_parser = parse_interval)]
     pub interval: Duration,
 
     /// Create this file once the probes are attached (for scripts and tests).
@@ -105,7 +105,7 @@ pub struct StatsArgs {
     pub json: bool,
 
     /// Seconds between reports (e.g. 1, 0.5, 2s, 500ms).
-    #[arg(short, long, default_value = "1", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(short, long, default_value = "1", value_name = "DURATION", value_parser = parse_interval)]
     pub interval: Duration,
 
     /// Stop after this many reports.
@@ -247,7 +247,7 @@ pub struct ServeArgs {
 
     /// How often the counters are read, the hash table walked and the page
     /// refreshed (a walk of a million entries costs about 0.15 s of CPU).
-    #[arg(short, long, default_value = "5", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(short, long, default_value = "5", value_name = "DURATION", value_parser = parse_interval)]
     pub interval: Duration,
 
     /// Create this file once the probes are attached and the port is open.

@@ -25,8 +25,9 @@ shows how full the table is, how fast entries come and go, and which packets
 conntrack drops and why: the table was full, the packet was invalid, the insert
 failed, a hash chain was too long, or your ruleset dropped it.
 
-Needs root (or CAP_BPF + CAP_PERFMON) and a kernel with BTF. Everything it
-attaches is released when it exits.";
+Needs root (or CAP_BPF + CAP_PERFMON to load its programs, CAP_SYSLOG to read
+kernel addresses, CAP_SYS_ADMIN to read other namespaces' counters) and a kernel
+with BTF. Everything it attaches is released when it exits.";
 
 const EXAMPLES: &str = "\
 Examples:

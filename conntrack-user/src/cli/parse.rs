@@ -20,6 +20,23 @@ pub fn parse_proto(text: &str) -> Result<u8, String> {
 }
 
 /// Parses `10`, `2.5`, `10s`, `500ms`, `5m`, `1h`. Bare numbers are seconds.
+/// The shortest `--interval`: below it a report costs more than it tells
+/// (counters move by a handful per report, and the loop takes a core).
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A `--interval`: a duration of at least [`MIN_INTERVAL`].
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d < MIN_INTERVAL {
+        return Err(format!(
+            "`{}`: the interval must be at least {} ms",
+            text.trim(),
+            MIN_INTERVAL.as_millis()
+        ));
+    }
+    Ok(d)
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {

@@ -173,3 +173,14 @@ fn top_flags_parse() {
             .is_none()
     );
 }
+
+#[test]
+fn intervals_have_a_floor() {
+    use super::parse::parse_interval;
+    assert_eq!(parse_interval("0.1"), Ok(Duration::from_millis(100)));
+    assert_eq!(parse_interval("250ms"), Ok(Duration::from_millis(250)));
+    for bad in ["0.0000001", "99ms", "0.05"] {
+        let err = parse_interval(bad).expect_err(bad);
+        assert!(err.contains("at least 100 ms"), "{err}");
+    }
+}

@@ -2,7 +2,10 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use super::{live::FilterArgs, parse::parse_duration};
+use super::{
+    live::FilterArgs,
+    parse::{parse_duration, parse_interval},
+};
 use clap::{Args, ValueEnum};
 
 use crate::trace::writer::MIN_PART_SIZE;
@@ -60,7 +63,7 @@ pub struct RecordArgs {
     pub count: Option<u64>,
 
     /// Time between snapshots of the counters (e.g. 1, 0.5, 2s).
-    #[arg(short, long, default_value = "1", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(short, long, default_value = "1", value_name = "DURATION", value_parser = parse_interval)]
     pub interval: Duration,
 
     #[command(flatten)]

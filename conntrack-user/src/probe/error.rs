@@ -7,8 +7,9 @@ use crate::{btf::BtfError, kallsyms::KallsymsError};
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error(
-        "ctscope needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs; \
-         run it with sudo"
+        "ctscope needs root (or CAP_BPF and CAP_PERFMON to load eBPF programs, CAP_SYSLOG \
+         to read kernel addresses in /proc/kallsyms, CAP_SYS_ADMIN to read other network \
+         namespaces' counters); run it with sudo"
     )]
     NotPrivileged,
     #[error(

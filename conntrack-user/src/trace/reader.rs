@@ -207,6 +207,15 @@ impl TraceReader {
         }
         let header: Header = serde_json::from_slice(&payload)
             .map_err(|e| bad(self, format!("the header record does not decode: {e}")))?;
+        // The header repeats the preamble's version; a disagreement means the
+        // file was spliced or written by something else.
+        if header.format_version != self.version {
+            let detail = format!(
+                "the header record says format version {} but the preamble says {}",
+                header.format_version, self.version
+            );
+            return Err(bad(self, detail));
+        }
         self.part = header.part;
         self.next_seq = h.seq.wrapping_add(1);
         self.header_frame = Frame {
@@ -335,7 +344,19 @@ impl TraceReader {
     /// Frames missing before the frame at `offset`, by sequence number:
     /// credited to the zstd damage that preceded it, or reported.
     fn sequence_gap(&mut self, seq: u32, offset: u64) {
-        let lost = seq.wrapping_sub(self.next_seq);
+        let Some(lost) = frames_skipped(self.next_seq, seq) else {
+            // A sequence number seen before (a frame written twice, parts
+            // spliced together): nothing is missing, but the data repeats.
+            let detail = format!(
+                "this frame's sequence number {seq} goes back (expected {}): frames repeat",
+                self.next_seq
+            );
+            if let Some(issue) = self.awaiting_gap.take() {
+                self.pending.push_back(issue);
+            }
+            self.issue(IssueKind::Corrupt, offset, detail);
+            return;
+        };
         if let Some(mut issue) = self.awaiting_gap.take() {
             issue.frames_lost = Some(lost);
             self.pending.push_back(issue);
@@ -484,7 +505,7 @@ impl TraceReader {
                     let mut issue = self.make_issue(IssueKind::Corrupt, start, detail);
                     issue.len = Some(self.base - start);
                     issue.resumed_at = Some(self.base);
-                    issue.frames_lost = Some(h.seq.wrapping_sub(expected));
+                    issue.frames_lost = frames_skipped(expected, h.seq);
                     if let Some(mut earlier) = self.awaiting_gap.take() {
                         // The zstd damage is what this skip is about: the
                         // frames lost are counted there, once.
@@ -536,4 +557,26 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// Frames between the one expected and the one found, by sequence number
+/// (which wraps at 2^32); `None` when the found one is behind: a repeat,
+/// not a loss.
+fn frames_skipped(expected: u32, found: u32) -> Option<u32> {
+    let ahead = found.wrapping_sub(expected);
+    (ahead < 1 << 31).then_some(ahead)
+}
+
+#[cfg(test)]
+mod sequence_tests {
+    use super::frames_skipped;
+
+    #[test]
+    fn a_repeated_or_earlier_frame_is_not_four_billion_lost() {
+        assert_eq!(frames_skipped(5, 5), Some(0));
+        assert_eq!(frames_skipped(5, 9), Some(4));
+        assert_eq!(frames_skipped(u32::MAX, 1), Some(2));
+        assert_eq!(frames_skipped(5, 4), None);
+        assert_eq!(frames_skipped(5, 0), None);
+    }
 }
