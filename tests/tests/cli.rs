@@ -195,6 +195,16 @@ fn wrong_arguments_and_environments_exit_with_status_2() {
         "does not exist",
     );
     assert_refused_up_front(&["record", "-o", "/dev/null"], "is a device");
+    // `-` is not a file named `-` (nor standard output).
+    assert_refused_up_front(&["record", "-o", "-"], "not to standard output");
+    assert!(!Path::new("-").exists());
+    // Sub-100 ms intervals are refused by the argument parser.
+    let out = run_within(
+        &mut ctscope(&["stats", "--interval", "0.0000001"]),
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("at least 100 ms"), "{}", stderr(&out));
 
     let name = format!("ctscope-it-missing-{}", std::process::id());
     let out = run_within(

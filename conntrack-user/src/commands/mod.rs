@@ -33,6 +33,15 @@ pub fn check_ready_file(path: Option<&Path>) -> Result<(), BadInput> {
 /// regular file (replaced, never written into: `fsutil`).
 pub fn check_output(flag: &str, path: &Path) -> Result<(), BadInput> {
     let bad = |why: String| BadInput(format!("{flag} {}: {why}", path.display()));
+    if path == Path::new("-") {
+        // `-` usually means stdout; ctscope only writes files here (a trace
+        // is finished in place and rotated), so it must not become a file
+        // named `-`.
+        return Err(BadInput(format!(
+            "{flag} -: ctscope writes this to a file, not to standard output; give a path \
+             (`ctscope export FILE --format jsonl` streams a finished trace)"
+        )));
+    }
     match fsutil::refusal(path) {
         Ok(None) => {}
         Ok(Some(why)) => return Err(BadInput(format!("{flag}: {why}"))),
