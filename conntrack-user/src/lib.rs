@@ -48,6 +48,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// An error and its causes on one line, as `{:#}` prints them, but without
+/// a cause whose text its parent already shows (many error types name their
+/// source in their own message: "X: E: E" becomes "X: E").
+pub fn error_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if text.is_empty() {
+            text = part;
+        } else if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+    }
+    text
+}
+
 /// The command stopped because its reader closed stdout (`| head -1`):
 /// nothing to report, exit status 0.
 pub fn is_quiet_end(err: &anyhow::Error) -> bool {
@@ -81,5 +98,25 @@ pub fn exit_status(err: &anyhow::Error) -> u8 {
         2
     } else {
         1
+    }
+}
+
+#[cfg(test)]
+mod error_text_tests {
+    use super::error_text;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("writing X: {0}")]
+    struct Names(#[source] std::io::Error);
+
+    #[test]
+    fn a_cause_already_in_its_parents_message_is_not_repeated() {
+        let io = std::io::Error::from_raw_os_error(libc::EPERM);
+        let e = anyhow::Error::new(Names(io)).context("recording");
+        let text = error_text(&e);
+        assert_eq!(text.matches("Operation not permitted").count(), 1, "{text}");
+        assert!(text.starts_with("recording: writing X: "), "{text}");
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_text(&plain), "outer: inner");
     }
 }

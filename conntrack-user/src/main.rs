@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if ctscope::is_quiet_end(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            report(&format!("{e:#}"));
+            report(&ctscope::error_text(&e));
             ExitCode::from(ctscope::exit_status(&e))
         }
     }

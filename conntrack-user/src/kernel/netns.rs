@@ -224,11 +224,40 @@ pub fn read_one(inum: u32, source: StatsSource) -> Option<NetnsReading> {
 }
 
 /// Reads the given namespaces on one dedicated thread, in order.
+///
+/// Files under /proc/sys/net are opened once per sample at most, not once
+/// per namespace: the kernel keeps one dentry per namespace for each name
+/// there, all on one hash chain, so opening such a file costs time in
+/// proportion to the number of namespaces (`proc_sys_compare`), and opening
+/// it in each of N namespaces costs N². `nf_conntrack_max` is global and
+/// read once; each namespace's count comes from its stat file (or
+/// ctnetlink); the per-namespace TCP timeout is read in the fullest
+/// namespace only, the one the advice is about.
 pub fn read_these(handles: &[NetnsHandle], source: StatsSource) -> Vec<NetnsReading> {
     let work = handles.to_vec();
+    let max = read_sysctl("nf_conntrack_max").ok().flatten();
     let worker = std::thread::Builder::new()
         .name("ctscope-netns".to_owned())
-        .spawn(move || work.iter().map(|h| read_in_worker(h, source)).collect());
+        .spawn(move || {
+            let mut readings: Vec<NetnsReading> =
+                work.iter().map(|h| read_in_worker(h, source)).collect();
+            for r in &mut readings {
+                r.max = r.max.or(max);
+            }
+            let fullest = readings
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.count.is_some())
+                .max_by_key(|(_, r)| r.count)
+                .map(|(i, _)| i);
+            if let Some(i) = fullest {
+                readings[i].tcp_timeout_established = enter(&work[i])
+                    .ok()
+                    .and_then(|()| read_sysctl("nf_conntrack_tcp_timeout_established").ok())
+                    .flatten();
+            }
+            readings
+        });
     let failure = match worker.map(|w| w.join()) {
         Ok(Ok(readings)) => return readings,
         Ok(Err(_)) => "the namespace worker thread panicked".to_owned(),
@@ -262,9 +291,6 @@ fn read_in_worker(h: &NetnsHandle, source: StatsSource) -> NetnsReading {
             stats: Some(stats),
             source_used: Some(used),
             error: None,
-            tcp_timeout_established: read_sysctl("nf_conntrack_tcp_timeout_established")
-                .ok()
-                .flatten(),
             ..base
         },
         Err(e) => NetnsReading {
@@ -318,22 +344,20 @@ fn read_current(source: StatsSource) -> Result<Current, NetnsError> {
     }
 }
 
+/// The stat file's `entries` column is the namespace's `nf_conntrack_count`
+/// (`ct_cpu_seq_show` prints it); `max` is filled in by the caller.
 fn via_procfs() -> Result<Current, ProcfsError> {
     let (entries, stats) = read_stat_file(Path::new(THREAD_STAT_PATH))?;
-    let count = read_sysctl("nf_conntrack_count").ok().flatten();
-    let max = read_sysctl("nf_conntrack_max").ok().flatten();
-    Ok((count.or(Some(entries)), max, stats, StatsSourceUsed::Procfs))
+    Ok((Some(entries), None, stats, StatsSourceUsed::Procfs))
 }
 
 fn via_ctnetlink() -> Result<Current, CtnetlinkError> {
     let r = CtnetlinkSocket::open()?.read()?;
+    // Old kernels' ctnetlink lacks the count: only then the sysctl.
     let count = r
         .entries
         .or_else(|| read_sysctl("nf_conntrack_count").ok().flatten());
-    let max = r
-        .max_entries
-        .or_else(|| read_sysctl("nf_conntrack_max").ok().flatten());
-    Ok((count, max, r.stats, StatsSourceUsed::Ctnetlink))
+    Ok((count, r.max_entries, r.stats, StatsSourceUsed::Ctnetlink))
 }
 
 #[cfg(test)]
