@@ -7,11 +7,12 @@
 //! the source can do (record, seek) goes through the command's [`Driver`].
 
 use std::{
-    io::{self, Stdout},
+    io::{self, IsTerminal as _, Stdout, Write as _},
+    os::fd::{AsRawFd as _, RawFd},
     path::Path,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicI32, Ordering},
     },
     thread,
     time::{Duration, Instant},
@@ -34,7 +35,7 @@ use tokio::{
 use crate::{
     event::Message,
     model::Model,
-    views::tui::{UiState, render, state::Action},
+    views::tui::{UiState, keys, render, state::Action},
 };
 
 /// Screen refreshes between samples (uptime, status messages, drops).
@@ -98,9 +99,12 @@ pub async fn on_screen(
     spawn_ticker(tx.clone());
     // Dropped before the guard: keys stop being read before the terminal
     // leaves raw mode, so nothing typed after exit is swallowed.
-    let _input = InputReader::spawn(tx);
+    spawn_resizes(tx.clone())?;
+    let _input = InputReader::spawn(tx)?;
     super::write_ready_file(ready_file)?;
-    event_loop(&mut terminal, model, ui, rx, driver, started).await
+    let ended = event_loop(&mut terminal, model, ui, rx, driver, started).await;
+    LOOP_ENDED.store(true, Ordering::SeqCst);
+    ended
 }
 
 /// Runs until the user quits or a stop arrives; `started` is when
@@ -118,6 +122,9 @@ pub async fn event_loop<B: Backend>(
     driver.tick(&mut ui);
     draw(terminal, &model, &mut ui)?;
     while let Some(ev) = rx.recv().await {
+        if let Some(name) = signalled() {
+            return Ok(Ended::Signal(name));
+        }
         let redraw = match ev {
             AppEvent::Kernel(msg) => {
                 // Events are drawn on the next tick: a flood of drops must
@@ -212,107 +219,289 @@ fn spawn_ticker(tx: mpsc::Sender<AppEvent>) {
     });
 }
 
+/// The signal that asked the screen to stop (0: none yet). Set by the
+/// signal thread; the loop checks it on every event, so a channel full of
+/// kernel messages cannot keep a stop waiting behind them.
+static SIGNALLED: AtomicI32 = AtomicI32::new(0);
+/// Set once the screen's loop has returned (the watchdog's first check).
+static LOOP_ENDED: AtomicBool = AtomicBool::new(false);
+
+/// After a signal, how long the loop has to end...
+const LOOP_GRACE: Duration = Duration::from_secs(1);
+/// ...and the command to finish (detach, close a recording).
+const EXIT_GRACE: Duration = Duration::from_secs(3);
+
 /// SIGINT (kill -INT; Ctrl-C arrives as a key in raw mode), SIGTERM and
 /// SIGHUP (the terminal went away) end the loop, so the terminal is
 /// restored and what the command changed is undone. Call it before
 /// changing anything: a signal that arrives before the loop runs waits in
 /// the channel.
+///
+/// The signals are received on a thread of their own, not on the async
+/// runtime: with both of its workers blocked (a write to a terminal that
+/// is not read) a signal task would never run, and ctscope, having
+/// replaced the default action, would ignore SIGTERM. The same thread is
+/// the watchdog: if the loop has not ended within a second of a signal, or
+/// the command within a few more, or a second signal comes, it restores
+/// what it can of the terminal and exits (the probes detach as the
+/// process's file descriptors close).
 pub fn spawn_signals(tx: &mpsc::Sender<AppEvent>) -> anyhow::Result<()> {
-    for (kind, name) in [
-        (SignalKind::interrupt(), "SIGINT"),
-        (SignalKind::terminate(), "SIGTERM"),
-        (SignalKind::hangup(), "SIGHUP"),
-    ] {
-        let mut sig = signal(kind).with_context(|| format!("handling {name}"))?;
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            if sig.recv().await.is_some() {
-                let _ = tx.send(AppEvent::Signal(name)).await;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("handling SIGINT, SIGTERM and SIGHUP")?;
+    let tx = tx.clone();
+    thread::Builder::new()
+        .name("ctscope-signals".into())
+        .spawn(move || {
+            let mut first: Option<(i32, Instant)> = None;
+            loop {
+                let Some((signo, at)) = first else {
+                    // Nothing pending: wait for the first signal.
+                    if let Some(signo) = signals.forever().next() {
+                        SIGNALLED.store(signo, Ordering::SeqCst);
+                        let _ = tx.try_send(AppEvent::Signal(signal_name(signo)));
+                        first = Some((signo, Instant::now()));
+                    }
+                    continue;
+                };
+                if signals.pending().next().is_some() {
+                    force_exit(signo, "a second signal");
+                }
+                let waited = at.elapsed();
+                if waited >= LOOP_GRACE && !LOOP_ENDED.load(Ordering::SeqCst) {
+                    force_exit(signo, "the screen did not stop within 1 s");
+                }
+                if waited >= EXIT_GRACE {
+                    force_exit(signo, "the command did not finish within 3 s");
+                }
+                thread::sleep(Duration::from_millis(20));
             }
-        });
+        })
+        .context("starting the signal thread")?;
+    Ok(())
+}
+
+fn signal_name(signo: i32) -> &'static str {
+    match signo {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGHUP => "SIGHUP",
+        _ => "a signal",
     }
+}
+
+/// The signal the loop must stop for, if one came.
+fn signalled() -> Option<&'static str> {
+    match SIGNALLED.load(Ordering::SeqCst) {
+        0 => None,
+        signo => Some(signal_name(signo)),
+    }
+}
+
+/// The watchdog's last resort: raw mode off (tcsetattr does not wait on
+/// the terminal), the alternate screen left and a word said by a thread
+/// that may block on a terminal nobody reads (given 200 ms), then exit at
+/// once, as the signal's default action would have. The kernel detaches
+/// the probes as the process's descriptors close.
+fn force_exit(signo: i32, why: &str) -> ! {
+    let _ = terminal::disable_raw_mode();
+    let message = format!(
+        "ctscope: {}: {why}; exiting without the usual cleanup\n",
+        signal_name(signo)
+    );
+    let writer = thread::spawn(move || {
+        let _ = execute!(io::stdout(), LeaveAlternateScreen, cursor::Show);
+        let _ = io::stderr().write_all(message.as_bytes());
+    });
+    let deadline = Instant::now() + Duration::from_millis(200);
+    while !writer.is_finished() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: _exit has no preconditions; it skips atexit handlers and
+    // buffered output, either of which could block here.
+    unsafe { libc::_exit(128 + signo) }
+}
+
+/// SIGWINCH: a resize, drawn at once (ratatui reads the new size when it
+/// draws).
+fn spawn_resizes(tx: mpsc::Sender<AppEvent>) -> anyhow::Result<()> {
+    let mut winch = signal(SignalKind::window_change()).context("handling SIGWINCH")?;
+    tokio::spawn(async move {
+        while winch.recv().await.is_some() {
+            let (w, h) = terminal::size().unwrap_or((0, 0));
+            if tx.send(AppEvent::Input(TermEvent::Resize(w, h))).await.is_err() {
+                break;
+            }
+        }
+    });
     Ok(())
 }
 
 /// What the terminal has for us.
+#[derive(Debug, PartialEq, Eq)]
 enum Input {
     Ready,
     Idle,
     HungUp,
 }
 
-/// Waits up to `timeout` for the terminal (standard input) to have
-/// something to read, or to hang up.
-fn wait_for_input(timeout: Duration) -> Input {
-    let mut fd = libc::pollfd {
-        fd: libc::STDIN_FILENO,
+/// Waits up to `timeout` for the terminal to have something to read, or to
+/// hang up. An error other than EINTR is the end of reading.
+fn wait_for_input(fd: RawFd, timeout: Duration) -> io::Result<Input> {
+    let mut pfd = libc::pollfd {
+        fd,
         events: libc::POLLIN,
         revents: 0,
     };
     let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
     // SAFETY: one valid pollfd for the duration of the call.
-    let n = unsafe { libc::poll(&mut fd, 1, ms) };
+    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
     if n < 0 {
-        // EINTR and friends: try again on the next round.
-        return Input::Idle;
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(Input::Idle)
+        } else {
+            Err(e)
+        };
     }
-    if fd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
-        Input::HungUp
-    } else if fd.revents & libc::POLLIN != 0 {
-        Input::Ready
-    } else {
-        Input::Idle
+    Ok(
+        if pfd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+            Input::HungUp
+        } else if pfd.revents & libc::POLLIN != 0 {
+            Input::Ready
+        } else {
+            Input::Idle
+        },
+    )
+}
+
+/// The terminal keys come from: standard input when it is one (as for
+/// crossterm's raw mode), else /dev/tty.
+enum Tty {
+    Stdin,
+    Opened(std::fs::File),
+}
+
+impl Tty {
+    fn open() -> io::Result<Self> {
+        if io::stdin().is_terminal() {
+            Ok(Tty::Stdin)
+        } else {
+            std::fs::File::open("/dev/tty").map(Tty::Opened)
+        }
+    }
+
+    fn fd(&self) -> RawFd {
+        match self {
+            Tty::Stdin => libc::STDIN_FILENO,
+            Tty::Opened(f) => f.as_raw_fd(),
+        }
     }
 }
 
-/// Reads terminal events on a thread of its own (crossterm's reader
-/// blocks) and sends them on; stops when dropped.
+/// How one read of the terminal went.
+enum Read {
+    Keys(Vec<term::KeyEvent>),
+    /// Interrupted, or nothing there after all.
+    Nothing,
+    /// End of file: the terminal is gone.
+    Gone,
+}
+
+fn read_keys(fd: RawFd, buf: &mut [u8]) -> io::Result<Read> {
+    // SAFETY: `buf` is valid for writes of its length.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    match usize::try_from(n) {
+        Ok(0) => Ok(Read::Gone),
+        Ok(n) => Ok(Read::Keys(keys::decode(&buf[..n.min(buf.len())]))),
+        Err(_) => {
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => Ok(Read::Nothing),
+                _ => Err(e),
+            }
+        }
+    }
+}
+
+/// Rounds in a row in which the terminal said it was readable and gave
+/// nothing, before it counts as broken (a loop that would otherwise spin).
+const MAX_EMPTY_READS: u32 = 100;
+
+/// Reads the terminal on a thread of its own and sends keys on; stops when
+/// dropped, or at the terminal's first error or hang-up, which it reports:
+/// it never retries a read that failed, so it cannot spin on a terminal
+/// that is gone (EIO, EBADF, ENXIO or end-of-file from a closed pty).
 struct InputReader {
     stop: Arc<AtomicBool>,
     handle: Option<thread::JoinHandle<()>>,
 }
 
 impl InputReader {
-    fn spawn(tx: mpsc::Sender<AppEvent>) -> Self {
+    fn spawn(tx: mpsc::Sender<AppEvent>) -> anyhow::Result<Self> {
+        let tty = Tty::open().context("opening the terminal for keys")?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let handle = thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                // crossterm's poll spins forever on a terminal that hung up
-                // (every read returns end-of-file), so wait on the terminal
-                // here and leave when it is gone.
-                match wait_for_input(INPUT_POLL) {
-                    Input::Ready => {}
-                    Input::Idle => continue,
-                    Input::HungUp => {
-                        let _ = tx.blocking_send(AppEvent::Signal("terminal hung up"));
-                        break;
-                    }
-                }
-                let ev = match term::poll(Duration::ZERO) {
-                    Ok(false) => continue,
-                    Ok(true) => term::read().map(AppEvent::Input),
-                    Err(e) => Err(e),
-                };
-                let ev = ev.unwrap_or_else(|e| AppEvent::InputError(e.to_string()));
-                let fatal = matches!(ev, AppEvent::InputError(_));
-                if tx.blocking_send(ev).is_err() || fatal {
-                    break;
-                }
-            }
-        });
-        Self {
+        let handle = thread::Builder::new()
+            .name("ctscope-keys".into())
+            .spawn(move || read_terminal(&tty, &flag, &tx))
+            .context("starting the terminal reader")?;
+        Ok(Self {
             stop,
             handle: Some(handle),
-        }
+        })
+    }
+}
+
+fn read_terminal(tty: &Tty, stop: &AtomicBool, tx: &mpsc::Sender<AppEvent>) {
+    let fd = tty.fd();
+    let mut buf = [0u8; 1024];
+    let mut empty = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let read = match wait_for_input(fd, INPUT_POLL) {
+            Ok(Input::Idle) => continue,
+            Ok(Input::Ready) => read_keys(fd, &mut buf),
+            Ok(Input::HungUp) => Ok(Read::Gone),
+            Err(e) => Err(e),
+        };
+        let end = match read {
+            Ok(Read::Keys(keys)) => {
+                empty = 0;
+                for key in keys {
+                    if tx.blocking_send(AppEvent::Input(TermEvent::Key(key))).is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+            Ok(Read::Nothing) => {
+                empty += 1;
+                if empty < MAX_EMPTY_READS {
+                    continue;
+                }
+                AppEvent::InputError("the terminal is readable but gives nothing".into())
+            }
+            Ok(Read::Gone) => AppEvent::Signal("terminal hung up"),
+            Err(e) => AppEvent::InputError(e.to_string()),
+        };
+        let _ = tx.blocking_send(end);
+        return;
     }
 }
 
 impl Drop for InputReader {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // The reader wakes within INPUT_POLL; one stuck elsewhere is left
+        // behind rather than holding up the exit.
+        let deadline = Instant::now() + INPUT_POLL * 3;
         if let Some(handle) = self.handle.take() {
-            let _ = handle.join();
+            while !handle.is_finished() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(10));
+            }
+            if handle.is_finished() {
+                let _ = handle.join();
+            }
         }
     }
 }
