@@ -72,6 +72,22 @@ impl Tmux {
         self.run(&["capture-pane", "-p", "-t", "t"])
     }
 
+    /// Kills the tmux server (every pane's terminal hangs up); a server
+    /// already gone is not an error.
+    pub fn kill_server(&self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+    }
+
+    /// The tmux server's pid (to stop it: a terminal nobody reads).
+    pub fn server_pid(&self) -> u32 {
+        self.run(&["display", "-p", "-t", "t", "#{pid}"])
+            .trim()
+            .parse()
+            .expect("tmux server pid")
+    }
+
     pub fn alternate_on(&self) -> bool {
         self.run(&["display", "-p", "-t", "t", "#{alternate_on}"])
             .trim()
@@ -115,10 +131,15 @@ impl Drop for Tmux {
 /// Starts `ctscope ARGS --ready-file READY` from the shell in the pane
 /// and waits for its ready file; returns the pid.
 pub fn start_in_pane(tmux: &Tmux, args: &str, ready: &ReadyFile) -> u32 {
+    start_in_pane_under(tmux, "", args, ready)
+}
+
+/// [`start_in_pane`] with a command in front (`setsid -w`, ...).
+pub fn start_in_pane_under(tmux: &Tmux, prefix: &str, args: &str, ready: &ReadyFile) -> u32 {
     let ready = &ready.0;
     let _ = fs::remove_file(ready);
     tmux.type_text(&format!(
-        "{} {args} --ready-file {}; echo ctscope-exit=$?",
+        "{prefix} {} {args} --ready-file {}; echo ctscope-exit=$?",
         ctscope_bin().display(),
         ready.display()
     ));
@@ -210,6 +231,34 @@ pub fn assert_terminal_restored(tmux: &Tmux, pid: u32, ids: &[u32]) {
         "programs {:?} still loaded after exit",
         still_loaded(ids)
     );
+}
+
+/// CPU time (user + system) a process has used, in clock ticks; `None`
+/// once it is gone.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is the
+    // 3rd field, utime the 14th and stime the 15th.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// The share of one CPU `pid` uses over `span` (0.0 when it exits first).
+pub fn cpu_share(pid: u32, span: Duration) -> f64 {
+    let Some(before) = cpu_ticks(pid) else {
+        return 0.0;
+    };
+    let start = Instant::now();
+    thread::sleep(span);
+    let Some(after) = cpu_ticks(pid) else {
+        return 0.0;
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (after.saturating_sub(before)) as f64 / hz / start.elapsed().as_secs_f64()
 }
 
 impl Default for ReadyFile {

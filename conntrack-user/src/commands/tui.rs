@@ -329,7 +329,11 @@ fn spawn_resizes(tx: mpsc::Sender<AppEvent>) -> anyhow::Result<()> {
     tokio::spawn(async move {
         while winch.recv().await.is_some() {
             let (w, h) = terminal::size().unwrap_or((0, 0));
-            if tx.send(AppEvent::Input(TermEvent::Resize(w, h))).await.is_err() {
+            if tx
+                .send(AppEvent::Input(TermEvent::Resize(w, h)))
+                .await
+                .is_err()
+            {
                 break;
             }
         }
@@ -468,7 +472,10 @@ fn read_terminal(tty: &Tty, stop: &AtomicBool, tx: &mpsc::Sender<AppEvent>) {
             Ok(Read::Keys(keys)) => {
                 empty = 0;
                 for key in keys {
-                    if tx.blocking_send(AppEvent::Input(TermEvent::Key(key))).is_err() {
+                    if tx
+                        .blocking_send(AppEvent::Input(TermEvent::Key(key)))
+                        .is_err()
+                    {
                         return;
                     }
                 }

@@ -77,7 +77,10 @@ fn utf8(b: &[u8]) -> (Option<KeyEvent>, usize) {
     let Some(bytes) = b.get(..len) else {
         return (None, b.len());
     };
-    match std::str::from_utf8(bytes).ok().and_then(|s| s.chars().next()) {
+    match std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.chars().next())
+    {
         Some(c) => {
             let shift = if c.is_uppercase() {
                 KeyModifiers::SHIFT
@@ -136,10 +139,7 @@ fn csi(b: &[u8]) -> Option<(Option<KeyEvent>, usize)> {
     } else {
         KeyModifiers::NONE
     };
-    Some((
-        code.map(|c| KeyEvent::new(c, modifiers | shift)),
-        end + 1,
-    ))
+    Some((code.map(|c| KeyEvent::new(c, modifiers | shift)), end + 1))
 }
 
 /// xterm's modifier parameter: 1 + a bit mask.
@@ -182,7 +182,10 @@ mod tests {
         let ctrl_c = decode(b"\x03");
         assert_eq!(ctrl_c[0].code, KeyCode::Char('c'));
         assert!(ctrl_c[0].modifiers.contains(KeyModifiers::CONTROL));
-        assert_eq!(codes("é→".as_bytes()), [KeyCode::Char('é'), KeyCode::Char('→')]);
+        assert_eq!(
+            codes("é→".as_bytes()),
+            [KeyCode::Char('é'), KeyCode::Char('→')]
+        );
         assert_eq!(decode(b"G")[0].modifiers, KeyModifiers::SHIFT);
     }
 
