@@ -88,6 +88,13 @@ impl Tmux {
             .expect("tmux server pid")
     }
 
+    /// The pane's terminal device (/dev/pts/N).
+    pub fn pane_tty(&self) -> String {
+        self.run(&["display", "-p", "-t", "t", "#{pane_tty}"])
+            .trim()
+            .to_owned()
+    }
+
     pub fn alternate_on(&self) -> bool {
         self.run(&["display", "-p", "-t", "t", "#{alternate_on}"])
             .trim()

@@ -251,27 +251,35 @@ fn top_exits_on_a_dead_terminal_without_sighup() {
     }
 }
 
-/// SIGTERM ends top within a second or two whatever the terminal does:
-/// here nobody reads it (the tmux server is stopped) and nothing can be
-/// read from it.
+/// SIGTERM and SIGINT end top within a second or two whatever the terminal
+/// does: here nobody reads it (the tmux server is stopped) and resizes
+/// make top redraw whole frames into it until its writes block, which
+/// holds the screen's loop (and a runtime worker) in `write`.
 #[test]
-fn sigterm_ends_top_while_its_terminal_is_not_read() {
+fn signals_end_top_while_its_terminal_is_not_read() {
     require_root();
-    if skip_without("tmux") {
+    if skip_without("tmux") || skip_without("stty") {
         return;
     }
     let _lock = shared_lock();
     for signal in [libc::SIGTERM, libc::SIGINT] {
         let top = Top::start("", "--interval 0.5");
         let server = top.tmux.server_pid() as libc::pid_t;
+        let tty = top.tmux.pane_tty();
         // SAFETY: kill on the tmux server this test started.
         assert_eq!(unsafe { libc::kill(server, libc::SIGSTOP) }, 0);
-        // Let frames pile up in the terminal nobody reads.
-        sleep_ms(1500);
+        // Each new size is a SIGWINCH, a cleared screen and a whole frame
+        // written to a terminal whose buffer nobody empties.
+        for cols in [101, 100, 101, 100, 101, 100] {
+            let _ = Command::new("stty")
+                .args(["-F", &tty, "cols", &cols.to_string(), "rows", "30"])
+                .status();
+            sleep_ms(300);
+        }
         // SAFETY: kill on the pid ctscope wrote into its ready file.
         assert_eq!(unsafe { libc::kill(top.pid as libc::pid_t, signal) }, 0);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            top.assert_gone(&format!("signal {signal} with a stopped terminal"));
+            top.assert_gone(&format!("signal {signal} with a terminal nobody reads"));
         }));
         // SAFETY: as above; the server must run again to be killed.
         unsafe { libc::kill(server, libc::SIGCONT) };

@@ -8,6 +8,7 @@
 
 use std::{
     io::{self, IsTerminal as _, Stdout, Write as _},
+    mem::ManuallyDrop,
     os::fd::{AsRawFd as _, RawFd},
     path::Path,
     sync::{
@@ -94,15 +95,20 @@ pub async fn on_screen(
     started: Instant,
 ) -> anyhow::Result<Ended> {
     let _guard = TerminalGuard::enter().context("setting up the terminal")?;
-    let mut terminal =
-        Terminal::new(CrosstermBackend::new(io::stdout())).context("setting up the terminal")?;
+    // Never dropped: ratatui's Terminal shows the cursor again on drop and
+    // `eprintln!`s when that fails, which panics when stderr is the
+    // terminal that just went away, and the panic would skip closing a
+    // recording. The guard shows the cursor instead (ignoring errors).
+    let mut terminal = ManuallyDrop::new(
+        Terminal::new(CrosstermBackend::new(io::stdout())).context("setting up the terminal")?,
+    );
     spawn_ticker(tx.clone());
     // Dropped before the guard: keys stop being read before the terminal
     // leaves raw mode, so nothing typed after exit is swallowed.
     spawn_resizes(tx.clone())?;
     let _input = InputReader::spawn(tx)?;
     super::write_ready_file(ready_file)?;
-    let ended = event_loop(&mut terminal, model, ui, rx, driver, started).await;
+    let ended = event_loop(&mut *terminal, model, ui, rx, driver, started).await;
     LOOP_ENDED.store(true, Ordering::SeqCst);
     ended
 }
