@@ -374,15 +374,15 @@ fn wait_for_input(fd: RawFd, timeout: Duration) -> io::Result<Input> {
             Err(e)
         };
     }
-    Ok(
-        if pfd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
-            Input::HungUp
-        } else if pfd.revents & libc::POLLIN != 0 {
-            Input::Ready
-        } else {
-            Input::Idle
-        },
-    )
+    // Readable first: what was typed before a hang-up is read, and the read
+    // after it returns end-of-file (or fails), which ends the reading too.
+    Ok(if pfd.revents & libc::POLLIN != 0 {
+        Input::Ready
+    } else if pfd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        Input::HungUp
+    } else {
+        Input::Idle
+    })
 }
 
 /// The terminal keys come from: standard input when it is one (as for
@@ -454,7 +454,7 @@ impl InputReader {
         let flag = stop.clone();
         let handle = thread::Builder::new()
             .name("ctscope-keys".into())
-            .spawn(move || read_terminal(&tty, &flag, &tx))
+            .spawn(move || read_terminal(tty.fd(), &flag, &tx))
             .context("starting the terminal reader")?;
         Ok(Self {
             stop,
@@ -463,8 +463,7 @@ impl InputReader {
     }
 }
 
-fn read_terminal(tty: &Tty, stop: &AtomicBool, tx: &mpsc::Sender<AppEvent>) {
-    let fd = tty.fd();
+fn read_terminal(fd: RawFd, stop: &AtomicBool, tx: &mpsc::Sender<AppEvent>) {
     let mut buf = [0u8; 1024];
     let mut empty = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -553,4 +552,64 @@ fn restore_terminal() {
 /// NO_COLOR (no-color.org): present and not empty means no colour at all.
 pub fn color_allowed() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the reader sends for a descriptor, until it stops by itself.
+    fn read_all(fd: RawFd) -> Vec<AppEvent> {
+        let (tx, mut rx) = channel();
+        let stop = AtomicBool::new(false);
+        read_terminal(fd, &stop, &tx);
+        drop(tx);
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    fn pipe() -> (RawFd, RawFd) {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        (fds[0], fds[1])
+    }
+
+    #[test]
+    fn the_reader_sends_keys_then_stops_at_end_of_file() {
+        let (r, w) = pipe();
+        // SAFETY: `w` is ours; writing 4 bytes from a valid buffer.
+        unsafe {
+            assert_eq!(libc::write(w, b"q\x1b[A".as_ptr().cast(), 4), 4);
+            libc::close(w);
+        }
+        let events = read_all(r);
+        // SAFETY: `r` is ours.
+        unsafe { libc::close(r) };
+        assert!(
+            matches!(
+                events.as_slice(),
+                [
+                    AppEvent::Input(TermEvent::Key(q)),
+                    AppEvent::Input(TermEvent::Key(up)),
+                    AppEvent::Signal("terminal hung up"),
+                ] if q.code == term::KeyCode::Char('q') && up.code == term::KeyCode::Up
+            ),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn the_reader_stops_at_a_descriptor_that_is_gone() {
+        // Never a valid descriptor (far above any open-file limit), as a
+        // terminal's descriptor closed under the reader would be: EBADF
+        // or POLLNVAL, never a retry.
+        let events = read_all(i32::MAX - 1);
+        assert!(
+            matches!(
+                events.as_slice(),
+                [AppEvent::Signal(_)] | [AppEvent::InputError(_)]
+            ),
+            "{events:?}"
+        );
+    }
 }
