@@ -77,6 +77,7 @@ impl Tmux {
     pub fn kill_server(&self) {
         let _ = Command::new("tmux")
             .args(["-L", &self.socket, "kill-server"])
+            .stderr(std::process::Stdio::null())
             .status();
     }
 
@@ -127,6 +128,7 @@ impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
             .args(["-L", &self.socket, "kill-server"])
+            .stderr(std::process::Stdio::null())
             .status();
         // kill-server leaves the socket file behind.
         // SAFETY: getuid has no preconditions.
