@@ -13,7 +13,7 @@ use std::{
     path::Path,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicI32, Ordering},
+        atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering},
     },
     thread,
     time::{Duration, Instant},
@@ -94,6 +94,7 @@ pub async fn on_screen(
     ready_file: Option<&Path>,
     started: Instant,
 ) -> anyhow::Result<Ended> {
+    LOOP_STATE.store(RUNNING, Ordering::SeqCst);
     let _guard = TerminalGuard::enter().context("setting up the terminal")?;
     // Never dropped: ratatui's Terminal shows the cursor again on drop and
     // `eprintln!`s when that fails, which panics when stderr is the
@@ -109,7 +110,7 @@ pub async fn on_screen(
     let _input = InputReader::spawn(tx)?;
     super::write_ready_file(ready_file)?;
     let ended = event_loop(&mut *terminal, model, ui, rx, driver, started).await;
-    LOOP_ENDED.store(true, Ordering::SeqCst);
+    LOOP_STATE.store(ENDED, Ordering::SeqCst);
     ended
 }
 
@@ -229,13 +230,60 @@ fn spawn_ticker(tx: mpsc::Sender<AppEvent>) {
 /// signal thread; the loop checks it on every event, so a channel full of
 /// kernel messages cannot keep a stop waiting behind them.
 static SIGNALLED: AtomicI32 = AtomicI32::new(0);
-/// Set once the screen's loop has returned (the watchdog's first check).
-static LOOP_ENDED: AtomicBool = AtomicBool::new(false);
+/// Where the screen is, for the watchdog: not on screen yet (attaching,
+/// changing what a demo changes), on screen, or past its loop (cleaning
+/// up).
+static LOOP_STATE: AtomicU8 = AtomicU8::new(STARTING);
+const STARTING: u8 = 0;
+const RUNNING: u8 = 1;
+const ENDED: u8 = 2;
 
-/// After a signal, how long the loop has to end...
+/// After a signal, how long the screen's loop has to end (counted from
+/// when it started, for a signal sent during start-up)...
 const LOOP_GRACE: Duration = Duration::from_secs(1);
-/// ...and the command to finish (detach, close a recording).
-const EXIT_GRACE: Duration = Duration::from_secs(3);
+/// ...how long start-up may go on before the loop (which ends at once on
+/// a signal that came meanwhile)...
+const STARTUP_GRACE: Duration = Duration::from_secs(10);
+/// ...and how long the command has after its loop (detach the probes,
+/// close a recording, undo a demo's changes).
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+/// The watchdog's clock, from the first signal on.
+struct Watchdog {
+    signal_at: Instant,
+    running_at: Option<Instant>,
+    ended_at: Option<Instant>,
+}
+
+impl Watchdog {
+    fn new(signal_at: Instant) -> Self {
+        Self {
+            signal_at,
+            running_at: None,
+            ended_at: None,
+        }
+    }
+
+    /// Given where the screen is now, why to give up on a clean end, if
+    /// it is time to.
+    fn overdue(&mut self, state: u8, now: Instant) -> Option<&'static str> {
+        if state >= RUNNING {
+            self.running_at.get_or_insert(now);
+        }
+        if state >= ENDED {
+            self.ended_at.get_or_insert(now);
+        }
+        let since = |t: Instant| now.saturating_duration_since(t);
+        match (self.running_at, self.ended_at) {
+            (_, Some(ended)) => (since(ended) >= EXIT_GRACE)
+                .then_some("the command did not finish within 5 s of its screen"),
+            (Some(running), None) => (since(running.max(self.signal_at)) >= LOOP_GRACE)
+                .then_some("the screen did not stop within 1 s"),
+            (None, None) => (since(self.signal_at) >= STARTUP_GRACE)
+                .then_some("start-up did not stop within 10 s"),
+        }
+    }
+}
 
 /// SIGINT (kill -INT; Ctrl-C arrives as a key in raw mode), SIGTERM and
 /// SIGHUP (the terminal went away) end the loop, so the terminal is
@@ -247,8 +295,9 @@ const EXIT_GRACE: Duration = Duration::from_secs(3);
 /// runtime: with both of its workers blocked (a write to a terminal that
 /// is not read) a signal task would never run, and ctscope, having
 /// replaced the default action, would ignore SIGTERM. The same thread is
-/// the watchdog: if the loop has not ended within a second of a signal, or
-/// the command within a few more, or a second signal comes, it restores
+/// the watchdog: if the loop has not ended within a second of a signal (or
+/// of its start, for a signal during start-up), or the command within a
+/// few seconds more, or a second signal comes, it restores
 /// what it can of the terminal and exits (the probes detach as the
 /// process's file descriptors close).
 pub fn spawn_signals(tx: &mpsc::Sender<AppEvent>) -> anyhow::Result<()> {
@@ -259,26 +308,24 @@ pub fn spawn_signals(tx: &mpsc::Sender<AppEvent>) -> anyhow::Result<()> {
     thread::Builder::new()
         .name("ctscope-signals".into())
         .spawn(move || {
-            let mut first: Option<(i32, Instant)> = None;
+            let mut first: Option<(i32, Watchdog)> = None;
             loop {
-                let Some((signo, at)) = first else {
+                let Some((signo, watchdog)) = &mut first else {
                     // Nothing pending: wait for the first signal.
                     if let Some(signo) = signals.forever().next() {
                         SIGNALLED.store(signo, Ordering::SeqCst);
                         let _ = tx.try_send(AppEvent::Signal(signal_name(signo)));
-                        first = Some((signo, Instant::now()));
+                        first = Some((signo, Watchdog::new(Instant::now())));
                     }
                     continue;
                 };
                 if signals.pending().next().is_some() {
-                    force_exit(signo, "a second signal");
+                    force_exit(*signo, "a second signal");
                 }
-                let waited = at.elapsed();
-                if waited >= LOOP_GRACE && !LOOP_ENDED.load(Ordering::SeqCst) {
-                    force_exit(signo, "the screen did not stop within 1 s");
-                }
-                if waited >= EXIT_GRACE {
-                    force_exit(signo, "the command did not finish within 3 s");
+                if let Some(why) =
+                    watchdog.overdue(LOOP_STATE.load(Ordering::SeqCst), Instant::now())
+                {
+                    force_exit(*signo, why);
                 }
                 thread::sleep(Duration::from_millis(20));
             }
@@ -596,6 +643,33 @@ mod tests {
             ),
             "{events:?}"
         );
+    }
+
+    #[test]
+    fn the_watchdog_gives_the_loop_a_second_and_the_cleanup_five() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        // On screen when the signal comes.
+        let mut w = Watchdog::new(t0);
+        assert_eq!(w.overdue(RUNNING, at(0)), None);
+        assert_eq!(w.overdue(RUNNING, at(999)), None);
+        assert!(w.overdue(RUNNING, at(1000)).is_some());
+        // The loop ended in time: the cleanup has 5 s from then.
+        let mut w = Watchdog::new(t0);
+        assert_eq!(w.overdue(RUNNING, at(0)), None);
+        assert_eq!(w.overdue(ENDED, at(400)), None);
+        assert_eq!(w.overdue(ENDED, at(5399)), None);
+        assert!(w.overdue(ENDED, at(5400)).is_some());
+        // During start-up: the loop, once it runs, has its second.
+        let mut w = Watchdog::new(t0);
+        assert_eq!(w.overdue(STARTING, at(3000)), None);
+        assert_eq!(w.overdue(RUNNING, at(3100)), None);
+        assert_eq!(w.overdue(RUNNING, at(4099)), None);
+        assert!(w.overdue(RUNNING, at(4100)).is_some());
+        // A start-up that never gets there.
+        let mut w = Watchdog::new(t0);
+        assert_eq!(w.overdue(STARTING, at(9999)), None);
+        assert!(w.overdue(STARTING, at(10_000)).is_some());
     }
 
     #[test]
