@@ -270,6 +270,42 @@ pub fn cpu_share(pid: u32, span: Duration) -> f64 {
     (after.saturating_sub(before)) as f64 / hz / start.elapsed().as_secs_f64()
 }
 
+/// A thread of `pid` that spins: running or runnable (state R) in at least
+/// 70 % of 50 looks over `span`. Unlike CPU time, this does not depend on
+/// how busy the machine is (a spinning thread on a crowded machine gets
+/// only part of a CPU, but it is always runnable), and a thread doing its
+/// work in bursts (a walk, a frame) is seldom caught running. Its name and
+/// share of looks, or `None`.
+pub fn spinning_thread(pid: u32, span: Duration) -> Option<(String, f64)> {
+    const LOOKS: u32 = 50;
+    let mut running: std::collections::HashMap<String, u32> = Default::default();
+    for _ in 0..LOOKS {
+        let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+        for task in tasks.flatten() {
+            let Ok(stat) = fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            if stat[close + 1..].split_whitespace().next() == Some("R") {
+                let name = format!(
+                    "{} {}",
+                    task.file_name().to_string_lossy(),
+                    &stat[open + 1..close]
+                );
+                *running.entry(name).or_default() += 1;
+            }
+        }
+        thread::sleep(span / LOOKS);
+    }
+    running
+        .into_iter()
+        .map(|(name, n)| (name, f64::from(n) / f64::from(LOOKS)))
+        .filter(|(_, share)| *share >= 0.7)
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
 impl Default for ReadyFile {
     fn default() -> Self {
         Self::new()
