@@ -72,6 +72,30 @@ impl Tmux {
         self.run(&["capture-pane", "-p", "-t", "t"])
     }
 
+    /// Kills the tmux server (every pane's terminal hangs up); a server
+    /// already gone is not an error.
+    pub fn kill_server(&self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+
+    /// The tmux server's pid (to stop it: a terminal nobody reads).
+    pub fn server_pid(&self) -> u32 {
+        self.run(&["display", "-p", "-t", "t", "#{pid}"])
+            .trim()
+            .parse()
+            .expect("tmux server pid")
+    }
+
+    /// The pane's terminal device (/dev/pts/N).
+    pub fn pane_tty(&self) -> String {
+        self.run(&["display", "-p", "-t", "t", "#{pane_tty}"])
+            .trim()
+            .to_owned()
+    }
+
     pub fn alternate_on(&self) -> bool {
         self.run(&["display", "-p", "-t", "t", "#{alternate_on}"])
             .trim()
@@ -104,6 +128,7 @@ impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
             .args(["-L", &self.socket, "kill-server"])
+            .stderr(std::process::Stdio::null())
             .status();
         // kill-server leaves the socket file behind.
         // SAFETY: getuid has no preconditions.
@@ -115,10 +140,15 @@ impl Drop for Tmux {
 /// Starts `ctscope ARGS --ready-file READY` from the shell in the pane
 /// and waits for its ready file; returns the pid.
 pub fn start_in_pane(tmux: &Tmux, args: &str, ready: &ReadyFile) -> u32 {
+    start_in_pane_under(tmux, "", args, ready)
+}
+
+/// [`start_in_pane`] with a command in front (`setsid -w`, ...).
+pub fn start_in_pane_under(tmux: &Tmux, prefix: &str, args: &str, ready: &ReadyFile) -> u32 {
     let ready = &ready.0;
     let _ = fs::remove_file(ready);
     tmux.type_text(&format!(
-        "{} {args} --ready-file {}; echo ctscope-exit=$?",
+        "{prefix} {} {args} --ready-file {}; echo ctscope-exit=$?",
         ctscope_bin().display(),
         ready.display()
     ));
@@ -210,6 +240,70 @@ pub fn assert_terminal_restored(tmux: &Tmux, pid: u32, ids: &[u32]) {
         "programs {:?} still loaded after exit",
         still_loaded(ids)
     );
+}
+
+/// CPU time (user + system) a process has used, in clock ticks; `None`
+/// once it is gone.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is the
+    // 3rd field, utime the 14th and stime the 15th.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// The share of one CPU `pid` uses over `span` (0.0 when it exits first).
+pub fn cpu_share(pid: u32, span: Duration) -> f64 {
+    let Some(before) = cpu_ticks(pid) else {
+        return 0.0;
+    };
+    let start = Instant::now();
+    thread::sleep(span);
+    let Some(after) = cpu_ticks(pid) else {
+        return 0.0;
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (after.saturating_sub(before)) as f64 / hz / start.elapsed().as_secs_f64()
+}
+
+/// A thread of `pid` that spins: running or runnable (state R) in at least
+/// 70 % of 50 looks over `span`. Unlike CPU time, this does not depend on
+/// how busy the machine is (a spinning thread on a crowded machine gets
+/// only part of a CPU, but it is always runnable), and a thread doing its
+/// work in bursts (a walk, a frame) is seldom caught running. Its name and
+/// share of looks, or `None`.
+pub fn spinning_thread(pid: u32, span: Duration) -> Option<(String, f64)> {
+    const LOOKS: u32 = 50;
+    let mut running: std::collections::HashMap<String, u32> = Default::default();
+    for _ in 0..LOOKS {
+        let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+        for task in tasks.flatten() {
+            let Ok(stat) = fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            if stat[close + 1..].split_whitespace().next() == Some("R") {
+                let name = format!(
+                    "{} {}",
+                    task.file_name().to_string_lossy(),
+                    &stat[open + 1..close]
+                );
+                *running.entry(name).or_default() += 1;
+            }
+        }
+        thread::sleep(span / LOOKS);
+    }
+    running
+        .into_iter()
+        .map(|(name, n)| (name, f64::from(n) / f64::from(LOOKS)))
+        .filter(|(_, share)| *share >= 0.7)
+        .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
 impl Default for ReadyFile {

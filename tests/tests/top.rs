@@ -316,3 +316,84 @@ fn r_records_a_trace_of_the_traffic_while_top_runs() {
     assert_eq!(info["end_reason"], "stopped", "{info}");
     assert_eq!(info["truncated"], false, "{info}");
 }
+
+/// Issue 18, item 5: after `r` started a recording and the terminal was
+/// resized, the next key was lost (crossterm's reader reported the resize
+/// and left the key read with it unreported until another key came, and
+/// spun meanwhile). Each round: `r`, a resize, then `?` must open the help
+/// at once; another resize, then `/` must open the filter prompt; and `r`
+/// must save the recording with its END.
+#[test]
+fn the_key_after_r_and_a_resize_takes_effect() {
+    require_root();
+    if skip_without("tmux") {
+        return;
+    }
+    let _lock = shared_lock();
+    let dir = TempDir::new("top-record-resize");
+    let tmux = Tmux::start(120, 40);
+    let ready = ReadyFile::new();
+    let pid = start_in_pane(
+        &tmux,
+        &format!("top --interval 0.5 --record-dir {}", dir.path()),
+        &ready,
+    );
+    let ids = program_ids_of(pid);
+    tmux.wait_for("the first frame", Duration::from_secs(10), |s| {
+        s.contains("1 Table fill")
+    });
+    let sizes = [("100", "30"), ("120", "40"), ("90", "28")];
+    for (round, (x, y)) in sizes.into_iter().enumerate() {
+        tmux.key("r");
+        tmux.wait_for("the recording to start", Duration::from_secs(10), |s| {
+            footer(s).contains("● REC ctscope-") && !footer(s).contains("starting")
+        });
+        tmux.run(&["resize-window", "-t", "t", "-x", x, "-y", y]);
+        tmux.key("?");
+        // A lost key would only show after the next one: nothing else is
+        // sent until the help is up.
+        tmux.wait_for(
+            &format!("round {round}: the help after the resize"),
+            Duration::from_secs(3),
+            |s| s.contains("Help · any key closes"),
+        );
+        let spin = spinning_thread(pid, Duration::from_secs(1));
+        assert!(
+            spin.is_none(),
+            "round {round}: top spins after a resize: {spin:?}"
+        );
+        tmux.key("Escape");
+        tmux.wait_for("help to close", Duration::from_secs(3), |s| {
+            !s.contains("Help · any key closes")
+        });
+        tmux.run(&["resize-pane", "-t", "t", "-x", "110", "-y", "35"]);
+        // The filter prompt, in the footer (the header, where PAUSED shows,
+        // is cut at some of these widths).
+        tmux.key("/");
+        tmux.wait_for(
+            &format!("round {round}: the filter prompt after the resize"),
+            Duration::from_secs(3),
+            |s| footer(s).contains(" filter: "),
+        );
+        tmux.key("Escape");
+        tmux.wait_for("the prompt to close", Duration::from_secs(3), |s| {
+            !footer(s).contains(" filter: ")
+        });
+        tmux.key("r");
+        tmux.wait_for(
+            &format!("round {round}: the recording to be saved"),
+            Duration::from_secs(10),
+            |s| footer(s).contains(" saved ") && footer(s).contains(".ctrace: "),
+        );
+        assert_eq!(dir.traces().len(), round + 1, "{:?}", dir.traces());
+    }
+    tmux.key("q");
+    assert_terminal_restored(&tmux, pid, &ids);
+    for trace in dir.traces() {
+        let file = trace.to_str().expect("utf-8");
+        let info: serde_json::Value =
+            serde_json::from_str(&ctscope_out(&["info", file, "--json"])).expect("info json");
+        assert_eq!(info["end_reason"], "stopped", "{file}: {info}");
+        assert_eq!(info["truncated"], false, "{file}: {info}");
+    }
+}

@@ -2,7 +2,7 @@
 //! recording a trace (`live_record`). `ctscope demo` runs it beside a load.
 
 use std::{
-    io::{self, IsTerminal as _},
+    io::{self, IsTerminal as _, Write as _},
     path::PathBuf,
     time::Instant,
 };
@@ -147,20 +147,26 @@ pub async fn run_live(
     let stopped = live.stop().await;
     if let Some(closing) = closing {
         match closing.wait().await {
-            Ok(saved) => eprintln!(
-                "ctscope: recorded {} to {}",
+            Ok(saved) => say(&format!(
+                "recorded {} to {}",
                 saved.describe(),
                 saved.path.display()
-            ),
-            Err(e) => eprintln!("ctscope: the recording could not be finished: {e:#}"),
+            )),
+            Err(e) => say(&format!("the recording could not be finished: {e:#}")),
         }
     }
     let ended = ended?;
     stopped?;
     if let Some(message) = ended.message() {
-        eprintln!("ctscope: {message}");
+        say(&message);
     }
     Ok(())
+}
+
+/// A line on stderr after the screen. Not `eprintln!`: stderr is often the
+/// terminal that just went away, and a failed write must not panic.
+fn say(message: &str) {
+    let _ = writeln!(io::stderr().lock(), "ctscope: {message}");
 }
 
 fn record_dir(args: &TopArgs) -> anyhow::Result<PathBuf> {

@@ -6,31 +6,35 @@
 //! each event, recomputes what the screen derives, and draws. What only
 //! the source can do (record, seek) goes through the command's [`Driver`].
 
+mod input;
+mod signals;
+
 use std::{
     io::{self, Stdout},
+    mem::ManuallyDrop,
     path::Path,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread,
+    sync::atomic::Ordering,
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
 use crossterm::{
     cursor,
-    event::{self as term, Event as TermEvent},
+    event::Event as TermEvent,
     execute,
     terminal::{self, EnterAlternateScreen, LeaveAlternateScreen},
 };
 use ratatui::{Terminal, backend::Backend, prelude::CrosstermBackend};
 use tokio::{
-    signal::unix::{SignalKind, signal},
     sync::mpsc,
     time::{MissedTickBehavior, interval},
 };
 
+pub use self::signals::spawn_signals;
+use self::{
+    input::{InputReader, spawn_resizes},
+    signals::{ENDED, LOOP_STATE, RUNNING, signalled},
+};
 use crate::{
     event::Message,
     model::Model,
@@ -39,8 +43,6 @@ use crate::{
 
 /// Screen refreshes between samples (uptime, status messages, drops).
 const TICK: Duration = Duration::from_millis(250);
-/// How long the terminal reader waits before checking whether to stop.
-const INPUT_POLL: Duration = Duration::from_millis(100);
 /// Events queued for the loop.
 const CHANNEL: usize = 256;
 
@@ -92,15 +94,39 @@ pub async fn on_screen(
     ready_file: Option<&Path>,
     started: Instant,
 ) -> anyhow::Result<Ended> {
+    let _on_screen = OnScreen::enter();
     let _guard = TerminalGuard::enter().context("setting up the terminal")?;
-    let mut terminal =
-        Terminal::new(CrosstermBackend::new(io::stdout())).context("setting up the terminal")?;
+    // Never dropped: ratatui's Terminal shows the cursor again on drop and
+    // `eprintln!`s when that fails, which panics when stderr is the
+    // terminal that just went away, and the panic would skip closing a
+    // recording. The guard shows the cursor instead (ignoring errors).
+    let mut terminal = ManuallyDrop::new(
+        Terminal::new(CrosstermBackend::new(io::stdout())).context("setting up the terminal")?,
+    );
     spawn_ticker(tx.clone());
     // Dropped before the guard: keys stop being read before the terminal
     // leaves raw mode, so nothing typed after exit is swallowed.
-    let _input = InputReader::spawn(tx);
+    spawn_resizes(tx.clone())?;
+    let _input = InputReader::spawn(tx)?;
     super::write_ready_file(ready_file)?;
-    event_loop(&mut terminal, model, ui, rx, driver, started).await
+    event_loop(&mut *terminal, model, ui, rx, driver, started).await
+}
+
+/// Tells the watchdog the screen is up, and (on drop, on every way out,
+/// after the terminal is given back) that it is done.
+struct OnScreen;
+
+impl OnScreen {
+    fn enter() -> Self {
+        LOOP_STATE.store(RUNNING, Ordering::SeqCst);
+        Self
+    }
+}
+
+impl Drop for OnScreen {
+    fn drop(&mut self) {
+        LOOP_STATE.store(ENDED, Ordering::SeqCst);
+    }
 }
 
 /// Runs until the user quits or a stop arrives; `started` is when
@@ -118,6 +144,9 @@ pub async fn event_loop<B: Backend>(
     driver.tick(&mut ui);
     draw(terminal, &model, &mut ui)?;
     while let Some(ev) = rx.recv().await {
+        if let Some(name) = signalled() {
+            return Ok(Ended::Signal(name));
+        }
         let redraw = match ev {
             AppEvent::Kernel(msg) => {
                 // Events are drawn on the next tick: a flood of drops must
@@ -210,111 +239,6 @@ fn spawn_ticker(tx: mpsc::Sender<AppEvent>) {
             }
         }
     });
-}
-
-/// SIGINT (kill -INT; Ctrl-C arrives as a key in raw mode), SIGTERM and
-/// SIGHUP (the terminal went away) end the loop, so the terminal is
-/// restored and what the command changed is undone. Call it before
-/// changing anything: a signal that arrives before the loop runs waits in
-/// the channel.
-pub fn spawn_signals(tx: &mpsc::Sender<AppEvent>) -> anyhow::Result<()> {
-    for (kind, name) in [
-        (SignalKind::interrupt(), "SIGINT"),
-        (SignalKind::terminate(), "SIGTERM"),
-        (SignalKind::hangup(), "SIGHUP"),
-    ] {
-        let mut sig = signal(kind).with_context(|| format!("handling {name}"))?;
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            if sig.recv().await.is_some() {
-                let _ = tx.send(AppEvent::Signal(name)).await;
-            }
-        });
-    }
-    Ok(())
-}
-
-/// What the terminal has for us.
-enum Input {
-    Ready,
-    Idle,
-    HungUp,
-}
-
-/// Waits up to `timeout` for the terminal (standard input) to have
-/// something to read, or to hang up.
-fn wait_for_input(timeout: Duration) -> Input {
-    let mut fd = libc::pollfd {
-        fd: libc::STDIN_FILENO,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: one valid pollfd for the duration of the call.
-    let n = unsafe { libc::poll(&mut fd, 1, ms) };
-    if n < 0 {
-        // EINTR and friends: try again on the next round.
-        return Input::Idle;
-    }
-    if fd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
-        Input::HungUp
-    } else if fd.revents & libc::POLLIN != 0 {
-        Input::Ready
-    } else {
-        Input::Idle
-    }
-}
-
-/// Reads terminal events on a thread of its own (crossterm's reader
-/// blocks) and sends them on; stops when dropped.
-struct InputReader {
-    stop: Arc<AtomicBool>,
-    handle: Option<thread::JoinHandle<()>>,
-}
-
-impl InputReader {
-    fn spawn(tx: mpsc::Sender<AppEvent>) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                // crossterm's poll spins forever on a terminal that hung up
-                // (every read returns end-of-file), so wait on the terminal
-                // here and leave when it is gone.
-                match wait_for_input(INPUT_POLL) {
-                    Input::Ready => {}
-                    Input::Idle => continue,
-                    Input::HungUp => {
-                        let _ = tx.blocking_send(AppEvent::Signal("terminal hung up"));
-                        break;
-                    }
-                }
-                let ev = match term::poll(Duration::ZERO) {
-                    Ok(false) => continue,
-                    Ok(true) => term::read().map(AppEvent::Input),
-                    Err(e) => Err(e),
-                };
-                let ev = ev.unwrap_or_else(|e| AppEvent::InputError(e.to_string()));
-                let fatal = matches!(ev, AppEvent::InputError(_));
-                if tx.blocking_send(ev).is_err() || fatal {
-                    break;
-                }
-            }
-        });
-        Self {
-            stop,
-            handle: Some(handle),
-        }
-    }
-}
-
-impl Drop for InputReader {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(handle) = self.handle.take() {
-            let _ = handle.join();
-        }
-    }
 }
 
 /// Raw mode and the alternate screen, undone on drop and by a panic hook

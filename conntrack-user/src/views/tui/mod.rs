@@ -5,6 +5,7 @@ pub mod bars;
 pub mod derive;
 pub mod feed;
 pub mod filter;
+pub mod keys;
 pub mod panels;
 pub mod render;
 pub mod state;
