@@ -1,4 +1,4 @@
-//! Section 6, namespaces at fleet scale (issue 13): memory and CPU of
+//! Section 7, namespaces at fleet scale (issue 13): memory and CPU of
 //! `serve` (what the DaemonSet runs) and `stats` with many live namespaces,
 //! then under a steady churn of namespaces as on a busy Kubernetes node.
 //! Each namespace has conntrack on and a few live entries, as a pod has.
@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result, bail};
 
 use super::{Bench, measure, report::Row};
 
-const SECTION: &str = "6. namespaces at fleet scale";
+const SECTION: &str = "7. namespaces at fleet scale";
 const LISTEN: &str = "127.0.0.1:19493";
 
 /// Named namespaces created with one `ip -batch`, deleted on drop.
