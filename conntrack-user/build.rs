@@ -23,7 +23,10 @@ const SKIP: &str = "CTSCOPE_SKIP_EBPF";
 
 fn main() -> anyhow::Result<()> {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?);
-    let ebpf_dir = manifest.join("../conntrack-ebpf");
+    let root = manifest
+        .parent()
+        .context("conntrack-user has no parent directory")?;
+    let ebpf_dir = root.join("conntrack-ebpf");
     for path in ["src", "Cargo.toml", "common/src", "common/Cargo.toml"] {
         println!("cargo:rerun-if-changed={}", ebpf_dir.join(path).display());
     }
@@ -64,6 +67,14 @@ fn build(ebpf_dir: &Path, out_dir: &Path, object: &Path, arch: &str) -> anyhow::
     // verifier logs; debuginfo is what bpf-linker turns into BTF.
     let mut flags = OsString::from("-Cdebuginfo=2");
     flags.push("\x1f-Clink-arg=--btf");
+    // The BTF line info names source files; without this the checkout's
+    // path would be part of the object, and so of its build id, and two
+    // checkouts of the same commit would report different ids.
+    if let Some(root) = ebpf_dir.parent() {
+        flags.push("\x1f--remap-path-prefix=");
+        flags.push(root);
+        flags.push("=.");
+    }
     cmd.env("CARGO_ENCODED_RUSTFLAGS", flags);
     // Read by aya-ebpf's build script (aya-build's emit_bpf_target_arch_cfg);
     // OUT_DIR is per target triple, so each arch keeps its own eBPF build.
