@@ -5,6 +5,7 @@
 //! does nothing extra when everything is already there.
 
 mod bench;
+mod dist;
 mod provision;
 mod vm;
 
@@ -50,6 +51,10 @@ enum Cmd {
         #[arg(long)]
         no_vm: bool,
     },
+    /// Static, stripped release binaries for x86_64 and aarch64 (musl)
+    /// under target/dist/, with SHA256SUMS; installs the Rust targets, zig
+    /// and cargo-zigbuild when missing.
+    Dist,
     /// Install the toolchain pieces and test tools only.
     Provision,
     /// Measure what ctscope costs and compare it with conntrack-tools; writes
@@ -102,6 +107,7 @@ fn run(cli: Cli) -> Result<()> {
             provision::toolchain()?;
             provision::test_tools()
         }
+        Cmd::Dist => dist::run(&root),
         Cmd::Build => {
             provision::toolchain()?;
             build_release()

@@ -4,7 +4,10 @@
 //! rust-src for `-Z build-std=core`, and bpf-linker 0.13 built against
 //! Debian's LLVM 22 (the LLVM of nightly rustc 1.97).
 
-use std::process::{Command, Stdio};
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -156,4 +159,90 @@ pub fn test_tools() -> Result<()> {
         .map(|(_, pkg)| *pkg)
         .collect();
     apt_install(&missing)
+}
+
+/// What `cargo xtask dist` cross-links with: cargo-zigbuild drives `zig cc`
+/// as the linker and C compiler (zstd-sys is C) for both musl targets, with
+/// zig's own musl headers and libc, so no per-arch cross gcc is needed.
+const CARGO_ZIGBUILD_VERSION: &str = "0.24.1";
+/// The zig toolchain, from PyPI's `ziglang` wheel.
+pub const ZIGLANG_VERSION: &str = "0.17.1";
+
+/// Where the pinned `ziglang` package is installed (`pip install --target`):
+/// private to the project, so it neither needs nor touches the machine's
+/// Python site-packages (which Debian's Python refuses to let pip change).
+/// Put it on `PYTHONPATH`; cargo-zigbuild runs `python3 -m ziglang`.
+pub fn ziglang_dir(root: &Path) -> PathBuf {
+    root.join("target/tools/ziglang").join(ZIGLANG_VERSION)
+}
+
+/// The rustup targets, zig and cargo-zigbuild for `cargo xtask dist`.
+pub fn dist_tools(root: &Path, targets: &[&str]) -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("listing rustup's installed targets")?;
+    let installed = String::from_utf8_lossy(&installed.stdout);
+    let missing: Vec<&str> = targets
+        .iter()
+        .copied()
+        .filter(|t| !installed.lines().any(|l| l.trim() == *t))
+        .collect();
+    if !missing.is_empty() {
+        run(
+            Command::new("rustup")
+                .args(["target", "add"])
+                .args(&missing),
+            &format!("adding the Rust targets {}", missing.join(" ")),
+        )?;
+    }
+
+    let zig = ziglang_dir(root);
+    let zig_ok = Command::new("python3")
+        .args(["-m", "ziglang", "version"])
+        .env("PYTHONPATH", &zig)
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == ZIGLANG_VERSION
+        });
+    if !zig_ok {
+        if !succeeds(Command::new("python3").args(["-m", "pip", "--version"])) {
+            apt_install(&["python3-pip"])?;
+        }
+        run(
+            Command::new("python3")
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
+                .args(["--upgrade", "--target"])
+                .arg(&zig)
+                .arg(format!("ziglang=={ZIGLANG_VERSION}")),
+            &format!("installing zig {ZIGLANG_VERSION} (PyPI ziglang) under target/tools"),
+        )?;
+    }
+
+    let zigbuild_ok = Command::new("cargo-zigbuild")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains(CARGO_ZIGBUILD_VERSION)
+        });
+    if !zigbuild_ok {
+        run(
+            Command::new("cargo").args([
+                "install",
+                "cargo-zigbuild",
+                "--locked",
+                "--version",
+                CARGO_ZIGBUILD_VERSION,
+            ]),
+            "installing cargo-zigbuild (about 2 minutes, once)",
+        )?;
+    }
+    Ok(())
 }

@@ -22,7 +22,8 @@ const RECV_BUF: usize = 64 * 1024;
 /// proxy that never sends NLMSG_DONE cannot keep us looping.
 const MAX_DATAGRAMS: usize = 8192;
 /// How long to wait for each reply datagram.
-const RECV_TIMEOUT_SECS: libc::time_t = 2;
+/// (Not `libc::time_t`: libc deprecates that alias for musl targets.)
+const RECV_TIMEOUT_SECS: u8 = 2;
 
 /// What went wrong talking ctnetlink.
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +112,7 @@ impl CtnetlinkSocket {
             return Err(CtnetlinkError::Socket(io::Error::last_os_error()));
         }
         let tv = libc::timeval {
-            tv_sec: RECV_TIMEOUT_SECS,
+            tv_sec: RECV_TIMEOUT_SECS.into(),
             tv_usec: 0,
         };
         // SAFETY: `tv` is a valid timeval and the length matches it.

@@ -185,13 +185,15 @@ fn loopback_up() -> io::Result<()> {
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
         *dst = *src as libc::c_char;
     }
+    // ioctl's request is c_ulong in glibc and c_int in musl (static builds);
+    // libc::Ioctl names whichever this build links, and both values fit.
     // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write req.ifr_ifru.ifru_flags.
     let result = unsafe {
-        if libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) < 0 {
+        if libc::ioctl(sock, libc::SIOCGIFFLAGS as libc::Ioctl, &mut req) < 0 {
             Err(io::Error::last_os_error())
         } else {
             req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-            if libc::ioctl(sock, libc::SIOCSIFFLAGS, &req) < 0 {
+            if libc::ioctl(sock, libc::SIOCSIFFLAGS as libc::Ioctl, &req) < 0 {
                 Err(io::Error::last_os_error())
             } else {
                 Ok(())
