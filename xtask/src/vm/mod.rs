@@ -95,7 +95,7 @@ pub struct VmOptions {
 /// Modules the tests need; `modprobe --show-depends` adds their dependencies.
 /// `crc32c_generic` first: libcrc32c asks the crypto API for "crc32c", which
 /// would otherwise need a usermode module request during boot.
-const MODULES: [&str; 8] = [
+const MODULES: [&str; 13] = [
     "crc32c_generic",
     "nf_defrag_ipv4",
     "nf_defrag_ipv6",
@@ -104,6 +104,13 @@ const MODULES: [&str; 8] = [
     "nf_conntrack_netlink",
     "nf_tables",
     "nft_ct",
+    // The NAT router of tests/tests/drops.rs (issue 17): a veth pair and a
+    // nat table with dnat and masquerade.
+    "veth",
+    "nf_nat",
+    "nft_chain_nat",
+    "nft_nat",
+    "nft_masq",
 ];
 
 /// Host programs copied into the guest with their libraries. The tests drive
@@ -111,7 +118,7 @@ const MODULES: [&str; 8] = [
 const TOOLS: [&str; 6] = ["ip", "nft", "conntrack", "bpftool", "kmod", "sysctl"];
 /// Tools the tests use that the guest does not have; tests that need them
 /// skip themselves when `CTSCOPE_VM_MISSING_TOOLS` names them.
-const MISSING_TOOLS: &str = "tmux,prometheus,promtool";
+const MISSING_TOOLS: &str = "tmux,prometheus,promtool,bash";
 
 /// One (kernel, backend) outcome.
 struct Outcome {
