@@ -16,9 +16,9 @@
 //! writes by others, and it is readable by all, so an unprivileged
 //! `ctscope doctor` can tell what is left and what to run.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
-use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -296,7 +296,7 @@ impl Drop for Guard {
     }
 }
 
-/// Writes the record through a new file renamed into place, in a directory
+/// Writes the record through a new file renamed into place (`fsutil`), in a directory
 /// that must be a real directory owned by root (or by us) and not writable
 /// by others.
 fn save(path: &Path, record: &Record) -> io::Result<()> {
@@ -315,18 +315,8 @@ fn save(path: &Path, record: &Record) -> io::Result<()> {
             dir.display()
         )));
     }
-    let tmp = dir.join(format!(".restore.{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let mut file: File = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)?;
     let text = serde_json::to_string(record).map_err(io::Error::other)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    fs::rename(&tmp, path)
+    crate::fsutil::write_replacing(path, text.as_bytes(), 0o644)
 }
 
 #[cfg(test)]
