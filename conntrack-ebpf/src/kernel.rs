@@ -5,10 +5,10 @@ use core::ffi::c_void;
 
 use aya_ebpf::helpers::{
     bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
-    bpf_probe_read_kernel_str_bytes, generated::bpf_loop,
+    bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes, generated::bpf_loop,
 };
 use conntrack_common::{
-    Config, Discovery, Event, MAX_SYSCTLS, SysctlSlot, Tuple,
+    CT_IMAGE, ChainNode, Config, Discovery, Event, MAX_SYSCTLS, SysctlSlot, Tuple,
     classify::{Attached, ChainVerdict, DropFacts, Entry, Fill, Freer, InsertEvidence},
     flag,
 };
@@ -59,6 +59,77 @@ pub(crate) fn ct_tuple(ct: u64, t: &mut Tuple) {
     t.dport = u16::from_be(read(base + conf!(tup_dst_port) as u64).unwrap_or(0));
     t.family = read::<u16>(base + conf!(tup_l3num) as u64).unwrap_or(0) as u8;
     t.proto = read(base + conf!(tup_protonum) as u64).unwrap_or(0);
+}
+
+/// A conntrack entry copied whole by one `bpf_probe_read_kernel`: reading
+/// its fields one helper call each (fourteen for a tuple, namespace, status,
+/// mark, zone and TCP state) was most of what `resolve_ct` cost.
+pub struct CtImage<'a> {
+    raw: &'a [u8; CT_IMAGE],
+    len: usize,
+}
+
+impl<'a> CtImage<'a> {
+    /// Copies the entry at `ct` into `raw`; `None` when the kernel's entry
+    /// is larger than `CT_IMAGE` or the copy fails (read it field by field).
+    /// The copy runs upwards, so the refcount (first member) is read before
+    /// `ct_net`, as `ct_published` requires.
+    #[inline(always)]
+    pub fn read(ct: u64, raw: &'a mut [u8; CT_IMAGE]) -> Option<Self> {
+        let len = conf!(ct_size) as usize;
+        if ct == 0 || len == 0 || len > CT_IMAGE {
+            return None;
+        }
+        let dst = raw.get_mut(..len)?;
+        // SAFETY: the helper validates the source and fails cleanly.
+        unsafe { bpf_probe_read_kernel_buf(ct as *const u8, dst) }.ok()?;
+        Some(Self { raw, len })
+    }
+
+    /// The member at `off`, or `None` when absent (`ABSENT`) or outside the
+    /// copy. The constant bound is what the verifier checks the access by.
+    #[inline(always)]
+    pub fn get<T: Copy>(&self, off: u32) -> Option<T> {
+        let off = off as usize;
+        let size = core::mem::size_of::<T>();
+        if off > CT_IMAGE - size || off + size > self.len {
+            return None;
+        }
+        // SAFETY: `off + size` is within `raw` (checked above); the read is
+        // unaligned-safe.
+        Some(unsafe { core::ptr::read_unaligned(self.raw.as_ptr().add(off).cast::<T>()) })
+    }
+
+    /// Whether `init_conntrack` has published it (see `ct_published`).
+    #[inline(always)]
+    pub fn published(&self) -> bool {
+        self.get::<u32>(conf!(ct_use)).is_some_and(|refs| refs != 0)
+    }
+
+    /// `ct_net`.
+    #[inline(always)]
+    pub fn net(&self) -> u64 {
+        self.get(conf!(ct_net)).unwrap_or(0)
+    }
+
+    /// Tuple, status, mark, zone, timeout and TCP state, as `ct_tuple` and
+    /// `member` would read them from the kernel.
+    #[inline(always)]
+    pub fn describe(&self, n: &mut ChainNode) {
+        let base = conf!(ct_tuplehash) + conf!(th_tuple);
+        let t = &mut n.tuple;
+        t.src = self.get(base + conf!(tup_src_u3)).unwrap_or([0; 16]);
+        t.dst = self.get(base + conf!(tup_dst_u3)).unwrap_or([0; 16]);
+        t.sport = u16::from_be(self.get(base + conf!(tup_src_port)).unwrap_or(0));
+        t.dport = u16::from_be(self.get(base + conf!(tup_dst_port)).unwrap_or(0));
+        t.family = self.get::<u16>(base + conf!(tup_l3num)).unwrap_or(0) as u8;
+        t.proto = self.get(base + conf!(tup_protonum)).unwrap_or(0);
+        n.status = self.get::<u64>(conf!(ct_status)).unwrap_or(0) as u32;
+        n.timeout = self.get(conf!(ct_timeout)).unwrap_or(0);
+        n.mark = self.get(conf!(ct_mark)).unwrap_or(0);
+        n.zone = self.get(conf!(ct_zone)).unwrap_or(0);
+        n.tcp_state = self.get(conf!(ct_tcp_state)).unwrap_or(0);
+    }
 }
 
 /// The `struct net` a conntrack entry belongs to (0 if unreadable).

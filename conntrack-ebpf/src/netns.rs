@@ -19,7 +19,7 @@ use aya_ebpf::helpers::{bpf_get_current_task, bpf_ktime_get_ns, generated::bpf_l
 use conntrack_common::{MAX_NETNS_SAMPLED, RESOLVE_BATCH};
 
 use crate::{
-    kernel::{self, conf, member},
+    kernel::{self, CtImage, conf, member},
     maps::{NETNS_LIST, RESOLVE},
 };
 
@@ -135,8 +135,21 @@ pub fn sample_netns() {
     };
 }
 
+/// The namespace of the entry read last: entries of one batch mostly
+/// share a few namespaces, so their key and inode are read once per run of
+/// entries of the same namespace.
+#[repr(C)]
+struct LastNet {
+    net: u64,
+    key: u64,
+    inum: u32,
+    _pad: u32,
+}
+
 /// Reads entry `index` of the batch in `RESOLVE`; returns 1 to stop.
-extern "C" fn resolve_step(index: u64, _ctx: *mut c_void) -> i64 {
+extern "C" fn resolve_step(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the pointer to our stack struct.
+    let last = unsafe { &mut *(ctx as *mut LastNet) };
     let Some(batch) = RESOLVE.get_ptr_mut(0) else {
         return 1;
     };
@@ -151,17 +164,37 @@ extern "C" fn resolve_step(index: u64, _ctx: *mut c_void) -> i64 {
     let ct = batch.cts[i];
     let out = &mut batch.out[i];
     out.ct = 0;
-    if ct == 0 || !kernel::ct_published(ct) {
+    if ct == 0 {
         return 0;
     }
-    let net = kernel::ct_net(ct);
-    batch.keys[i] = kernel::netns_key(net);
-    out.netns = kernel::net_inum(net);
-    out.status = member::<u64>(ct, conf!(ct_status)).unwrap_or(0) as u32;
-    out.mark = member(ct, conf!(ct_mark)).unwrap_or(0);
-    out.zone = member(ct, conf!(ct_zone)).unwrap_or(0);
-    out.tcp_state = member(ct, conf!(ct_tcp_state)).unwrap_or(0);
-    kernel::ct_tuple(ct, &mut out.tuple);
+    let net = match CtImage::read(ct, &mut batch.image) {
+        Some(image) => {
+            if !image.published() {
+                return 0;
+            }
+            image.describe(out);
+            image.net()
+        }
+        // An entry larger than the copy: field by field.
+        None => {
+            if !kernel::ct_published(ct) {
+                return 0;
+            }
+            out.status = member::<u64>(ct, conf!(ct_status)).unwrap_or(0) as u32;
+            out.mark = member(ct, conf!(ct_mark)).unwrap_or(0);
+            out.zone = member(ct, conf!(ct_zone)).unwrap_or(0);
+            out.tcp_state = member(ct, conf!(ct_tcp_state)).unwrap_or(0);
+            kernel::ct_tuple(ct, &mut out.tuple);
+            kernel::ct_net(ct)
+        }
+    };
+    if net != last.net || net == 0 {
+        last.net = net;
+        last.key = kernel::netns_key(net);
+        last.inum = kernel::net_inum(net);
+    }
+    batch.keys[i] = last.key;
+    out.netns = last.inum;
     out.ct = ct;
     0
 }
@@ -172,12 +205,19 @@ pub fn resolve_ct() {
         // SAFETY: map value pointer from a successful lookup.
         unsafe { (*batch).ktime_ns = bpf_ktime_get_ns() };
     }
-    // SAFETY: callback signature and (unused) context as bpf_loop requires.
+    let mut last = LastNet {
+        net: 0,
+        key: 0,
+        inum: 0,
+        _pad: 0,
+    };
+    // SAFETY: callback signature and context as bpf_loop requires; `last`
+    // outlives the call.
     unsafe {
         bpf_loop(
             RESOLVE_BATCH,
             resolve_step as *mut c_void,
-            core::ptr::null_mut(),
+            &raw mut last as *mut c_void,
             0,
         )
     };

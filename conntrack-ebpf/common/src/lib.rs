@@ -264,6 +264,10 @@ pub struct NetnsList {
 /// Entries one `resolve_ct` run reads at most.
 pub const RESOLVE_BATCH: u32 = 1024;
 
+/// Bytes of a `struct nf_conn` copied at once when an entry is read whole
+/// (`resolve_ct`): 248 on 6.18; larger entries are read field by field.
+pub const CT_IMAGE: usize = 512;
+
 /// Input and output of `resolve_ct`: userspace fills `cts`, the program
 /// reads each entry into `out`. `out[i].ct` is `cts[i]` when the entry is
 /// published (`init_conntrack` has written `ct_net` and then set the
@@ -281,6 +285,8 @@ pub struct ResolveBatch {
     /// The namespace key (see [`NetnsCounters`]) of each entry read.
     pub keys: [u64; RESOLVE_BATCH as usize],
     pub out: [ChainNode; RESOLVE_BATCH as usize],
+    /// Scratch: the entry being read, copied in one helper call.
+    pub image: [u8; CT_IMAGE],
 }
 
 /// Result of the start-up discovery programs.
@@ -464,7 +470,9 @@ pub struct Config {
     /// `IP_CT_RELATED` and `IP_CT_RELATED_REPLY` (`enum ip_conntrack_info`).
     pub ip_ct_related: u32,
     pub ip_ct_related_reply: u32,
-    pub _pad_hooks: u32,
+    /// `sizeof(struct nf_conn)`: how much of an entry one copy reads (also
+    /// keeps `hook_callers` 8-byte aligned).
+    pub ct_size: u32,
     /// Functions that call `nf_hook_slow` for one hook: the return address
     /// after `nf_hook_slow` on the stack tells the drop's hook. Unused
     /// slots are zero.
@@ -626,8 +634,9 @@ const _: () = assert!(core::mem::size_of::<Event>() == 128);
 const _: () = assert!(core::mem::size_of::<NetnsCounters>() == 8 * (3 + cause::COUNT));
 const _: () = assert!(core::mem::size_of::<NetnsSample>() == 32);
 const _: () = assert!(core::mem::size_of::<NetnsList>() == 16 + 32 * MAX_NETNS_SAMPLED as usize);
-const _: () =
-    assert!(core::mem::size_of::<ResolveBatch>() == 16 + (8 + 8 + 72) * RESOLVE_BATCH as usize);
+const _: () = assert!(
+    core::mem::size_of::<ResolveBatch>() == 16 + (8 + 8 + 72) * RESOLVE_BATCH as usize + CT_IMAGE
+);
 const _: () = assert!(core::mem::size_of::<Discovery>() == 32);
 const _: () = assert!(core::mem::size_of::<SysctlSlot>() == 48);
 const _: () = assert!(core::mem::size_of::<Config>() == 9 * 8 + 76 * 4 + 24 * MAX_HOOK_CALLERS);

@@ -76,6 +76,7 @@ pub fn from_btf(btf: &KernelBtf, ncpus: u32) -> Result<Config, BtfError> {
         ct_status: off("nf_conn.status")?,
         ct_net: off("nf_conn.ct_net")?,
         ct_use: off("nf_conn.ct_general.use")?,
+        ct_size: btf.size_of("nf_conn")?,
         ct_tuplehash: off("nf_conn.tuplehash")?,
         ct_zone: opt("nf_conn.zone.id")?,
         ct_mark: opt("nf_conn.mark")?,
