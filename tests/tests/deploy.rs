@@ -112,6 +112,7 @@ fn alert_rules_are_valid_for_prometheus() {
         "ConntrackTableFull",
         "ConntrackDropping",
         "ConntrackChainNearLimit",
+        "CtscopeCauseMismatch",
     ] {
         assert!(names.contains(&want), "{names:?}");
     }
