@@ -60,7 +60,7 @@ pub async fn run(args: &DemoArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
     let report = load.stop(&progress).await;
     drop(squeeze);
     if let Some(report) = report? {
-        eprintln!("ctscope demo: {}", describe(&report));
+        super::say_after_screen(&format!("ctscope demo: {}", describe(&report)));
     }
     shown
 }

@@ -93,6 +93,13 @@ pub struct StdoutClosed;
 
 /// For the result of a write to stdout: a reader that went away becomes
 /// [`StdoutClosed`], other errors say they were writing stdout.
+/// A line on stderr after a full-screen view. Not `eprintln!`: stderr is
+/// often the terminal that just went away, and a failed write must not panic.
+pub fn say_after_screen(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(io::stderr().lock(), "{line}");
+}
+
 pub fn stdout_err(e: io::Error) -> anyhow::Error {
     if e.kind() == io::ErrorKind::BrokenPipe {
         StdoutClosed.into()

@@ -128,10 +128,13 @@ async fn on_screen(args: &ReplayArgs, speed: Option<f64>) -> anyhow::Result<()> 
     drop(driver);
     let summary = source.stop().await;
     for issue in &issues {
-        eprintln!("ctscope: warning: {}: {issue}", args.file.display());
+        super::say_after_screen(&format!(
+            "ctscope: warning: {}: {issue}",
+            args.file.display()
+        ));
     }
     if let Some(message) = ended?.message() {
-        eprintln!("ctscope: {message}");
+        super::say_after_screen(&format!("ctscope: {message}"));
     }
     damage_is_an_error(&args.file, &summary?)
 }

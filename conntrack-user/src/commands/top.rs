@@ -2,7 +2,7 @@
 //! recording a trace (`live_record`). `ctscope demo` runs it beside a load.
 
 use std::{
-    io::{self, IsTerminal as _, Write as _},
+    io::{self, IsTerminal as _},
     path::PathBuf,
     time::Instant,
 };
@@ -163,10 +163,9 @@ pub async fn run_live(
     Ok(())
 }
 
-/// A line on stderr after the screen. Not `eprintln!`: stderr is often the
-/// terminal that just went away, and a failed write must not panic.
+/// A line on stderr after the screen (see `say_after_screen`).
 fn say(message: &str) {
-    let _ = writeln!(io::stderr().lock(), "ctscope: {message}");
+    super::say_after_screen(&format!("ctscope: {message}"));
 }
 
 fn record_dir(args: &TopArgs) -> anyhow::Result<PathBuf> {
