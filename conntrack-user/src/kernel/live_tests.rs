@@ -296,3 +296,26 @@ fn hundred_namespaces_are_read_quickly() {
         );
     }
 }
+
+/// The reader moves from namespace to namespace: ctscope's own must still
+/// be `Here` when another is read before it, and the other `Named`.
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn own_namespace_is_here_whatever_the_reading_order() {
+    use super::netns::{Enter, NetnsHandle, own_netns_inode, read_these};
+    require_root();
+    let name = format!("ctscope-kt-{}-order", std::process::id());
+    let _guard = NsGuard::create(vec![name.clone()]);
+    let listed = list_namespaces();
+    let own = own_netns_inode().expect("own namespace");
+    let find = |pred: &dyn Fn(&NetnsHandle) -> bool| -> NetnsHandle {
+        listed.iter().find(|h| pred(h)).cloned().expect("listed")
+    };
+    let other = find(&|h| h.name.as_deref() == Some(name.as_str()));
+    let mine = find(&|h| h.inum == own);
+    let readings = read_these(&[other.clone(), mine], StatsSource::Auto);
+    assert_eq!(readings[0].enter, Enter::Named(name.clone()));
+    assert_eq!(readings[1].enter, Enter::Here, "{readings:?}");
+    assert_eq!(readings[1].error, None);
+    assert_eq!(readings[0].error, None);
+}

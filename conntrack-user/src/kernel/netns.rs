@@ -101,8 +101,9 @@ impl Enter {
         }
     }
 
-    fn of(h: &NetnsHandle) -> Self {
-        if own_netns_inode().ok() == Some(h.inum) {
+    /// How to get into `h` from `own`, the namespace ctscope runs in.
+    fn of(h: &NetnsHandle, own: Option<u32>) -> Self {
+        if own == Some(h.inum) {
             return Enter::Here;
         }
         if let Some(name) = &h.name {
@@ -236,11 +237,17 @@ pub fn read_one(inum: u32, source: StatsSource) -> Option<NetnsReading> {
 pub fn read_these(handles: &[NetnsHandle], source: StatsSource) -> Vec<NetnsReading> {
     let work = handles.to_vec();
     let max = read_sysctl("nf_conntrack_max").ok().flatten();
+    // The namespace ctscope runs in, read here: the worker moves from
+    // namespace to namespace, so its own is not ctscope's after the first.
+    let own = own_netns_inode().ok();
     let worker = std::thread::Builder::new()
         .name("ctscope-netns".to_owned())
         .spawn(move || {
-            let mut readings: Vec<NetnsReading> =
-                work.iter().map(|h| read_in_worker(h, source)).collect();
+            let mut at = own;
+            let mut readings: Vec<NetnsReading> = work
+                .iter()
+                .map(|h| read_in_worker(h, source, own, &mut at))
+                .collect();
             for r in &mut readings {
                 r.max = r.max.or(max);
             }
@@ -251,7 +258,7 @@ pub fn read_these(handles: &[NetnsHandle], source: StatsSource) -> Vec<NetnsRead
                 .max_by_key(|(_, r)| r.count)
                 .map(|(i, _)| i);
             if let Some(i) = fullest {
-                readings[i].tcp_timeout_established = enter(&work[i])
+                readings[i].tcp_timeout_established = enter(&work[i], &mut at)
                     .ok()
                     .and_then(|()| read_sysctl("nf_conntrack_tcp_timeout_established").ok())
                     .flatten();
@@ -263,10 +270,13 @@ pub fn read_these(handles: &[NetnsHandle], source: StatsSource) -> Vec<NetnsRead
         Ok(Err(_)) => "the namespace worker thread panicked".to_owned(),
         Err(e) => format!("cannot start the namespace worker thread: {e}"),
     };
-    handles.iter().map(|h| failed(h, failure.clone())).collect()
+    handles
+        .iter()
+        .map(|h| failed(h, failure.clone(), own))
+        .collect()
 }
 
-fn failed(h: &NetnsHandle, error: String) -> NetnsReading {
+fn failed(h: &NetnsHandle, error: String, own: Option<u32>) -> NetnsReading {
     NetnsReading {
         inum: h.inum,
         name: h.name.clone(),
@@ -275,16 +285,21 @@ fn failed(h: &NetnsHandle, error: String) -> NetnsReading {
         stats: None,
         source_used: None,
         error: Some(error),
-        enter: Enter::of(h),
+        enter: Enter::of(h, own),
         tcp_timeout_established: None,
     }
 }
 
-/// Runs on the worker thread: enter the namespace, then read it.
-fn read_in_worker(h: &NetnsHandle, source: StatsSource) -> NetnsReading {
-    // Before entering it: Enter::of compares with the thread's namespace.
-    let base = failed(h, String::new());
-    match enter(h).and_then(|()| read_current(source)) {
+/// Runs on the worker thread: enter the namespace, then read it. `at` is
+/// the namespace the worker is in (`own` at first).
+fn read_in_worker(
+    h: &NetnsHandle,
+    source: StatsSource,
+    own: Option<u32>,
+    at: &mut Option<u32>,
+) -> NetnsReading {
+    let base = failed(h, String::new(), own);
+    match enter(h, at).and_then(|()| read_current(source)) {
         Ok((count, max, stats, used)) => NetnsReading {
             count,
             max,
@@ -302,10 +317,10 @@ fn read_in_worker(h: &NetnsHandle, source: StatsSource) -> NetnsReading {
 
 /// Moves the calling thread into the namespace `h`, after checking that the path still
 /// names that namespace (a pid may have been reused since it was listed). Does nothing
-/// if the thread is already there, so an unprivileged caller can still read its own
-/// namespace (setns needs CAP_SYS_ADMIN even into the current one).
-fn enter(h: &NetnsHandle) -> Result<(), NetnsError> {
-    if own_netns_inode().ok() == Some(h.inum) {
+/// if the thread is already there (`at`), so an unprivileged caller can still read its
+/// own namespace (setns needs CAP_SYS_ADMIN even into the current one).
+fn enter(h: &NetnsHandle, at: &mut Option<u32>) -> Result<(), NetnsError> {
+    if *at == Some(h.inum) {
         return Ok(());
     }
     let open_err = |source| NetnsError::Open {
@@ -328,6 +343,7 @@ fn enter(h: &NetnsHandle) -> Result<(), NetnsError> {
             source: io::Error::last_os_error(),
         });
     }
+    *at = Some(h.inum);
     Ok(())
 }
 
