@@ -288,9 +288,11 @@ pub fn classify(skb: u64, net: u64, location: u64, ev: &mut Event) -> u8 {
     if ct == 0 {
         if nfct != 0 && ctinfo == conf!(ip_ct_untracked) {
             facts.attached = Attached::Untracked;
-        } else {
+        } else if conntrack_common::classify::needs_users(facts.freer) {
             let cnet = cnet_of(net);
-            facts.fill = fill(cnet);
+            if conntrack_common::classify::needs_fill(facts.freer) {
+                facts.fill = fill(cnet);
+            }
             let users_off = if ev.tuple.family == 10 {
                 conf!(cnet_users6)
             } else {

@@ -250,6 +250,22 @@ fn is_full(fill: Fill) -> bool {
     }
 }
 
+/// Whether the probe needs the namespace's fill and whether conntrack is in
+/// use there, for a drop of a packet without an entry: not when the cause
+/// is decided by who freed it (a rule's drop is never table-full; a drop
+/// elsewhere is `other`). Each is a few kernel reads on the path of every
+/// dropped packet, and rule-drop floods are common.
+#[inline(always)]
+pub fn needs_fill(freer: Freer) -> bool {
+    freer == Freer::HookSlow
+}
+
+/// Whether conntrack's use in the namespace matters (see [`needs_fill`]).
+#[inline(always)]
+pub fn needs_users(freer: Freer) -> bool {
+    freer != Freer::Elsewhere
+}
+
 /// Whether the probe needs to walk the entry's chain: only for a drop that
 /// may be an insert failure with no direct evidence either way.
 #[inline(always)]

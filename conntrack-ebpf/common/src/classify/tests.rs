@@ -399,3 +399,33 @@ fn the_chain_is_walked_only_when_it_decides() {
     f.attached = Attached::Nothing;
     assert!(!needs_chain(&f));
 }
+
+/// What the probe skips reading must not change any row's cause: every row
+/// classified again with the fill unknown where `needs_fill` says so, and
+/// conntrack's use unknown where `needs_users` does.
+#[test]
+fn skipped_reads_never_change_the_cause() {
+    for r in rows() {
+        let mut f = r.facts;
+        if !needs_fill(f.freer) {
+            f.fill = Fill::Unknown;
+        }
+        if !needs_users(f.freer) {
+            f.conntrack_in_use = None;
+        }
+        assert_eq!(classify(&f), r.want, "{}: {:?}", r.what, r.facts);
+        // And the other way: whatever the skipped reads would have said.
+        for fill in [NOT_FULL, FULL, Fill::Unknown] {
+            for users in [Some(true), Some(false), None] {
+                let mut g = r.facts;
+                if !needs_fill(g.freer) {
+                    g.fill = fill;
+                }
+                if !needs_users(g.freer) {
+                    g.conntrack_in_use = users;
+                }
+                assert_eq!(classify(&g), r.want, "{}: {:?}", r.what, g);
+            }
+        }
+    }
+}
