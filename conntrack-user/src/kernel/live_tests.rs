@@ -319,3 +319,83 @@ fn own_namespace_is_here_whatever_the_reading_order() {
     assert_eq!(readings[1].error, None);
     assert_eq!(readings[0].error, None);
 }
+
+/// Stat files opened by this process, from /proc/self/fd.
+fn open_stat_files() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|l| l.to_string_lossy().ends_with("stat/nf_conntrack"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Kept-open stat files follow their namespace's count without entering it,
+/// and are closed once the namespace is gone (an open file holds it alive).
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn kept_stat_files_follow_counts_and_let_namespaces_go() {
+    use super::netns::OpenStats;
+    require_root();
+    let name = format!("ctscope-kt-{}-kept", std::process::id());
+    let guard = NsGuard::create(vec![name.clone()]);
+    let inum = std::fs::metadata(format!("/run/netns/{name}"))
+        .expect("named namespace")
+        .ino() as u32;
+    let before = open_stat_files();
+    let (first, open) = OpenStats::default().read(StatsSource::Procfs);
+    let row = |r: &[super::netns::NetnsReading]| {
+        r.iter()
+            .find(|x| x.inum == inum)
+            .cloned()
+            .expect("namespace listed")
+    };
+    assert_eq!(row(&first).count, Some(0));
+    assert!(open_stat_files() > before, "files kept open");
+    // Three entries inserted by conntrack-tools inside the namespace.
+    for port in 1..=3 {
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &name,
+            "conntrack",
+            "-I",
+            "-p",
+            "udp",
+            "-s",
+            "10.9.0.1",
+            "-d",
+            "10.9.0.2",
+            "--sport",
+            "7",
+            "--dport",
+            &port.to_string(),
+            "-t",
+            "120",
+        ]);
+    }
+    let (second, open) = open.read(StatsSource::Procfs);
+    let r = row(&second);
+    assert_eq!(r.count, Some(3), "{r:?}");
+    assert_eq!(r.source_used, Some(StatsSourceUsed::Procfs));
+    assert_eq!(r.error, None);
+    // The same as a fresh read, which enters the namespace.
+    let fresh = row(&read_namespaces(StatsSource::Procfs));
+    assert_eq!((fresh.count, fresh.stats), (r.count, r.stats));
+    // Gone: its file is closed at the next read.
+    drop(guard);
+    let (third, open) = open.read(StatsSource::Procfs);
+    assert!(third.iter().all(|x| x.inum != inum));
+    let (_, open) = open.read(StatsSource::Procfs);
+    assert!(
+        open_stat_files() < before + second.len(),
+        "the departed namespace's file was closed"
+    );
+    drop(open);
+    assert_eq!(open_stat_files(), before, "all closed with the reader");
+}

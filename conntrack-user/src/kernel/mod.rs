@@ -24,8 +24,8 @@ mod live_tests;
 
 pub use ctnetlink::{CtnetlinkError, CtnetlinkReading, CtnetlinkSocket};
 pub use netns::{
-    Enter, NetnsError, NetnsHandle, NetnsReading, StatsSource, StatsSourceUsed, list_namespaces,
-    own_netns_inode, read_namespaces, read_one, read_these,
+    Enter, NetnsError, NetnsHandle, NetnsReading, OpenStats, StatsSource, StatsSourceUsed,
+    list_namespaces, own_netns_inode, read_namespaces, read_one, read_these,
 };
 pub use procfs::ProcfsError;
 pub use stats::ConntrackStats;

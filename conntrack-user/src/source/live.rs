@@ -22,7 +22,7 @@ use super::{
 use crate::{
     event::{Message, Sample},
     kernel::{
-        netns::{StatsSource, read_namespaces},
+        netns::{OpenStats, StatsSource},
         sysctl::Sysctls,
     },
     model::buckets::BucketWalk,
@@ -95,6 +95,7 @@ impl LiveSource {
         let mut state = State {
             tracker: NetnsTracker::new(opts.probe.count),
             resolver: AllocResolver::default(),
+            open_stats: OpenStats::default(),
         };
         sample(&mut probes, &mut ring, &mut state, &opts, &out).await?;
         let (control, control_rx) = mpsc::unbounded_channel();
@@ -127,6 +128,8 @@ impl LiveSource {
 struct State {
     tracker: NetnsTracker,
     resolver: AllocResolver,
+    /// Namespaces' stat files kept open between samples (kernel/netns.rs).
+    open_stats: OpenStats,
 }
 
 /// The probes as the resolver's reader of entries.
@@ -275,9 +278,11 @@ async fn sample(
     out: &mpsc::Sender<Message>,
 ) -> anyhow::Result<bool> {
     let source = opts.kernel_stats;
-    let kernel = tokio::task::spawn_blocking(move || read_namespaces(source))
+    let open = std::mem::take(&mut state.open_stats);
+    let (kernel, open) = tokio::task::spawn_blocking(move || open.read(source))
         .await
         .context("reading the kernel's conntrack counters")?;
+    state.open_stats = open;
     let sysctls = Sysctls::read();
     if !drain(ring, &mut state.resolver, out).await {
         return Ok(false);
