@@ -1,5 +1,6 @@
 //! One module per subcommand; each wires a source, the model and a view.
 pub mod buckets;
+pub mod holders;
 pub mod demo;
 pub mod docs;
 pub mod doctor;

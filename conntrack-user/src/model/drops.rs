@@ -324,20 +324,26 @@ impl<K: Clone + Eq + Hash + Ord> TopN<K> {
 
     /// Counts one more for `key`.
     pub fn add(&mut self, key: K) {
+        self.add_evicting(key);
+    }
+
+    /// Counts one more for `key`; returns the key whose place it took, if
+    /// it took one (so a caller keeping more per key can let that go).
+    pub fn add_evicting(&mut self, key: K) -> Option<K> {
         let hash = self.hasher.hash_one(&key);
         let slots = &self.slots;
         if let Some(s) = self.index.find(hash, |s| slots[*s as usize].key == key) {
             self.increment(*s);
-            return;
+            return None;
         }
         if self.slots.len() < self.cap {
             self.insert(key, hash);
-            return;
+            return None;
         }
         // Space-saving: the new key takes the place of one with the smallest
         // count (the last rank), inherits that count, and counts its own add
         // on top.
-        let Some(&s) = self.order.last() else { return };
+        let &s = self.order.last()?;
         if let Ok(old) = self
             .index
             .find_entry(self.slots[s as usize].hash, |x| *x == s)
@@ -345,12 +351,13 @@ impl<K: Clone + Eq + Hash + Ord> TopN<K> {
             old.remove();
         }
         let slot = &mut self.slots[s as usize];
-        slot.key = key;
+        let evicted = std::mem::replace(&mut slot.key, key);
         slot.hash = hash;
         let slots = &self.slots;
         self.index
             .insert_unique(hash, s, |x| slots[*x as usize].hash);
         self.increment(s);
+        Some(evicted)
     }
 
     /// A new key with count 1 goes last: every other count is at least 1.
