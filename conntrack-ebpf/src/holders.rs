@@ -94,7 +94,11 @@ impl Gather {
         if ret != 0 {
             return;
         }
-        let dir = rec.tuple.get(conf!(tup_dst_dir) as usize).copied().unwrap_or(1);
+        let dir = rec
+            .tuple
+            .get(conf!(tup_dst_dir) as usize)
+            .copied()
+            .unwrap_or(1);
         if dir & 1 != 0 {
             // The reply node: the slot is reused by the next entry.
             return;
@@ -107,7 +111,11 @@ impl Gather {
             self.inum = kernel::net_inum(net);
         }
         rec.netns = self.inum;
-        let proto = rec.tuple.get(conf!(tup_protonum) as usize).copied().unwrap_or(0);
+        let proto = rec
+            .tuple
+            .get(conf!(tup_protonum) as usize)
+            .copied()
+            .unwrap_or(0);
         if proto == TCP {
             rec.tcp_state = member(ct, conf!(ct_tcp_state)).unwrap_or(0);
             rec.status = 0;

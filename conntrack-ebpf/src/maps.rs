@@ -10,8 +10,8 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use conntrack_common::{
-    BucketEntries, Discovery, Event, HolderChunk, Located, MAX_SYSCTLS, NetnsCounters, NetnsList, ResolveBatch,
-    SysctlSlot, TableInfo, WalkChunk, counter, setting,
+    BucketEntries, Discovery, Event, HolderChunk, Located, MAX_SYSCTLS, NetnsCounters, NetnsList,
+    ResolveBatch, SysctlSlot, TableInfo, WalkChunk, counter, setting,
 };
 
 use crate::kernel;

@@ -78,7 +78,10 @@ fn forty_idle_connections_are_the_top_holder_of_their_namespace() {
     assert_eq!(row["netns_name"], ns.name.as_str(), "{row}");
     assert_eq!(row["states"]["ESTABLISHED"], IDLE as u64, "{row}");
     // Idle ESTABLISHED entries: days left (432000 s by default).
-    assert!(row["timeout_min_s"].as_i64().unwrap_or(0) > 400_000, "{row}");
+    assert!(
+        row["timeout_min_s"].as_i64().unwrap_or(0) > 400_000,
+        "{row}"
+    );
     // The namespace holds nothing else: its namespace row is the same 40,
     // and within it that destination is the largest.
     let ns_row = v["by_netns"]
@@ -94,13 +97,15 @@ fn forty_idle_connections_are_the_top_holder_of_their_namespace() {
     // For people: the table names it, and the namespace by name.
     let text = String::from_utf8_lossy(&ctscope(&["holders", "--by", "dst"]).stdout).into_owned();
     assert!(
-        text.lines().any(|l| l.contains(&format!("127.0.0.1:{PORT}"))
-            && l.contains(&ns.name)
-            && l.trim_start().starts_with(&IDLE.to_string())),
+        text.lines()
+            .any(|l| l.contains(&format!("127.0.0.1:{PORT}"))
+                && l.contains(&ns.name)
+                && l.trim_start().starts_with(&IDLE.to_string())),
         "{text}"
     );
-    let text = String::from_utf8_lossy(&ctscope(&["holders", "--by", "state", "--top", "64"]).stdout)
-        .into_owned();
+    let text =
+        String::from_utf8_lossy(&ctscope(&["holders", "--by", "state", "--top", "64"]).stdout)
+            .into_owned();
     assert!(
         text.lines()
             .any(|l| l.contains("tcp ESTABLISHED") && l.contains(&ns.name)),
@@ -115,13 +120,21 @@ fn serve_exports_the_holders_as_a_bounded_top_k() {
     let ns = Netns::new().expect("netns");
     let _conns = idle_connections(&ns);
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-    let _ct = Ctscope::start(&["serve", "--listen", &listen.to_string(), "--interval", "0.5"])
-        .expect("serve");
+    let _ct = Ctscope::start(&[
+        "serve",
+        "--listen",
+        &listen.to_string(),
+        "--interval",
+        "0.5",
+    ])
+    .expect("serve");
     let want = format!("dport=\"{PORT}\"");
     let ns_label = format!("netns=\"{}\"", ns.inum);
     let mut body = String::new();
     let found = wait_for(Duration::from_secs(10), || {
-        body = http_get(listen, "/metrics").map(|r| r.1).unwrap_or_default();
+        body = http_get(listen, "/metrics")
+            .map(|r| r.1)
+            .unwrap_or_default();
         body.lines().any(|l| {
             l.starts_with("ctscope_holders{") && l.contains(&want) && l.contains(&ns_label)
         })

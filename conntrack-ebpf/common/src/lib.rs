@@ -685,6 +685,5 @@ const _: () =
     assert!(core::mem::size_of::<BucketEntries>() == 32 + 72 * MAX_BUCKET_ENTRIES as usize);
 const _: () = assert!(core::mem::size_of::<TableInfo>() == 16);
 const _: () = assert!(core::mem::size_of::<HolderRec>() == 56);
-const _: () =
-    assert!(core::mem::size_of::<HolderChunk>() == 16 + 56 * HOLDER_CAP as usize);
+const _: () = assert!(core::mem::size_of::<HolderChunk>() == 16 + 56 * HOLDER_CAP as usize);
 const _: () = assert!(core::mem::size_of::<Located>() == 24);

@@ -88,8 +88,10 @@ pub struct HoldersArgs {
 }
 
 pub(super) const TOP_AFTER: &str = "\
-Keys: q quit, p pause, Tab/Shift-Tab or 1-6 focus a panel, z zoom it, arrows or
-j/k scroll, s sort, / filter (netns, port, host), r record, ? help.
+Keys: q quit, p pause, Tab/Shift-Tab or 1-7 focus a panel, z zoom it, arrows or
+j/k scroll, s sort, / filter (netns, port, host), r record, ? help. Panel 7,
+Holders, shows who holds the table (see `ctscope holders --help`); s there
+groups by destination, source, state or namespace.
 
 r starts recording a trace (every allocation, free and drop, and a snapshot each
 interval) to ctscope-YYYYmmdd-HHMMSS.ctrace; r again, or quitting, closes it.

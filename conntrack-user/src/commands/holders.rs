@@ -36,9 +36,7 @@ pub async fn run(args: &HoldersArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
         });
     };
     let Some(holders) = &walk.holders else {
-        anyhow::bail!(
-            "the table walk holds no holders (a trace recorded before ctscope had them)"
-        );
+        anyhow::bail!("the table walk holds no holders (a trace recorded before ctscope had them)");
     };
     // Names from the model's namespaces (a trace's), else from this
     // machine's /run/netns when walking live.

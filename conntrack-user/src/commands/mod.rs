@@ -1,11 +1,11 @@
 //! One module per subcommand; each wires a source, the model and a view.
 pub mod buckets;
-pub mod holders;
 pub mod demo;
 pub mod docs;
 pub mod doctor;
 pub mod drops;
 pub mod export;
+pub mod holders;
 pub mod info;
 pub mod live_record;
 pub mod load;

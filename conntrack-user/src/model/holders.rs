@@ -513,7 +513,10 @@ mod tests {
     fn states_of_other_protocols_come_from_the_status_bits() {
         assert_eq!(state_code(17, 0, 0), STATE_UNREPLIED);
         assert_eq!(state_code(17, 0, IPS_SEEN_REPLY), STATE_REPLIED);
-        assert_eq!(state_code(17, 0, IPS_SEEN_REPLY | IPS_ASSURED), STATE_ASSURED);
+        assert_eq!(
+            state_code(17, 0, IPS_SEEN_REPLY | IPS_ASSURED),
+            STATE_ASSURED
+        );
         assert_eq!(state_code(6, 3, IPS_ASSURED), 3);
         assert_eq!(state_name(STATE_ASSURED, &[]), "ASSURED");
         assert_eq!(state_name(3, &tcp_names()), "ESTABLISHED");

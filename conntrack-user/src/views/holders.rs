@@ -225,7 +225,10 @@ mod tests {
                 timeout_s: 431_990 + i,
             });
         }
-        let mut h = b.finish(10, &["NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED"].map(String::from));
+        let mut h = b.finish(
+            10,
+            &["NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED"].map(String::from),
+        );
         h.name_namespaces(|_| Some("incident".into()));
         h
     }
@@ -237,13 +240,19 @@ mod tests {
             ..BucketWalk::default()
         };
         let text = report(&walk, &holders(), By::Dst, 5);
-        assert!(text.starts_with("40 entries in the table (walk 2.5 ms)"), "{text}");
+        assert!(
+            text.starts_with("40 entries in the table (walk 2.5 ms)"),
+            "{text}"
+        );
         assert!(
             text.contains("      40 100.0%  4026532178 (incident)  tcp 10.0.0.2:9000  ESTABLISHED"),
             "{text}"
         );
         assert!(text.contains("4d"), "{text}");
-        assert!(text.contains("look at that client before raising the limit"), "{text}");
+        assert!(
+            text.contains("look at that client before raising the limit"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -156,7 +156,10 @@ mod tests {
         assert_eq!(e.state, 3);
         assert_eq!(e.netns, 42);
         // Expired, awaiting the garbage collector: negative.
-        assert_eq!(decode(&rec(0, 0, 1), &offs(), 1000 + 250 * 61, 250).timeout_s, -1);
+        assert_eq!(
+            decode(&rec(0, 0, 1), &offs(), 1000 + 250 * 61, 250).timeout_s,
+            -1
+        );
     }
 
     #[test]
