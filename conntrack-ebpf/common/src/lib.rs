@@ -552,12 +552,14 @@ pub struct BucketEntries {
 }
 
 /// Records one `walk_chunk` run with holders on keeps at most (the
-/// `HOLDERS_OUT` map; a power of two, so an index can be masked).
-pub const HOLDER_CAP: u32 = 16384;
+/// `HOLDERS_OUT` map; a power of two, so an index can be masked). Userspace
+/// reads the map value onto its stack (224 KiB): a larger one overflowed a
+/// runtime worker's 2 MiB stack.
+pub const HOLDER_CAP: u32 = 4096;
 /// Once this many records are kept, the run hands out no new bucket: the
 /// chains already in its lanes finish into the rest of [`HOLDER_CAP`], and
 /// userspace resumes at the first bucket not handed out.
-pub const HOLDER_SOFT_CAP: u32 = HOLDER_CAP - 2048;
+pub const HOLDER_SOFT_CAP: u32 = HOLDER_CAP - 1024;
 
 /// One entry found by `walk_chunk` with holders on: what `ctscope holders`
 /// groups by, read from the entry's original-direction node only (each
