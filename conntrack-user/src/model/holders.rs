@@ -13,7 +13,7 @@
 //! documented output (docs/holders.md).
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     net::{Ipv4Addr, Ipv6Addr},
 };
 
@@ -179,7 +179,8 @@ impl Default for Acc {
 struct Grouping {
     by: By,
     counts: TopN<Key>,
-    accs: HashMap<Key, Acc>,
+    /// By the key's slot in `counts` (one hash per entry, not two).
+    accs: Vec<Acc>,
 }
 
 impl Grouping {
@@ -187,16 +188,19 @@ impl Grouping {
         Self {
             by,
             counts: TopN::new(keys),
-            accs: HashMap::new(),
+            accs: Vec::new(),
         }
     }
 
     fn add(&mut self, e: &HolderEntry) {
-        let key = Key::of(self.by, e);
-        if let Some(gone) = self.counts.add_evicting(key) {
-            self.accs.remove(&gone);
+        let (slot, fresh, _) = self.counts.add_slot(Key::of(self.by, e));
+        if slot >= self.accs.len() {
+            self.accs.resize(slot + 1, Acc::default());
         }
-        let acc = self.accs.entry(key).or_default();
+        let acc = &mut self.accs[slot];
+        if fresh {
+            *acc = Acc::default();
+        }
         acc.timeout_min = acc.timeout_min.min(e.timeout_s);
         acc.timeout_max = acc.timeout_max.max(e.timeout_s);
         acc.states[usize::from(e.state & 15)] += 1;
@@ -204,10 +208,10 @@ impl Grouping {
 
     fn rows(&self, n: usize, tcp: &[String]) -> Vec<HolderRow> {
         self.counts
-            .top(n)
+            .top_slots(n)
             .into_iter()
-            .map(|(k, count)| {
-                let acc = self.accs.get(&k).copied().unwrap_or_default();
+            .map(|(k, count, slot)| {
+                let acc = self.accs.get(slot).copied().unwrap_or_default();
                 row(self.by, &k, count, &acc, tcp)
             })
             .collect()

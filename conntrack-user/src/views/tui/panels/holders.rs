@@ -69,11 +69,7 @@ pub fn draw(ui: &UiState, frame: &mut Frame, area: Rect, theme: Theme) {
         let rows = (inner.height as usize).saturating_sub(1);
         let from = visible_from(ui.scroll[Panel::Holders.index()], v.rows.len(), rows);
         for r in v.rows.iter().skip(from).take(rows) {
-            let share = if v.entries > 0 {
-                r.count * 100 / v.entries
-            } else {
-                0
-            };
+            let share = (r.count * 100).checked_div(v.entries).unwrap_or(0);
             let style = if share >= 50 {
                 theme.alert()
             } else {
