@@ -44,6 +44,7 @@
 )]
 #![feature(core_intrinsics)]
 
+mod holders;
 mod hook;
 mod kernel;
 mod kprobe;
@@ -300,10 +301,12 @@ pub fn discover_net(_ctx: RawTracePointContext) -> i32 {
 }
 
 /// Chain lengths of buckets `arg(2) .. arg(2) + arg(3)` of the table at
-/// `arg(0)` with `arg(1)` buckets, into `WALK_OUT`.
+/// `arg(0)` with `arg(1)` buckets, into `WALK_OUT`; with `arg(4)` = 1 also
+/// the entries' holders facts, into `HOLDERS_OUT` (holders.rs).
 #[raw_tracepoint(tracepoint = "ctscope_walk")]
 pub fn walk_chunk(ctx: RawTracePointContext) -> i32 {
-    walk::walk_chunk(ctx.arg(0), ctx.arg(1), ctx.arg(2), ctx.arg(3));
+    let holders: u64 = ctx.arg(4);
+    walk::walk_chunk(ctx.arg(0), ctx.arg(1), ctx.arg(2), ctx.arg(3), holders == 1);
     0
 }
 

@@ -10,8 +10,8 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use conntrack_common::{
-    BucketEntries, Discovery, Event, Located, MAX_SYSCTLS, NetnsCounters, NetnsList, ResolveBatch,
-    SysctlSlot, TableInfo, WalkChunk, counter, setting,
+    BucketEntries, Discovery, Event, HolderChunk, Located, MAX_SYSCTLS, NetnsCounters, NetnsList,
+    ResolveBatch, SysctlSlot, TableInfo, WalkChunk, counter, setting,
 };
 
 use crate::kernel;
@@ -61,6 +61,10 @@ pub static HEADS: Array<[u64; 512]> = Array::with_max_entries(1, 0);
 /// Entries of the chain the latest `walk_bucket` run listed.
 #[map]
 pub static BUCKET_OUT: Array<BucketEntries> = Array::with_max_entries(1, 0);
+
+/// Entries the latest `walk_chunk` run with holders on found (holders.rs).
+#[map]
+pub static HOLDERS_OUT: Array<HolderChunk> = Array::with_max_entries(1, 0);
 
 /// The latest candidate address of the hash table from the locators.
 #[map]

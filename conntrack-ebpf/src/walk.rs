@@ -28,6 +28,7 @@ use conntrack_common::{
 };
 
 use crate::{
+    holders::Gather,
     kernel::{self, conf, member, read},
     maps::{BUCKET_OUT, HEADS, TABLE, WALK_OUT},
 };
@@ -92,6 +93,8 @@ struct Chunk {
     batch_start: u32,
     batch_len: u32,
     lanes: [Lane; LANES],
+    /// Holders recording (holders.rs); off for a plain walk.
+    gather: Gather,
 }
 
 /// Records the length of a lane's chain and gives it the next bucket.
@@ -118,7 +121,9 @@ fn finish(c: &mut Chunk, lane: usize, len: u32, verified: bool, truncated: bool)
 /// Hands the next bucket of the chunk to a lane, or idles it.
 #[inline(always)]
 fn assign(c: &mut Chunk, lane: usize) {
-    let i = c.next;
+    // With the holders buffer nearly full, no new bucket: the run ends
+    // when the lanes' chains do, and userspace resumes at `next`.
+    let i = if c.gather.full() { c.count } else { c.next };
     if i < c.count && i >= c.batch_start + c.batch_len {
         refill(c, i);
     }
@@ -232,6 +237,7 @@ extern "C" fn chunk_step(index: u64, ctx: *mut c_void) -> i64 {
         finish(c, lane, CHAIN_CAP, true, true);
         return 0;
     }
+    c.gather.record(next, l.i, l.tries);
     let l = &mut c.lanes[lane];
     l.len += 1;
     l.node = next;
@@ -242,7 +248,8 @@ extern "C" fn chunk_step(index: u64, ctx: *mut c_void) -> i64 {
 /// table at `base` and writes their chain lengths to `WALK_OUT`. Lanes take
 /// buckets in order, so when the iteration budget runs out every bucket
 /// below the lowest one still in a lane is complete: that is `done`.
-pub fn walk_chunk(base: u64, size: u32, start: u32, count: u32) {
+/// With `holders`, each entry is also recorded (holders.rs).
+pub fn walk_chunk(base: u64, size: u32, start: u32, count: u32, holders: bool) {
     let Some(out) = WALK_OUT.get_ptr_mut(0) else {
         return;
     };
@@ -274,6 +281,7 @@ pub fn walk_chunk(base: u64, size: u32, start: u32, count: u32) {
             tries: 0,
             _pad: 0,
         }; LANES],
+        gather: Gather::new(holders),
     };
     // SAFETY: chunk_step has the bpf_loop callback signature and `c`
     // outlives the call.
@@ -285,6 +293,7 @@ pub fn walk_chunk(base: u64, size: u32, start: u32, count: u32) {
             0,
         )
     };
+    c.gather.finish();
     let mut done = c.next;
     for l in c.lanes {
         if l.i < done {

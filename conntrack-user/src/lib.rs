@@ -41,6 +41,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Export(args)) => commands::export::run(args),
         Some(Command::Info(args)) => commands::info::run(args),
         Some(Command::Buckets(args)) => commands::buckets::run(args, &cli.probe).await,
+        Some(Command::Holders(args)) => commands::holders::run(args, &cli.probe).await,
         Some(Command::Doctor(args)) => commands::doctor::run(args, &cli.probe, &leftover).await,
         Some(Command::Top(args)) => commands::top::run(args, &cli.probe).await,
         // `top` itself falls back to stats lines when stdout is not a terminal.

@@ -559,6 +559,54 @@ pub struct BucketEntries {
     pub nodes: [ChainNode; MAX_BUCKET_ENTRIES as usize],
 }
 
+/// Records one `walk_chunk` run with holders on keeps at most (the
+/// `HOLDERS_OUT` map; a power of two, so an index can be masked). Userspace
+/// reads the map value onto its stack (224 KiB): a larger one overflowed a
+/// runtime worker's 2 MiB stack.
+pub const HOLDER_CAP: u32 = 4096;
+/// Once this many records are kept, the run hands out no new bucket: the
+/// chains already in its lanes finish into the rest of [`HOLDER_CAP`], and
+/// userspace resumes at the first bucket not handed out.
+pub const HOLDER_SOFT_CAP: u32 = HOLDER_CAP - 1024;
+
+/// One entry found by `walk_chunk` with holders on: what `ctscope holders`
+/// groups by, read from the entry's original-direction node only (each
+/// entry is linked twice; the reply node is skipped after its `dir` byte).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HolderRec {
+    /// The kernel's `struct nf_conntrack_tuple` bytes as they are (one read);
+    /// userspace decodes them with the BTF offsets (`Config::tup_*`).
+    pub tuple: [u8; 40],
+    /// `nf_conn.timeout`, u32 jiffies (absolute: the entry is confirmed).
+    pub timeout: u32,
+    /// The namespace's inode number.
+    pub netns: u32,
+    /// `nf_conn.status` (low 32 bits) for protocols other than TCP; 0 for TCP.
+    pub status: u32,
+    /// Index of the entry's bucket within the chunk (< [`WALK_CHUNK`]).
+    pub bucket: u16,
+    /// Which walk of that bucket found it (chains are walked again when an
+    /// entry moved under the walk: only the last walk's records count).
+    pub tries: u8,
+    /// `nf_conn.proto.tcp.state` for TCP; 0 otherwise.
+    pub tcp_state: u8,
+}
+
+/// Output of one `walk_chunk` run with holders on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct HolderChunk {
+    /// `bpf_jiffies64()` when the run started (timeouts are relative to it).
+    pub jiffies: u64,
+    /// Records in `recs`.
+    pub len: u32,
+    /// Lowest bucket (within the chunk) one of whose entries found no room;
+    /// `u32::MAX`: none.
+    pub lost_from: u32,
+    pub recs: [HolderRec; HOLDER_CAP as usize],
+}
+
 /// The hash table as userspace last validated it, for the drop probe.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -625,6 +673,8 @@ mod pod {
     unsafe impl aya::Pod for super::ChainNode {}
     unsafe impl aya::Pod for super::BucketEntries {}
     unsafe impl aya::Pod for super::TableInfo {}
+    unsafe impl aya::Pod for super::HolderRec {}
+    unsafe impl aya::Pod for super::HolderChunk {}
     unsafe impl aya::Pod for super::Located {}
 }
 
@@ -645,4 +695,6 @@ const _: () = assert!(core::mem::size_of::<ChainNode>() == 72);
 const _: () =
     assert!(core::mem::size_of::<BucketEntries>() == 32 + 72 * MAX_BUCKET_ENTRIES as usize);
 const _: () = assert!(core::mem::size_of::<TableInfo>() == 16);
+const _: () = assert!(core::mem::size_of::<HolderRec>() == 56);
+const _: () = assert!(core::mem::size_of::<HolderChunk>() == 16 + 56 * HOLDER_CAP as usize);
 const _: () = assert!(core::mem::size_of::<Located>() == 24);

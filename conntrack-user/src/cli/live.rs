@@ -32,9 +32,66 @@ pub struct BucketsArgs {
     pub ready_file: Option<PathBuf>,
 }
 
+pub(super) const HOLDERS_AFTER: &str = "\
+A holder is a group of conntrack entries that together take room in the table:
+entries to one destination address:port (--by dst, the default), from one
+source address (src), in one protocol state (state), or in one network
+namespace (netns). Each entry is counted once, in its namespace, with the seconds
+left before it expires.
+
+When the table is full, read the top rows:
+- one destination or source holds a large share, often in one state (say 40
+  ESTABLISHED entries to :9000 with days left, from a client that never closes
+  its connections, or thousands in TIME_WAIT or SYN_SENT): fix that client or
+  shorten that state's timeout in that namespace; raising the limit only
+  postpones the next outage;
+- the entries are spread over many destinations and sources in normal states:
+  the load is real; raise nf_conntrack_max (and nf_conntrack_buckets with it,
+  see `ctscope doctor`).
+
+The kernel keeps no creation time per entry (without nf_conntrack_timestamp),
+so age shows as the timeout left: an ESTABLISHED entry with close to the full
+timeout (432000 s by default) left was active recently; one with much less has
+been idle that long.
+
+Counts are exact while a grouping has fewer than 16,384 distinct keys; beyond
+that they are upper bounds (space-saving) and `approximate` is true, and any
+key holding more than 1/16,384 of the entries is still listed. The walk that
+finds the holders is the one `ctscope buckets` makes, reading the original
+tuple, timeout, namespace and state of each entry as well.";
+
+#[derive(Debug, Args, Clone)]
+pub struct HoldersArgs {
+    /// One JSON object with every grouping (by_dst, by_src, by_state,
+    /// by_netns). Default: a table of the --by grouping.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Group entries by destination address:port, source address, state,
+    /// or namespace.
+    #[arg(long, default_value = "dst", value_name = "BY", value_parser = ["dst", "src", "state", "netns"])]
+    pub by: String,
+
+    /// Rows per grouping (at most 64).
+    #[arg(long, default_value_t = 10, value_name = "K")]
+    pub top: usize,
+
+    /// Read the holders of the last table walk recorded in this trace
+    /// (`ctscope record`, top's `r`), replayed through the same model as
+    /// live capture, instead of walking the live table. Needs no privileges.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+
+    /// Create this file once the walker is loaded, before the walk.
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+}
+
 pub(super) const TOP_AFTER: &str = "\
-Keys: q quit, p pause, Tab/Shift-Tab or 1-6 focus a panel, z zoom it, arrows or
-j/k scroll, s sort, / filter (netns, port, host), r record, ? help.
+Keys: q quit, p pause, Tab/Shift-Tab or 1-7 focus a panel, z zoom it, arrows or
+j/k scroll, s sort, / filter (netns, port, host), r record, ? help. Panel 7,
+Holders, shows who holds the table (see `ctscope holders --help`); s there
+groups by destination, source, state or namespace.
 
 r starts recording a trace (every allocation, free and drop, and a snapshot each
 interval) to ctscope-YYYYmmdd-HHMMSS.ctrace; r again, or quitting, closes it.

@@ -40,7 +40,9 @@ Examples:
                                          once /tmp/ready exists
   ctscope buckets --top 5                hash chain lengths and the 5 longest
                                          chains with their entries
-  ctscope stats --buckets                chain-length summary every interval";
+  ctscope stats --buckets                chain-length summary every interval
+  ctscope holders --by dst --top 5       which destinations hold the most
+                                         entries (who fills the table)";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -125,6 +127,11 @@ pub enum Command {
     /// the walk's cost, and tuning advice.
     #[command(after_help = BUCKETS_AFTER)]
     Buckets(BucketsArgs),
+    /// Who holds the table: its entries grouped by destination, source,
+    /// state or namespace, largest first, with the time they have left.
+    /// Tells "raise the limit" from "fix the client that leaks connections".
+    #[command(after_help = HOLDERS_AFTER)]
+    Holders(HoldersArgs),
 
     /// Live view: table fill, rates, bucket chains, drops, namespaces and
     /// tuning advice on one screen. Plain `ctscope` in a terminal runs this.

@@ -184,3 +184,22 @@ fn intervals_have_a_floor() {
         assert!(err.contains("at least 100 ms"), "{err}");
     }
 }
+
+#[test]
+fn holders_flags_parse() {
+    let cli = Cli::try_parse_from(["ctscope", "holders", "--json", "--by", "src", "--top", "3"])
+        .expect("parse");
+    let Some(Command::Holders(args)) = cli.command else {
+        panic!("not holders");
+    };
+    assert!(args.json);
+    assert_eq!(args.by, "src");
+    assert_eq!(args.top, 3);
+    assert_eq!(args.trace, None);
+    assert!(Cli::try_parse_from(["ctscope", "holders", "--by", "port"]).is_err());
+    let cli = Cli::try_parse_from(["ctscope", "holders"]).expect("parse");
+    let Some(Command::Holders(args)) = cli.command else {
+        panic!("not holders");
+    };
+    assert_eq!((args.by.as_str(), args.top, args.json), ("dst", 10, false));
+}

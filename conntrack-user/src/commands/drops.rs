@@ -43,6 +43,7 @@ pub async fn run(args: &DropsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
             events: setting::EVENTS_DROP,
             // The drop probe needs the table only to tell chain_too_long.
             buckets: None,
+            holders: false,
         },
         tx,
     )

@@ -5,6 +5,7 @@ pub mod docs;
 pub mod doctor;
 pub mod drops;
 pub mod export;
+pub mod holders;
 pub mod info;
 pub mod live_record;
 pub mod load;

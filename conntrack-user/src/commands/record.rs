@@ -51,6 +51,7 @@ pub async fn run(args: &RecordArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
             events: filter.event_classes(),
             // Snapshots carry the chain-length histogram.
             buckets: Some(0),
+            holders: true,
         },
         tx,
     )

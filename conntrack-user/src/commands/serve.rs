@@ -69,6 +69,7 @@ pub async fn run(args: &ServeArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
             events: 0,
             // The chain-length histogram metrics.
             buckets: Some(0),
+            holders: true,
         },
         tx,
     )

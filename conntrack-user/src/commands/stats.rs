@@ -45,6 +45,7 @@ pub async fn run_until(
             events: setting::EVENTS_DROP,
             // The stats record carries the summary only.
             buckets: args.buckets.then_some(0),
+            holders: false,
         },
         tx,
     )

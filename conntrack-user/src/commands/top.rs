@@ -90,6 +90,7 @@ pub async fn run_live(
             events: IDLE_EVENTS,
             // The buckets panel: histogram, heat strip, longest chain.
             buckets: Some(0),
+            holders: true,
         },
         kernel_tx,
     )

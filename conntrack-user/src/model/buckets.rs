@@ -94,6 +94,10 @@ pub struct BucketWalk {
     /// The kernel's smallest chain limit (MIN_CHAINLEN): inserts fail on a
     /// chain of more than a random limit of at least this many nodes.
     pub chain_limit: u32,
+    /// Who holds the table: the entries grouped (walks with holders on;
+    /// absent from plain walks and from traces written before holders).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holders: Option<super::holders::Holders>,
 }
 
 impl BucketWalk {

@@ -324,20 +324,31 @@ impl<K: Clone + Eq + Hash + Ord> TopN<K> {
 
     /// Counts one more for `key`.
     pub fn add(&mut self, key: K) {
+        self.add_slot(key);
+    }
+
+    /// Counts one more for `key`. Returns the key's slot (below the cap,
+    /// stable while the key is held), whether the slot was taken just now
+    /// (new, or another key's: a caller keeping more per slot starts it
+    /// afresh), and the key it replaced.
+    pub fn add_slot(&mut self, key: K) -> (usize, bool, Option<K>) {
         let hash = self.hasher.hash_one(&key);
         let slots = &self.slots;
-        if let Some(s) = self.index.find(hash, |s| slots[*s as usize].key == key) {
-            self.increment(*s);
-            return;
+        if let Some(&s) = self.index.find(hash, |s| slots[*s as usize].key == key) {
+            self.increment(s);
+            return (s as usize, false, None);
         }
         if self.slots.len() < self.cap {
+            let s = self.slots.len();
             self.insert(key, hash);
-            return;
+            return (s, true, None);
         }
         // Space-saving: the new key takes the place of one with the smallest
         // count (the last rank), inherits that count, and counts its own add
         // on top.
-        let Some(&s) = self.order.last() else { return };
+        let Some(&s) = self.order.last() else {
+            return (0, false, None);
+        };
         if let Ok(old) = self
             .index
             .find_entry(self.slots[s as usize].hash, |x| *x == s)
@@ -345,12 +356,28 @@ impl<K: Clone + Eq + Hash + Ord> TopN<K> {
             old.remove();
         }
         let slot = &mut self.slots[s as usize];
-        slot.key = key;
+        let evicted = std::mem::replace(&mut slot.key, key);
         slot.hash = hash;
         let slots = &self.slots;
         self.index
             .insert_unique(hash, s, |x| slots[*x as usize].hash);
         self.increment(s);
+        (s as usize, true, Some(evicted))
+    }
+
+    /// The `n` largest counts with their slots (see [`Self::add_slot`]).
+    pub fn top_slots(&self, n: usize) -> Vec<(K, u64, usize)> {
+        let mut v: Vec<(K, u64, usize)> = self
+            .top(n)
+            .into_iter()
+            .filter_map(|(k, c)| {
+                let h = self.hasher.hash_one(&k);
+                let s = *self.index.find(h, |s| self.slots[*s as usize].key == k)?;
+                Some((k, c, s as usize))
+            })
+            .collect();
+        v.truncate(n);
+        v
     }
 
     /// A new key with count 1 goes last: every other count is at least 1.

@@ -8,6 +8,7 @@
 pub mod advice;
 pub mod buckets;
 pub mod drops;
+pub mod holders;
 mod interval;
 mod kernel;
 pub mod reconcile;

@@ -235,7 +235,7 @@ impl Probes {
         let netns_list = Array::try_from(take_map(&mut ebpf, "NETNS_LIST")?)?;
         let resolve = Array::try_from(take_map(&mut ebpf, "RESOLVE")?)?;
         let settings = Array::try_from(take_map(&mut ebpf, "SETTINGS")?)?;
-        let walker = match TableWalker::new(&mut ebpf, &aya_btf, cfg.chain_min, opts.locate) {
+        let walker = match TableWalker::new(&mut ebpf, &aya_btf, &cfg, opts.locate) {
             Ok(mut walker) => {
                 if opts.hot() {
                     // A live run walks again and again; it must not block on traffic.
@@ -280,6 +280,19 @@ impl Probes {
     /// Walks the conntrack hash table once (see [`walk`]) and lists the
     /// entries of the `top` longest chains. Blocks for the walk's length.
     pub fn walk_buckets(&mut self, top: usize) -> Result<BucketWalk, WalkError> {
+        self.walk_buckets_with(top, false)
+    }
+
+    /// [`Self::walk_buckets`], with the table's holders when `holders` is
+    /// set (`BucketWalk::holders`; the walk reads a little more per entry).
+    pub fn walk_buckets_with(
+        &mut self,
+        top: usize,
+        holders: bool,
+    ) -> Result<BucketWalk, WalkError> {
+        if let Ok(walker) = &mut self.walker {
+            walker.set_holders(holders);
+        }
         match &mut self.walker {
             Ok(walker) => walker.walk(&mut self.ebpf, &mut self.settings, top),
             Err(e) => Err(WalkError::Unavailable(e.clone())),

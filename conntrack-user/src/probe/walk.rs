@@ -24,10 +24,12 @@ use aya::{
     programs::{BtfTracePoint, RawTracePoint, RawTracePointRunOptions, TestRun as _},
 };
 use conntrack_common::{
-    BucketEntries, ChainNode, Located, TableInfo, WALK_CHUNK, WalkChunk, located,
+    BucketEntries, ChainNode, Config, HolderChunk, Located, TableInfo, WALK_CHUNK, WalkChunk,
+    located,
 };
 
 mod entries;
+mod holders;
 mod locate;
 
 pub use entries::nearest_hz;
@@ -37,7 +39,10 @@ use super::{ProbeError, program, take_map};
 use crate::{
     cli::Locate,
     kernel::{StatsSource, read_namespaces, sysctl::read_sysctl},
-    model::buckets::{BucketWalk, ChainEntry, HotBucket, summarize, warnings},
+    model::{
+        buckets::{BucketWalk, ChainEntry, HotBucket, summarize, warnings},
+        holders::{HoldersBuilder, ROWS},
+    },
 };
 
 /// How long a one-shot walk waits for a packet of a tracked flow when only
@@ -104,11 +109,17 @@ struct Pass {
     unverified: u64,
     truncated: u64,
     cpu_ns: u64,
+    /// Who holds the table, when the walk records it.
+    holders: Option<HoldersBuilder>,
 }
 
 pub struct TableWalker {
     walk_out: Array<MapData, WalkChunk>,
     bucket_out: Array<MapData, BucketEntries>,
+    holders_out: Array<MapData, HolderChunk>,
+    /// Record the entries' holders in the next walks.
+    holders: bool,
+    tuple: holders::TupleOffsets,
     located: Array<MapData, Located>,
     shared: Array<MapData, TableInfo>,
     table: Option<Table>,
@@ -132,7 +143,7 @@ impl TableWalker {
     pub fn new(
         ebpf: &mut Ebpf,
         btf: &aya::Btf,
-        chain_min: u32,
+        cfg: &Config,
         locate: Locate,
     ) -> Result<Self, ProbeError> {
         for name in ["walk_chunk", "walk_bucket"] {
@@ -148,12 +159,15 @@ impl TableWalker {
         Ok(Self {
             walk_out: Array::try_from(take_map(ebpf, "WALK_OUT")?)?,
             bucket_out: Array::try_from(take_map(ebpf, "BUCKET_OUT")?)?,
+            holders_out: Array::try_from(take_map(ebpf, "HOLDERS_OUT")?)?,
+            holders: false,
+            tuple: holders::TupleOffsets::from_config(cfg),
             located: Array::try_from(take_map(ebpf, "LOCATED")?)?,
             shared: Array::try_from(take_map(ebpf, "TABLE")?)?,
             table: None,
             hz: None,
             tcp_states: tcp_state_names(),
-            chain_min,
+            chain_min: cfg.chain_min,
             seq_file: locate != Locate::Entry
                 && std::path::Path::new("/proc/net/nf_conntrack").exists(),
             from_entries: locate != Locate::Proc,
@@ -161,6 +175,11 @@ impl TableWalker {
             entry_wait: ENTRY_WAIT,
             skb_link: None,
         })
+    }
+
+    /// Whether walks also find who holds the table (`BucketWalk::holders`).
+    pub fn set_holders(&mut self, on: bool) {
+        self.holders = on;
     }
 
     /// How long a walk waits for a packet of a tracked flow to lead to the
@@ -180,7 +199,7 @@ impl TableWalker {
     ) -> Result<BucketWalk, WalkError> {
         // Listed entries' timeouts are in jiffies; HZ is measured once, and
         // not as part of the walk's cost.
-        if top > 0 && self.hz.is_none() {
+        if (top > 0 || self.holders) && self.hz.is_none() {
             self.hz = Some(self.measure_hz(ebpf)?);
         }
         let started = Instant::now();
@@ -201,6 +220,9 @@ impl TableWalker {
                     walk.duration_ns = started.elapsed().as_nanos() as u64;
                     walk.ts_ms = wall_ms();
                     walk.chain_limit = self.chain_min;
+                    if self.holders {
+                        walk.holders = Some(HoldersBuilder::default().finish(ROWS, &[]));
+                    }
                     return Ok(walk);
                 }
                 return Err(WalkError::NotFound(self.entry_wait));
@@ -242,32 +264,39 @@ impl TableWalker {
     fn pass(&mut self, ebpf: &mut Ebpf, table: Table) -> Result<Pass, WalkError> {
         let mut pass = Pass {
             lens: Vec::with_capacity(table.size as usize),
+            holders: self.holders.then(HoldersBuilder::default),
             ..Pass::default()
         };
+        let hz = self.hz.unwrap_or(0);
         let prog: &mut RawTracePoint = program(ebpf, "walk_chunk")?;
         let mut start = 0u32;
         while start < table.size {
             let count = WALK_CHUNK.min(table.size - start);
             let mut opts = RawTracePointRunOptions::new();
-            opts.args[..4].copy_from_slice(&[
+            opts.args[..5].copy_from_slice(&[
                 table.base,
                 u64::from(table.size),
                 u64::from(start),
                 u64::from(count),
+                u64::from(pass.holders.is_some()),
             ]);
             let cpu0 = thread_cpu_ns();
             prog.test_run(opts).map_err(|source| WalkError::Run {
                 name: "walk_chunk",
                 source,
             })?;
-            pass.cpu_ns += thread_cpu_ns().saturating_sub(cpu0);
             let chunk = self.walk_out.get(&0, 0)?;
-            let done = chunk.done.min(count);
+            let mut done = chunk.done.min(count);
             if chunk.start != start || done == 0 {
                 // No progress: not a table the walker can read.
                 pass.unverified += 1;
                 return Ok(pass);
             }
+            if let Some(b) = &mut pass.holders {
+                done = holders::take(&self.holders_out, &self.tuple, hz, done, b)?;
+            }
+            // Decoding and counting the holders is part of the walk's cost.
+            pass.cpu_ns += thread_cpu_ns().saturating_sub(cpu0);
             let lens = &chunk.lens[..done as usize];
             pass.lens.extend_from_slice(lens);
             // From the lengths: a chunk cut short by its iteration budget
@@ -326,6 +355,10 @@ impl TableWalker {
             relocations: self.relocations,
             truncated: pass.truncated,
             chain_limit: self.chain_min,
+            holders: pass
+                .holders
+                .as_ref()
+                .map(|b| b.finish(ROWS, &self.tcp_states)),
         };
         walk.warnings = warnings(&walk);
         Ok(walk)

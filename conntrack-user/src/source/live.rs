@@ -58,6 +58,9 @@ pub struct LiveOptions {
     /// Walk the hash table before every sample and send the walk, listing
     /// the entries of this many of the longest chains.
     pub buckets: Option<usize>,
+    /// Those walks also find who holds the table (`BucketWalk::holders`);
+    /// their cost counts in the walks' budget.
+    pub holders: bool,
 }
 
 enum Control {
@@ -87,7 +90,7 @@ impl LiveSource {
         // Find the hash table before anything is counted, so the drop probe
         // can tell chain-too-long failures from the first packet on.
         let mut walker = WalkState::default();
-        if let Some(walk) = walker.walk(&mut probes, opts.buckets.unwrap_or(0))
+        if let Some(walk) = walker.walk(&mut probes, opts.buckets.unwrap_or(0), opts.holders)
             && opts.buckets.is_some()
         {
             let _ = out.send(Message::Buckets(Box::new(walk))).await;
@@ -208,12 +211,12 @@ async fn run(
                 }
             }
             _ = track.tick(), if opts.buckets.is_none() && walker.due() => {
-                walker.walk(&mut probes, 0);
+                walker.walk(&mut probes, 0, false);
             }
             _ = tick.tick() => {
                 if let Some(top) = opts.buckets
                     && walker.due()
-                    && let Some(walk) = walker.walk(&mut probes, top)
+                    && let Some(walk) = walker.walk(&mut probes, top, opts.holders)
                     && out.send(Message::Buckets(Box::new(walk))).await.is_err()
                 {
                     return Ok(());
@@ -242,10 +245,11 @@ impl WalkState {
             .is_none_or(|t| std::time::Instant::now() >= t)
     }
 
-    fn walk(&mut self, probes: &mut Probes, top: usize) -> Option<BucketWalk> {
+    fn walk(&mut self, probes: &mut Probes, top: usize, holders: bool) -> Option<BucketWalk> {
         let start = std::time::Instant::now();
-        // BPF_PROG_TEST_RUN runs the walk on this thread.
-        let result = tokio::task::block_in_place(|| probes.walk_buckets(top));
+        // BPF_PROG_TEST_RUN runs the walk on this thread; with holders, the
+        // decoding and counting too, so the pacing below includes them.
+        let result = tokio::task::block_in_place(|| probes.walk_buckets_with(top, holders));
         self.not_before = Some(start + start.elapsed().div_f64(WALK_BUDGET));
         match result {
             Ok(walk) => {

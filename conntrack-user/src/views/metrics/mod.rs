@@ -24,6 +24,7 @@ use crate::{
         Model,
         buckets::{BucketWalk, HISTOGRAM_LABELS},
         drops::Cause,
+        holders::{By, Holders},
     },
 };
 
@@ -125,6 +126,9 @@ pub fn render(model: &Model, own_netns: u32, build: &[(&str, &str)]) -> String {
     }
     if let Some(walk) = &model.buckets {
         buckets(&mut reg, walk);
+        if let Some(h) = &walk.holders {
+            holders(&mut reg, h);
+        }
     }
     let mut out = String::new();
     // Writing to a String cannot fail.
@@ -378,6 +382,51 @@ fn buckets(reg: &mut Registry, walk: &BucketWalk) {
         "Wall time of the latest table walk",
         Unit::Seconds,
         gauge_f(walk.duration_ns as f64 / 1e9),
+    );
+}
+
+/// Series of `ctscope_holders` per grouping: the top holders only, so the
+/// series count is bounded (4 groupings x 10 = 40 at most) however many
+/// destinations and sources the table holds.
+pub const HOLDERS_TOP: usize = 10;
+
+/// Who holds the table, from the latest walk: the [`HOLDERS_TOP`] largest
+/// groups of each grouping (`by` = dst, src, state, netns), and the entries
+/// the walk saw, so the rest (`entries` minus the listed) is known.
+fn holders(reg: &mut Registry, h: &Holders) {
+    let family = Family::<Labels, Gauge>::default();
+    for by in By::ALL {
+        for r in h.rows(by).iter().take(HOLDERS_TOP) {
+            let mut labels: Labels = vec![
+                ("by".to_owned(), by.as_str().to_owned()),
+                ("netns".to_owned(), r.netns.to_string()),
+            ];
+            let optional = [
+                ("proto", r.proto.clone()),
+                ("dst", r.dst.clone()),
+                ("dport", r.dport.map(|p| p.to_string())),
+                ("src", r.src.clone()),
+                ("state", r.state.clone()),
+            ];
+            for (name, value) in optional {
+                if let Some(v) = value {
+                    labels.push((name.to_owned(), v));
+                }
+            }
+            family
+                .get_or_create(&labels)
+                .set(i64::try_from(r.count).unwrap_or(i64::MAX));
+        }
+    }
+    reg.register(
+        "ctscope_holders",
+        "Entries held by the largest groups of the latest table walk, by destination, source, state and namespace (top 10 of each)",
+        family,
+    );
+    reg.register(
+        "ctscope_holders_entries",
+        "Entries the latest table walk grouped into ctscope_holders",
+        gauge(h.entries),
     );
 }
 

@@ -191,3 +191,49 @@ fn causes_beyond_the_kernels_counters_are_counted() {
         "{text}"
     );
 }
+
+#[test]
+fn holders_are_a_bounded_top_k() {
+    use crate::model::holders::{HolderEntry, HoldersBuilder};
+    let mut b = HoldersBuilder::default();
+    // 500 destinations, one of them holding 40 entries.
+    for p in 0..500u16 {
+        let mut dst = [0u8; 16];
+        dst[..4].copy_from_slice(&[10, 0, 0, 2]);
+        let n = if p == 9000 % 500 { 40 } else { 1 };
+        for _ in 0..n {
+            b.add(&HolderEntry {
+                netns: 7,
+                family: 2,
+                proto: 6,
+                state: 3,
+                dst,
+                dport: if n == 40 { 9000 } else { p },
+                ..HolderEntry::default()
+            });
+        }
+    }
+    let mut m = model();
+    if let Some(w) = &mut m.buckets {
+        w.holders = Some(b.finish(64, &[]));
+    }
+    let text = render(&m, 1000, &[]);
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("ctscope_holders{"))
+        .collect();
+    // dst and src, state, netns: at most 10 each.
+    assert!(series.len() <= 4 * super::HOLDERS_TOP, "{}", series.len());
+    assert_eq!(
+        series.iter().filter(|l| l.contains("by=\"dst\"")).count(),
+        super::HOLDERS_TOP
+    );
+    assert!(
+        series.iter().any(|l| l.contains("by=\"dst\"")
+            && l.contains("dport=\"9000\"")
+            && l.contains("netns=\"7\"")
+            && l.ends_with(" 40")),
+        "{text}"
+    );
+    assert_eq!(value(&text, "ctscope_holders_entries"), Some(539.0));
+}

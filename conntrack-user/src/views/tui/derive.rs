@@ -6,7 +6,8 @@
 use crate::model::{
     Interval, Model, NetnsRow,
     advice::{self, ChainFacts, Facts, Finding, NamespaceFill},
-    drops::{Cause, DropRecord},
+    drops::{Cause, DropRecord, proto_name},
+    holders::HolderRow,
 };
 
 use super::state::{DropSort, NsSort, Panel, UiState};
@@ -149,6 +150,22 @@ pub struct Derived {
     /// Scrollable rows of the buckets panel: histogram classes up to the
     /// longest, hottest chains, and the walk's cost.
     pub bucket_rows: usize,
+    pub holders: HoldersView,
+}
+
+/// The holders panel: the latest walk's groups of the grouping chosen with
+/// `s`, narrowed by the filter, namespaces named.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HoldersView {
+    /// Whether the latest walk found holders at all.
+    pub walked: bool,
+    /// Entries that walk grouped.
+    pub entries: u64,
+    /// Counts are upper bounds (more distinct keys than kept).
+    pub approximate: bool,
+    pub rows: Vec<HolderRow>,
+    /// Rows before the filter.
+    pub total: usize,
 }
 
 impl Derived {
@@ -160,6 +177,7 @@ impl Derived {
             // Advice scrolls by finding.
             Panel::Advice => self.advice.len(),
             Panel::Buckets => self.bucket_rows,
+            Panel::Holders => self.holders.rows.len(),
             _ => 0,
         }
     }
@@ -197,6 +215,54 @@ pub fn derive(model: &Model, ui: &UiState) -> Derived {
         bucket_rows: model.buckets.as_ref().map_or(0, |w| {
             w.histogram.iter().rposition(|n| *n > 0).unwrap_or(0) + 1 + w.hottest.len() + 1
         }),
+        holders: holders(model, latest, ui),
+    }
+}
+
+fn holders(model: &Model, latest: &Interval, ui: &UiState) -> HoldersView {
+    let Some(h) = model.buckets.as_ref().and_then(|w| w.holders.as_ref()) else {
+        return HoldersView::default();
+    };
+    let all = h.rows(ui.holders_by);
+    let name_of = |inum: u32| {
+        latest
+            .netns
+            .iter()
+            .find(|r| r.inum == inum)
+            .and_then(|r| r.name.clone())
+    };
+    let f = &ui.filter;
+    let rows = all
+        .iter()
+        .map(|r| HolderRow {
+            netns_name: r.netns_name.clone().or_else(|| name_of(r.netns)),
+            ..r.clone()
+        })
+        .filter(|r| {
+            let host = f.drops.host.map(|a| a.to_string());
+            f.drops.netns.is_none_or(|n| n == r.netns)
+                && f.netns_name.as_ref().is_none_or(|want| {
+                    r.netns_name
+                        .as_ref()
+                        .is_some_and(|name| name.contains(want.as_str()))
+                })
+                && f.drops.port.is_none_or(|p| r.dport.is_none_or(|d| d == p))
+                && host.is_none_or(|a| {
+                    (r.dst.is_none() && r.src.is_none())
+                        || r.dst.as_deref() == Some(a.as_str())
+                        || r.src.as_deref() == Some(a.as_str())
+                })
+                && f.drops
+                    .proto
+                    .is_none_or(|p| r.proto.as_ref().is_none_or(|name| *name == proto_name(p)))
+        })
+        .collect();
+    HoldersView {
+        walked: true,
+        entries: h.entries,
+        approximate: h.approximate,
+        rows,
+        total: all.len(),
     }
 }
 

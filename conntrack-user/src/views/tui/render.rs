@@ -1,4 +1,4 @@
-//! The frame: header, the six panels, footer, help (`bars`). A pure
+//! The frame: header, the seven panels, footer, help (`bars`). A pure
 //! function of the model and the UI state; it lays out and styles, it
 //! computes nothing the update step could (see `derive`).
 
@@ -54,10 +54,10 @@ pub fn render(model: &Model, ui: &UiState, frame: &mut Frame) {
     }
 }
 
-/// Three rows of two panels: fill | rates, buckets | drops, namespaces |
-/// advice. The first row stays short (its content is a few lines); the
-/// lists share what is left.
-fn body_areas(body: Rect) -> [Rect; 6] {
+/// Three rows of two panels: fill | rates, buckets | drops, namespaces
+/// over holders | advice. The first row stays short (its content is a few
+/// lines); the lists share what is left.
+fn body_areas(body: Rect) -> [Rect; 7] {
     let first = (body.height / 4).clamp(5, 11);
     let rest = body.height.saturating_sub(first);
     let [a, b, c] = Layout::vertical([
@@ -71,8 +71,10 @@ fn body_areas(body: Rect) -> [Rect; 6] {
     };
     let [fill, rates] = split(a, 42);
     let [buckets, drops] = split(b, 42);
-    let [namespaces, advice] = split(c, 50);
-    [fill, rates, buckets, drops, namespaces, advice]
+    let [lists, advice] = split(c, 50);
+    let [namespaces, holders] =
+        Layout::vertical([Constraint::Percentage(50), Constraint::Min(0)]).areas(lists);
+    [fill, rates, buckets, drops, namespaces, advice, holders]
 }
 
 /// A panel's frame: its digit, title and a thick border when focused.
@@ -110,6 +112,7 @@ fn draw_panel(
         Panel::Drops => panels::drops::draw(ui, frame, area, theme),
         Panel::Namespaces => panels::namespaces::draw(ui, frame, area, theme),
         Panel::Advice => panels::advice::draw(ui, frame, area, theme),
+        Panel::Holders => panels::holders::draw(ui, frame, area, theme),
     }
 }
 

@@ -7,13 +7,15 @@ use std::time::Duration;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
+use crate::model::holders::By;
+
 use super::{
     derive::Derived,
     feed::{DemoView, RecordingView, ReplayAction, ReplayView},
     filter::Filter,
 };
 
-/// The panels, in Tab order; digits 1-6 focus them.
+/// The panels, in Tab order; digits 1-7 focus them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Panel {
     Fill,
@@ -22,16 +24,19 @@ pub enum Panel {
     Drops,
     Namespaces,
     Advice,
+    /// Who holds the table (the latest walk's holders).
+    Holders,
 }
 
 impl Panel {
-    pub const ALL: [Panel; 6] = [
+    pub const ALL: [Panel; 7] = [
         Panel::Fill,
         Panel::Rates,
         Panel::Buckets,
         Panel::Drops,
         Panel::Namespaces,
         Panel::Advice,
+        Panel::Holders,
     ];
 
     pub fn index(self) -> usize {
@@ -46,6 +51,7 @@ impl Panel {
             Panel::Drops => "Drops",
             Panel::Namespaces => "Namespaces",
             Panel::Advice => "Advice",
+            Panel::Holders => "Holders",
         }
     }
 
@@ -156,8 +162,10 @@ pub struct UiState {
     pub env: Env,
     pub focus: Option<Panel>,
     /// First visible line of each panel, by [`Panel::index`].
-    pub scroll: [usize; 6],
+    pub scroll: [usize; 7],
     pub ns_sort: NsSort,
+    /// How the holders panel groups the table's entries (`s` there).
+    pub holders_by: By,
     pub drop_sort: DropSort,
     /// The applied filter.
     pub filter: Filter,
@@ -260,16 +268,16 @@ impl UiState {
             }
             KeyCode::Tab => self.focus = Some(self.focus.map_or(Panel::Fill, |p| p.step(1))),
             KeyCode::BackTab => {
-                self.focus = Some(self.focus.map_or(Panel::Advice, |p| p.step(-1)));
+                self.focus = Some(self.focus.map_or(Panel::Holders, |p| p.step(-1)));
             }
-            KeyCode::Char(c @ '1'..='6') => {
+            KeyCode::Char(c @ '1'..='7') => {
                 self.focus = Some(Panel::ALL[(c as u8 - b'1') as usize]);
             }
             KeyCode::Enter | KeyCode::Char('z') => {
                 if self.focus.is_some() {
                     self.zoom = !self.zoom;
                 } else {
-                    self.say("focus a panel first (Tab or 1-6)");
+                    self.say("focus a panel first (Tab or 1-7)");
                 }
             }
             KeyCode::Down | KeyCode::Char('j') => self.scroll_by(1),
@@ -308,6 +316,16 @@ impl UiState {
                 self.drop_sort = self.drop_sort.next();
                 self.say(format!("drops: {}", self.drop_sort.label()));
             }
+            Panel::Holders => {
+                self.holders_by = match self.holders_by {
+                    By::Dst => By::Src,
+                    By::Src => By::State,
+                    By::State => By::Netns,
+                    By::Netns => By::Dst,
+                };
+                self.say(format!("holders: by {}", self.holders_by.as_str()));
+                self.scroll[Panel::Holders.index()] = 0;
+            }
             _ => {
                 self.ns_sort = self.ns_sort.next();
                 self.say(format!("namespaces: {}", self.ns_sort.label()));
@@ -336,6 +354,7 @@ impl UiState {
                         self.editing = None;
                         self.scroll[Panel::Drops.index()] = 0;
                         self.scroll[Panel::Namespaces.index()] = 0;
+                        self.scroll[Panel::Holders.index()] = 0;
                     }
                     Err(e) => self.say(e),
                 }
@@ -384,7 +403,7 @@ mod tests {
         assert_eq!(ui.focus, Some(Panel::Rates));
         ui.on_key(key(KeyCode::BackTab));
         ui.on_key(key(KeyCode::BackTab));
-        assert_eq!(ui.focus, Some(Panel::Advice), "wraps around");
+        assert_eq!(ui.focus, Some(Panel::Holders), "wraps around");
         ui.on_key(key(KeyCode::Char('4')));
         assert_eq!(ui.focus, Some(Panel::Drops));
     }
@@ -428,6 +447,21 @@ mod tests {
         ui.on_key(key(KeyCode::Esc));
         assert_eq!(ui.editing, None);
         assert_eq!(ui.filter.drops.port, Some(443), "cancel keeps the old one");
+    }
+
+    #[test]
+    fn s_in_the_holders_panel_changes_the_grouping() {
+        let mut ui = UiState::default();
+        ui.on_key(key(KeyCode::Char('7')));
+        assert_eq!(ui.focus, Some(Panel::Holders));
+        assert_eq!(ui.holders_by, By::Dst);
+        ui.on_key(key(KeyCode::Char('s')));
+        assert_eq!(ui.holders_by, By::Src);
+        ui.on_key(key(KeyCode::Char('s')));
+        ui.on_key(key(KeyCode::Char('s')));
+        ui.on_key(key(KeyCode::Char('s')));
+        assert_eq!(ui.holders_by, By::Dst);
+        assert_eq!(ui.ns_sort, NsSort::Entries, "namespaces untouched");
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::{
     model::{
         Model, RunInfo,
         buckets::{BucketWalk, ChainEntry, HotBucket},
+        holders::{HolderEntry, Holders, HoldersBuilder},
     },
 };
 
@@ -324,8 +325,74 @@ fn walk() -> BucketWalk {
         cpu_ns: 3_000_000,
         restarts: 0,
         warnings: Vec::new(),
+        holders: Some(holders()),
         ..BucketWalk::default()
     }
+}
+
+/// The incident of issue 18: 40 idle connections to :9000 in the test
+/// namespace, a few UDP flows beside them, a handful in the host's.
+fn holders() -> Holders {
+    let mut b = HoldersBuilder::default();
+    let v4 = |a: [u8; 4]| {
+        let mut b = [0u8; 16];
+        b[..4].copy_from_slice(&a);
+        b
+    };
+    let entry = |netns, proto, state, src, dst, dport, timeout_s| HolderEntry {
+        netns,
+        family: 2,
+        proto,
+        state,
+        src: v4(src),
+        dst: v4(dst),
+        dport,
+        timeout_s,
+    };
+    for i in 0..40 {
+        b.add(&entry(
+            TEST_NS,
+            6,
+            3,
+            [10, 1, 0, 7],
+            [10, 1, 0, 2],
+            9000,
+            431_000 + i,
+        ));
+    }
+    for p in 0..6u16 {
+        b.add(&entry(
+            TEST_NS,
+            17,
+            13,
+            [127, 0, 0, 1],
+            [127, 0, 0, 1],
+            5300 + p,
+            29,
+        ));
+    }
+    for _ in 0..4 {
+        b.add(&entry(
+            HOST_NS,
+            6,
+            7,
+            [10, 0, 0, 1],
+            [10, 0, 0, 9],
+            443,
+            100,
+        ));
+    }
+    let tcp = [
+        "NONE",
+        "SYN_SENT",
+        "SYN_RECV",
+        "ESTABLISHED",
+        "FIN_WAIT",
+        "CLOSE_WAIT",
+    ];
+    let mut tcp: Vec<String> = tcp.map(String::from).to_vec();
+    tcp.extend(["LAST_ACK", "TIME_WAIT"].map(String::from));
+    b.finish(64, &tcp)
 }
 
 fn text(terminal: &Terminal<TestBackend>) -> String {
@@ -476,6 +543,56 @@ fn bucket_walk_is_drawn_when_present() {
     assert!(shown.contains("max 7 · mean 0.98 · p99 3"), "{shown}");
     assert!(shown.contains("#517 len 7"), "{shown}");
     insta::assert_snapshot!("buckets_120x40", shown);
+}
+
+#[test]
+fn holders_panel_shows_the_top_holder_and_regroups() {
+    let mut screen = dropping();
+    let before = text(&screen.draw(120, 40));
+    assert!(before.contains("No table walks here"), "{before}");
+    screen.feed(Message::Buckets(Box::new(walk())));
+    let shown = text(&screen.draw(120, 40));
+    assert!(shown.contains("7 Holders · 50 entries · by dst"), "{shown}");
+    assert!(shown.contains("tcp 10.1.0.2:9000"), "{shown}");
+    // Zoomed at the smallest size: the top holder, its share, namespace
+    // name, state and time left are all on its line.
+    screen.key(KeyCode::Char('7')).key(KeyCode::Char('z'));
+    let zoomed = text(&screen.draw(80, 24));
+    let line = zoomed
+        .lines()
+        .find(|l| l.contains("10.1.0.2:9000"))
+        .unwrap_or_else(|| panic!("{zoomed}"));
+    for want in ["40", "80%", "loadtest", "ESTABLISHED", "4d"] {
+        assert!(line.contains(want), "{want} in {line}");
+    }
+    insta::assert_snapshot!("holders_zoom_80x24", zoomed);
+    // s groups by source, then by state.
+    screen.key(KeyCode::Char('s'));
+    let by_src = text(&screen.draw(80, 24));
+    assert!(by_src.contains("by src"), "{by_src}");
+    assert!(by_src.contains("tcp 10.1.0.7"), "{by_src}");
+    screen.key(KeyCode::Char('s'));
+    let by_state = text(&screen.draw(80, 24));
+    assert!(by_state.contains("tcp ESTABLISHED"), "{by_state}");
+    assert!(by_state.contains("udp UNREPLIED"), "{by_state}");
+    // The filter narrows it: the host namespace's holders only.
+    screen.key(KeyCode::Char('s')).key(KeyCode::Char('s'));
+    screen
+        .key(KeyCode::Char('/'))
+        .keys(&format!("netns {HOST_NS}"))
+        .key(KeyCode::Enter);
+    let filtered = text(&screen.draw(80, 24));
+    assert!(filtered.contains("tcp 10.0.0.9:443"), "{filtered}");
+    assert!(!filtered.contains("9000"), "{filtered}");
+    // Scrolling stays within the rows.
+    screen.key(KeyCode::Char('/'));
+    screen.ui.editing = Some(String::new());
+    screen.key(KeyCode::Enter);
+    screen.draw(80, 24);
+    for _ in 0..20 {
+        screen.key(KeyCode::Down);
+    }
+    assert_eq!(screen.ui.scroll[Panel::Holders.index()], 7);
 }
 
 #[test]

@@ -4,6 +4,7 @@ pub mod advice;
 pub mod buckets;
 pub mod drops;
 pub mod fill;
+pub mod holders;
 pub mod namespaces;
 pub mod rates;
 
