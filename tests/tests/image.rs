@@ -219,7 +219,12 @@ fn ulimits() -> Vec<String> {
 /// `podman run` arguments that reproduce the DaemonSet's pod and container
 /// spec: each field the DaemonSet sets becomes its podman equivalent, and a
 /// field this does not know fails the test rather than being ignored.
-fn podman_args_from_daemonset(ds: &serde_yaml::Value, listen: SocketAddr) -> Vec<String> {
+/// `without` names capabilities to leave out of the DaemonSet's set.
+fn podman_args_from_daemonset(
+    ds: &serde_yaml::Value,
+    listen: SocketAddr,
+    without: &[&str],
+) -> Vec<String> {
     let pod = &ds["spec"]["template"]["spec"];
     let c = &pod["containers"][0];
     let mut a: Vec<String> = Vec::new();
@@ -256,7 +261,10 @@ fn podman_args_from_daemonset(ds: &serde_yaml::Value, listen: SocketAddr) -> Vec
                     push(&["--cap-drop", cap.as_str().expect("cap")]);
                 }
                 for cap in value["add"].as_sequence().into_iter().flatten() {
-                    push(&["--cap-add", cap.as_str().expect("cap")]);
+                    let cap = cap.as_str().expect("cap");
+                    if !without.contains(&cap) {
+                        push(&["--cap-add", cap]);
+                    }
                 }
             }
             "seccompProfile" => {
@@ -325,6 +333,13 @@ impl Drop for Container {
 }
 
 impl Container {
+    fn running(&self) -> bool {
+        Command::new("podman")
+            .args(["inspect", "--format", "{{.State.Running}}", &self.0])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
+    }
+
     fn logs(&self) -> String {
         Command::new("podman")
             .args(["logs", &self.0])
@@ -338,6 +353,18 @@ impl Container {
             })
             .unwrap_or_default()
     }
+}
+
+/// Starts the DaemonSet's container (less the capabilities in `without`)
+/// on a port of its own.
+fn start(ds: &serde_yaml::Value, without: &[&str], extra: &[&str]) -> (Container, SocketAddr) {
+    let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let name = format!("ctscope-test-{}-{}", std::process::id(), listen.port());
+    run(Command::new("podman")
+        .args(["run", "--detach", "--name", &name])
+        .args(podman_args_from_daemonset(ds, listen, without))
+        .args(extra));
+    (Container(name), listen)
 }
 
 /// The value of the first sample whose line starts with `name{` or
@@ -367,13 +394,7 @@ fn daemonset_container_follows_traffic() {
     // A ruleset drop of its own: every datagram to these ports.
     ns.nft("add rule inet ctscope_test in udp dport 30000-30099 drop")
         .expect("rule");
-    let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-    let name = format!("ctscope-test-{}", std::process::id());
-    let out = run(Command::new("podman")
-        .args(["run", "--detach", "--name", &name])
-        .args(podman_args_from_daemonset(&ds, listen)));
-    let container = Container(name);
-    eprintln!("container {}", String::from_utf8_lossy(&out.stdout).trim());
+    let (container, listen) = start(&ds, &[], &[]);
     assert!(
         wait_for(Duration::from_secs(60), || http_get(listen, "/healthz")
             .is_ok_and(|(s, _)| s == 200)),
@@ -439,4 +460,107 @@ fn daemonset_container_follows_traffic() {
         "{drops_before} -> {drops_after}"
     );
     drop(container);
+}
+
+/// What a container made of: whether it still runs, a /metrics page once
+/// `want` holds for it (or the last one after three sampling intervals),
+/// and its log.
+fn outcome(
+    ds: &serde_yaml::Value,
+    without: &[&str],
+    extra: &[&str],
+    want: impl Fn(&str) -> bool,
+) -> (bool, Option<String>, String) {
+    let interval: f64 = ds["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_sequence()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .skip_while(|a| *a != "--interval")
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("--interval");
+    let (container, listen) = start(ds, without, extra);
+    let answered = wait_for(Duration::from_secs(60), || {
+        http_get(listen, "/healthz").is_ok() || !container.running()
+    });
+    assert!(
+        answered,
+        "neither answered nor stopped: {}",
+        container.logs()
+    );
+    let mut page = None;
+    if container.running() {
+        wait_for(Duration::from_secs_f64(interval * 3.0), || {
+            page = http_get(listen, "/metrics").ok().map(|(_, b)| b);
+            page.as_deref().is_some_and(&want)
+        });
+    }
+    (container.running(), page, container.logs())
+}
+
+/// The capabilities the DaemonSet adds, each shown to be needed where this
+/// machine can show it: without it ctscope stops with an error that names
+/// it, or a metric it serves goes missing.
+///
+/// - CAP_SYSLOG: kallsyms addresses; ctscope stops.
+/// - CAP_BPF, CAP_PERFMON: loading and attaching the programs. CAP_SYS_ADMIN
+///   alone also grants both (kernel/bpf/syscall.c `bpf_capable`,
+///   include/linux/capability.h `perfmon_capable`), so each is removed
+///   together with it; ctscope stops.
+/// - CAP_NET_ADMIN: ctnetlink (nfnetlink checks it for every message), the
+///   kernel counters' source where /proc/net/stat/nf_conntrack is missing;
+///   here forced with `--kernel-stats ctnetlink`, node_nf_conntrack_entries
+///   goes missing.
+///
+/// Not shown here: CAP_SYS_ADMIN for entering other namespaces (on this
+/// kernel /metrics read the same without it: per-namespace entries come from
+/// the hash-table walk) and CAP_SYS_RESOURCE (this machine's root does not
+/// have it to give, see `ulimits`).
+#[test]
+fn daemonset_capabilities_are_each_needed() {
+    require_root();
+    if !ready() {
+        return;
+    }
+    let _lock = shared_lock();
+    let image = build_image();
+    let ds = daemonset(REGISTRY);
+    let c = &ds["spec"]["template"]["spec"]["containers"][0];
+    assert!(c["image"] == image.as_str());
+    let caps: Vec<&str> = c["securityContext"]["capabilities"]["add"]
+        .as_sequence()
+        .expect("capabilities")
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
+
+    for (without, needs) in [
+        (&["SYSLOG"][..], "CAP_SYSLOG"),
+        (&["BPF", "SYS_ADMIN"], "Operation not permitted"),
+        (&["PERFMON", "SYS_ADMIN"], "Operation not permitted"),
+    ] {
+        for cap in without {
+            assert!(caps.contains(cap), "the DaemonSet does not add {cap}");
+        }
+        let (running, _, logs) = outcome(&ds, without, &[], |_| true);
+        eprintln!("without {without:?}: {}", logs.lines().last().unwrap_or(""));
+        assert!(!running, "runs without {without:?}:\n{logs}");
+        assert!(logs.contains(needs), "without {without:?}:\n{logs}");
+    }
+
+    let entries = |page: &str| sample(page, "node_nf_conntrack_entries", &[]).is_some();
+    let ctnetlink = ["--kernel-stats", "ctnetlink"];
+    let (running, page, logs) = outcome(&ds, &[], &ctnetlink, entries);
+    assert!(
+        running && page.as_deref().is_some_and(entries),
+        "ctnetlink with every capability:\n{logs}"
+    );
+    assert!(caps.contains(&"NET_ADMIN"));
+    let (running, page, logs) = outcome(&ds, &["NET_ADMIN"], &ctnetlink, entries);
+    assert!(running, "{logs}");
+    assert!(
+        !page.as_deref().is_some_and(entries),
+        "node_nf_conntrack_entries read through ctnetlink without CAP_NET_ADMIN:\n{logs}"
+    );
 }

@@ -53,6 +53,17 @@ pub fn run(root: &Path) -> Result<()> {
     let name = image_name(&registry);
     let dist = root.join("target/dist");
 
+    // Everything of this name is replaced whole: an older manifest list
+    // would keep stale entries, and older per-arch images would stay behind
+    // untagged, 7 MB each time.
+    remove(&["manifest", "rm", &name]);
+    remove(&["image", "rm", &name]);
+    for (triple, _) in dist::TARGETS {
+        if let Some(arch) = oci_arch(triple) {
+            remove(&["image", "rm", &format!("{name}-{arch}")]);
+        }
+    }
+
     let mut built = Vec::new();
     for (triple, _) in dist::TARGETS {
         if !dist.join(format!("ctscope-{triple}")).is_file() {
@@ -62,10 +73,13 @@ pub fn run(root: &Path) -> Result<()> {
         let tag = format!("{name}-{arch}");
         // --no-cache: buildah's layer cache ignores --platform, and would
         // hand back the image of the other architecture when both binaries
-        // are unchanged copies of an earlier build's.
+        // are unchanged copies of an earlier build's. --layers=false: no
+        // intermediate image per step; with them, podman 4.3's `podman
+        // images` fails on the manifest list ("locating item named
+        // manifest-sha256:..."; podman issue #19757), for every image.
         podman(
             Command::new("podman")
-                .args(["build", "--quiet", "--no-cache", "--file"])
+                .args(["build", "--quiet", "--no-cache", "--layers=false", "--file"])
                 .arg(root.join("Containerfile"))
                 .args(["--platform", &format!("linux/{arch}")])
                 .args(["--build-arg", &format!("TRIPLE={triple}")])
@@ -86,16 +100,6 @@ pub fn run(root: &Path) -> Result<()> {
         );
     }
 
-    // `<name>` is replaced whole: an older manifest list or image of that
-    // name would otherwise keep stale entries.
-    for rm in [["manifest", "rm"], ["image", "rm"]] {
-        let _ = Command::new("podman")
-            .args(rm)
-            .arg(&name)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
     if let [single] = built.as_slice() {
         podman(
             Command::new("podman").args(["tag", single, &name]),
@@ -123,6 +127,16 @@ pub fn run(root: &Path) -> Result<()> {
     };
     eprintln!("xtask: publish it with `{push}`");
     Ok(())
+}
+
+/// A podman removal that may find nothing to remove (or an image a
+/// container still uses, which then stays).
+fn remove(args: &[&str]) {
+    let _ = Command::new("podman")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 fn podman(cmd: &mut Command, what: &str) -> Result<()> {
