@@ -155,8 +155,7 @@ fn image_is_the_static_binary_alone() {
 
     // Both binaries: the name is a manifest list of the two architectures,
     // and running it picks this machine's.
-    let both = crate_dist_has_both();
-    if both {
+    if dist_has_both() {
         let list: Value = serde_json::from_str(&stdout(
             Command::new("podman").args(["manifest", "inspect", &image]),
         ))
@@ -185,7 +184,7 @@ fn image_is_the_static_binary_alone() {
     );
 }
 
-fn crate_dist_has_both() -> bool {
+fn dist_has_both() -> bool {
     ["x86_64", "aarch64"].iter().all(|a| {
         root()
             .join("target/dist")
