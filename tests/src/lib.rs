@@ -65,6 +65,18 @@ pub fn skip_without(tool: &str) -> bool {
     false
 }
 
+/// `d` stretched by `CTSCOPE_TEST_SLOWDOWN` (a factor, default 1): a guest
+/// under software emulation of another architecture (the arm64 VM) attaches
+/// ctscope's probes in about a minute where this machine takes a second.
+pub fn patience(d: Duration) -> Duration {
+    let factor = std::env::var("CTSCOPE_TEST_SLOWDOWN")
+        .ok()
+        .and_then(|f| f.parse::<f64>().ok())
+        .filter(|f| f.is_finite() && *f >= 1.0)
+        .unwrap_or(1.0);
+    d.mul_f64(factor)
+}
+
 /// The integration tests load eBPF programs and create namespaces.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
@@ -348,7 +360,8 @@ impl Ctscope {
             stderr,
             ready,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let attach = patience(Duration::from_secs(30));
+        let deadline = Instant::now() + attach;
         while !me.ready.exists() {
             if let Some(status) = me.child.try_wait()? {
                 bail!(
@@ -357,7 +370,11 @@ impl Ctscope {
                 );
             }
             if Instant::now() > deadline {
-                bail!("ctscope did not attach within 30 s: {}", me.stderr_text());
+                bail!(
+                    "ctscope did not attach within {} s: {}",
+                    attach.as_secs(),
+                    me.stderr_text()
+                );
             }
             thread::sleep(Duration::from_millis(20));
         }

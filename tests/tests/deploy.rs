@@ -14,6 +14,15 @@ use std::{
 use ctscope_integration::*;
 use serde_json::Value;
 
+/// The registry prefix variable of the DaemonSet's image
+/// (`${CTSCOPE_REGISTRY}/ctscope:<version>`), as `envsubst` fills it in.
+const REGISTRY_VAR: &str = "${CTSCOPE_REGISTRY}";
+
+/// A manifest with the registry prefix filled in, as the README applies it.
+fn rendered(path: &str, registry: &str) -> String {
+    deploy(path).replace(REGISTRY_VAR, registry)
+}
+
 fn deploy(path: &str) -> String {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../deploy")
@@ -43,7 +52,14 @@ fn daemonset_asks_for_capabilities_not_privilege() {
         .iter()
         .filter_map(|v| v.as_str())
         .collect();
-    for needed in ["BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE"] {
+    for needed in [
+        "BPF",
+        "PERFMON",
+        "SYSLOG",
+        "SYS_ADMIN",
+        "NET_ADMIN",
+        "SYS_RESOURCE",
+    ] {
         assert!(caps.contains(&needed), "missing CAP_{needed}: {caps:?}");
     }
     assert_eq!(sc["capabilities"]["drop"][0], "ALL");
@@ -79,6 +95,114 @@ fn daemonset_asks_for_capabilities_not_privilege() {
         pod["spec"]["hostPID"], true,
         "namespaces are found through /proc"
     );
+}
+
+#[test]
+fn daemonset_names_the_image_xtask_builds() {
+    // `cargo xtask image` tags `$CTSCOPE_REGISTRY/ctscope:<workspace version>`.
+    let y: serde_yaml::Value = serde_yaml::from_str(&rendered(
+        "kubernetes/daemonset.yaml",
+        "registry.example.com/infra",
+    ))
+    .expect("yaml");
+    assert_eq!(
+        y["spec"]["template"]["spec"]["containers"][0]["image"],
+        format!(
+            "registry.example.com/infra/ctscope:{}",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    let raw = deploy("kubernetes/daemonset.yaml");
+    let uses: Vec<&str> = raw
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && l.contains("${"))
+        .collect();
+    assert_eq!(uses.len(), 1, "one variable, the registry: {uses:?}");
+    assert_eq!(uses[0].matches("${").count(), 1, "{uses:?}");
+}
+
+/// Where `cargo xtask provision`/`test` install kubernetes-validate
+/// (xtask/src/provision.rs).
+fn kubernetes_validate() -> Option<std::path::PathBuf> {
+    let dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools/kubernetes-validate/1.37.0");
+    if dir.join("kubernetes_validate").is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIPPED: {} is missing; `cargo xtask provision` installs kubernetes-validate",
+            dir.display()
+        );
+        None
+    }
+}
+
+/// `kubernetes-validate --strict` (unknown fields are errors) of `text`
+/// against Kubernetes `version`: (passed, output).
+fn validate(tool: &Path, text: &str, version: &str) -> (bool, String) {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file =
+        std::env::temp_dir().join(format!("ctscope-manifest-{}-{n}.yaml", std::process::id()));
+    fs::write(&file, text).expect("write manifest");
+    let out = Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--strict", "-k", version])
+        .arg(&file)
+        .env("PYTHONPATH", tool)
+        .output();
+    let _ = fs::remove_file(&file);
+    let out = out.expect("python3");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn kubernetes_manifests_pass_the_api_schema() {
+    let Some(tool) = kubernetes_validate() else {
+        return;
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes");
+    let mut checked = 0;
+    for entry in fs::read_dir(&dir).expect("deploy/kubernetes") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let name = format!(
+            "kubernetes/{}",
+            path.file_name().and_then(|n| n.to_str()).expect("name")
+        );
+        let text = rendered(&name, "registry.example.com/infra");
+        // The oldest and the newest API the validator knows.
+        for version in ["1.25.0", "1.37.0"] {
+            let (ok, out) = validate(&tool, &text, version);
+            assert!(ok, "{name} against Kubernetes {version}:\n{out}");
+            assert!(out.contains("passed"), "{out}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 1, "no manifest in {}", dir.display());
+
+    // The validator does reject what the API server would: a misspelled
+    // field and a wrongly typed one.
+    let text = rendered("kubernetes/daemonset.yaml", "registry.example.com/infra");
+    for (from, to) in [
+        (
+            "readOnlyRootFilesystem: true",
+            "readOnlyRootFileSystem: true",
+        ),
+        ("privileged: false", "privileged: \"no\""),
+    ] {
+        assert!(text.contains(from), "{from}");
+        let (ok, out) = validate(&tool, &text.replacen(from, to, 1), "1.37.0");
+        assert!(!ok, "{to} passed:\n{out}");
+    }
 }
 
 #[test]

@@ -2,8 +2,9 @@
 //! stripped, summed, and the aarch64 one actually runs: `--version` and
 //! `doctor --no-load` under qemu-user, against this machine's kernel.
 //!
-//! `cargo xtask test` does not build them (dist takes minutes); each test
-//! skips with a message when target/dist or qemu-aarch64 is missing.
+//! `cargo xtask test` refreshes them when target/dist exists and builds
+//! them with `--dist` (from nothing it takes minutes); each test skips with
+//! a message when target/dist or qemu-aarch64 is missing.
 
 use std::{
     path::{Path, PathBuf},

@@ -12,13 +12,14 @@ const WAIT: Duration = Duration::from_secs(10);
 /// record taken at least two intervals later (so in-flight attribution has
 /// settled).
 fn settle(ct: &Ctscope, mut done: impl FnMut(&serde_json::Value) -> bool) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + patience(Duration::from_secs(20));
+    let wait = patience(WAIT);
     loop {
-        let rec = ct.next_json(WAIT).expect("stats record");
+        let rec = ct.next_json(wait).expect("stats record");
         assert_schema("stats.schema.json", &rec);
         if done(&rec) {
-            ct.next_json(WAIT).expect("record");
-            return ct.next_json(WAIT).expect("record");
+            ct.next_json(wait).expect("record");
+            return ct.next_json(wait).expect("record");
         }
         assert!(
             std::time::Instant::now() < deadline,

@@ -6,6 +6,7 @@
 
 mod bench;
 mod dist;
+mod image;
 mod provision;
 mod vm;
 
@@ -50,11 +51,22 @@ enum Cmd {
         /// minutes for both kernels and both backends).
         #[arg(long)]
         no_vm: bool,
+        /// Build the static binaries first when target/dist/ is absent
+        /// (about 10 minutes from nothing), so the container and qemu-user
+        /// tests run instead of skipping. When target/dist/ exists it is
+        /// always brought up to date.
+        #[arg(long)]
+        dist: bool,
     },
     /// Static, stripped release binaries for x86_64 and aarch64 (musl)
     /// under target/dist/, with SHA256SUMS; installs the Rust targets, zig
     /// and cargo-zigbuild when missing.
     Dist,
+    /// The OCI image `$CTSCOPE_REGISTRY/ctscope:<version>` (registry
+    /// `localhost` when unset) from the Containerfile and target/dist/, with
+    /// podman: one image per binary and, with both, a multi-arch manifest
+    /// list under that name.
+    Image,
     /// Install the toolchain pieces and test tools only.
     Provision,
     /// Measure what ctscope costs and compare it with conntrack-tools; writes
@@ -105,9 +117,11 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Provision => {
             provision::toolchain()?;
-            provision::test_tools()
+            provision::test_tools()?;
+            provision::manifest_tools(&root)
         }
         Cmd::Dist => dist::run(&root),
+        Cmd::Image => image::run(&root),
         Cmd::Build => {
             provision::toolchain()?;
             build_release()
@@ -153,9 +167,24 @@ fn run(cli: Cli) -> Result<()> {
             no_lint,
             filter,
             no_vm,
+            dist,
         } => {
             provision::toolchain()?;
             provision::test_tools()?;
+            provision::manifest_tools(&root)?;
+            // tests/tests/{image,dist}.rs run the static binaries. They are
+            // not built by default (10 minutes from nothing), but when they
+            // exist they are refreshed (seconds when nothing changed, about
+            // 3.5 minutes after a change), so the tests never run stale ones.
+            if dist || root.join("target/dist").is_dir() {
+                dist::run(&root)?;
+            } else {
+                eprintln!(
+                    "xtask: target/dist/ is absent: the container and qemu-user tests \
+                     (tests/tests/image.rs, dist.rs) will skip; \
+                     `cargo xtask test --dist` builds the static binaries first"
+                );
+            }
             test(no_lint, filter.as_deref())?;
             if no_vm {
                 return Ok(());

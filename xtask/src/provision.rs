@@ -21,14 +21,18 @@ const LLVM_PACKAGES: [&str; 4] = [
 /// Debian packages the integration tests drive: nft rules in namespaces,
 /// `conntrack -L/-S` as ground truth, `ip netns`, tmux for the TUI test,
 /// bpftool to check that nothing stays attached, a real Prometheus to scrape
-/// `ctscope serve`.
-const TEST_PACKAGES: [(&str, &str); 6] = [
+/// `ctscope serve`, podman to build and run the container image (with runc:
+/// crun refuses hosts whose cgroup v2 hierarchy holds controllers next to
+/// v1, as this build machine's does).
+const TEST_PACKAGES: [(&str, &str); 8] = [
     ("nft", "nftables"),
     ("conntrack", "conntrack"),
     ("ip", "iproute2"),
     ("tmux", "tmux"),
     ("bpftool", "bpftool"),
     ("prometheus", "prometheus"),
+    ("podman", "podman"),
+    ("runc", "runc"),
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -206,21 +210,9 @@ pub fn dist_tools(root: &Path, targets: &[&str]) -> Result<()> {
             o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == ZIGLANG_VERSION
         });
     if !zig_ok {
-        if !succeeds(Command::new("python3").args(["-m", "pip", "--version"])) {
-            apt_install(&["python3-pip"])?;
-        }
-        run(
-            Command::new("python3")
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                ])
-                .args(["--upgrade", "--target"])
-                .arg(&zig)
-                .arg(format!("ziglang=={ZIGLANG_VERSION}")),
+        pip_install_target(
+            &zig,
+            &format!("ziglang=={ZIGLANG_VERSION}"),
             &format!("installing zig {ZIGLANG_VERSION} (PyPI ziglang) under target/tools"),
         )?;
     }
@@ -245,4 +237,60 @@ pub fn dist_tools(root: &Path, targets: &[&str]) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// `pip install --target dir spec`: a PyPI package private to the project.
+fn pip_install_target(dir: &Path, spec: &str, what: &str) -> Result<()> {
+    if !succeeds(Command::new("python3").args(["-m", "pip", "--version"])) {
+        apt_install(&["python3-pip"])?;
+    }
+    run(
+        Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(["--upgrade", "--target"])
+            .arg(dir)
+            .arg(spec),
+        what,
+    )
+}
+
+/// The Kubernetes schema validator the deploy tests run on
+/// deploy/kubernetes/ (PyPI `kubernetes-validate`: the API's OpenAPI schemas
+/// for every release, offline).
+pub const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
+
+/// Where it is installed, as zig is: put it on `PYTHONPATH` and run
+/// `python3 -m kubernetes_validate`. tests/tests/deploy.rs looks here.
+pub fn kubernetes_validate_dir(root: &Path) -> PathBuf {
+    root.join("target/tools/kubernetes-validate")
+        .join(KUBERNETES_VALIDATE_VERSION)
+}
+
+/// Installs kubernetes-validate under target/tools when missing.
+pub fn manifest_tools(root: &Path) -> Result<()> {
+    let dir = kubernetes_validate_dir(root);
+    let ok = Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--version"])
+        .env("PYTHONPATH", &dir)
+        .output()
+        .is_ok_and(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains(KUBERNETES_VALIDATE_VERSION)
+        });
+    if ok {
+        return Ok(());
+    }
+    pip_install_target(
+        &dir,
+        &format!("kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"),
+        &format!(
+            "installing kubernetes-validate {KUBERNETES_VALIDATE_VERSION} (PyPI) under target/tools"
+        ),
+    )
 }
