@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod classify;
+pub mod frames;
 
 /// What an [`Event`] reports.
 pub mod kind {
