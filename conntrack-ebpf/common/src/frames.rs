@@ -162,7 +162,10 @@ mod tests {
         s.push(2, 20);
         s.push(3, 30);
         assert_eq!(s.take(2), Some(20));
-        assert_eq!(s.frames[..2], [Frame { key: 1, value: 10 }, Frame { key: 3, value: 30 }]);
+        assert_eq!(
+            s.frames[..2],
+            [Frame { key: 1, value: 10 }, Frame { key: 3, value: 30 }]
+        );
         assert_eq!(s.take(3), Some(30));
         assert_eq!(s.take(1), Some(10));
     }
