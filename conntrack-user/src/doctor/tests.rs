@@ -262,8 +262,14 @@ fn the_exact_causes_depend_on_the_kernel_and_the_backend() {
         causes.contains("insert_failed and chain_too_long exact"),
         "{causes}"
     );
-    assert!(causes.contains("NAT-hook drops count as ruleset"), "{causes}");
+    assert!(
+        causes.contains("NAT-hook drops count as ruleset"),
+        "{causes}"
+    );
     debian.backend = "tracepoint".into();
     let causes = find(&diagnose(&debian), "causes").message.clone();
-    assert!(causes.contains("inferred from the insert_failed counter"), "{causes}");
+    assert!(
+        causes.contains("inferred from the insert_failed counter"),
+        "{causes}"
+    );
 }
