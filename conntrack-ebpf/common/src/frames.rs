@@ -33,8 +33,11 @@
 //! first eviction of a full stack clears.
 
 /// Frames kept per CPU: process context, a softirq inside it, and room for
-/// frames left behind by calls that migrated.
-pub const DEPTH: usize = 4;
+/// frames nothing takes any more (a call that migrated; a failed confirm
+/// whose drop the drop probe missed because it was itself running on that
+/// CPU, interrupted by the softirq), which must not push out a frame that
+/// is still wanted.
+pub const DEPTH: usize = 8;
 
 /// One pending call or finding: `key` says whose it is (the task for
 /// entry/return pairs, the packet or namespace for findings).
