@@ -14,16 +14,24 @@
 //!   bucket occupancy kept in `BUCKETS`.
 //! * `early_drop` return: how often early drop made room.
 //!
+//! Entry and return probes are paired through per-CPU stacks of frames
+//! keyed by the current task (`conntrack_common::frames`, which says why
+//! neither the pid nor the stack pointer will do): a softirq runs in the
+//! task it interrupted — the idle task, pid 0 on every CPU, or a process
+//! inside one of these very functions — so keying by pid let CPUs and
+//! nested calls overwrite each other's state. Nothing here inserts into a
+//! hash map per allocation any more (issue 12).
+//!
 //! Sources: net/netfilter/nf_conntrack_core.c (6.1, 6.12).
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id},
+    helpers::{bpf_get_smp_processor_id, generated::bpf_get_current_task},
     macros::map,
     maps::{HashMap, PerCpuArray, PerCpuHashMap},
     programs::{ProbeContext, RetProbeContext},
 };
 use conntrack_common::{
-    Event, cause, classify::InsertEvidence, counter, kind, kprobe_hook, setting,
+    Event, cause, classify::InsertEvidence, counter, frames::Frames, kind, kprobe_hook, setting,
 };
 
 use crate::{
@@ -32,9 +40,9 @@ use crate::{
     maps::{NS_ALLOC, count, emit, netns_add, scratch, scratch_event, wanted},
 };
 
-/// `__nf_conntrack_alloc`'s `net` argument, kept for its return probe, by task.
+/// `__nf_conntrack_alloc`'s `net` argument, kept for its return probe.
 #[map]
-static ALLOC_NET: HashMap<u64, u64> = HashMap::with_max_entries(4096, 0);
+static ALLOC_NET: PerCpuArray<Frames<u64>> = PerCpuArray::with_max_entries(1, 0);
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -45,31 +53,44 @@ struct ConfirmArgs {
     chaintoolong: u64,
 }
 
-/// `__nf_conntrack_confirm`'s arguments, kept for its return probe, by task.
+/// `__nf_conntrack_confirm`'s arguments, kept for its return probe.
 #[map]
-static CONFIRM_ARGS: HashMap<u64, ConfirmArgs> = HashMap::with_max_entries(4096, 0);
+static CONFIRM_ARGS: PerCpuArray<Frames<ConfirmArgs>> = PerCpuArray::with_max_entries(1, 0);
 
-/// `nf_ct_delete`'s entry, kept for its return probe, by task.
+/// `nf_ct_delete`'s entry, kept for its return probe.
 #[map]
-static DELETE_ARG: HashMap<u64, u64> = HashMap::with_max_entries(4096, 0);
+static DELETE_ARG: PerCpuArray<Frames<u64>> = PerCpuArray::with_max_entries(1, 0);
 
-/// What the conntrack probes learnt about the packet the drop probe will
-/// see next on this CPU: conntrack returns `NF_DROP` and `nf_hook_slow`
-/// frees the packet right after, without leaving the CPU.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Hint {
-    /// Refusals by `__nf_conntrack_alloc` not yet matched with their drop.
-    refusals: u64,
-    /// Namespace inode of the last refusal.
-    refused_netns: u64,
-    /// Packet whose confirm failed, and the cause.
-    failed_skb: u64,
-    failed_cause: u64,
+/// Allocation refusals not yet matched with their drop, keyed by the
+/// namespace's inode number. Conntrack returns `NF_DROP` and `nf_hook_slow`
+/// frees the packet right after, on the same CPU; a stack, because a
+/// softirq can refuse and drop a packet of its own in between.
+#[map]
+static REFUSED: PerCpuArray<Frames<u64>> = PerCpuArray::with_max_entries(1, 0);
+
+/// Packets whose confirm failed, keyed by the packet, with the cause; for
+/// the drop probe, like [`REFUSED`].
+#[map]
+static FAILED: PerCpuArray<Frames<u64>> = PerCpuArray::with_max_entries(1, 0);
+
+/// Keeps a call's state for its return probe: on this CPU's stack, under
+/// the current task.
+#[inline(always)]
+fn enter<T: Copy>(map: &PerCpuArray<Frames<T>>, value: T) {
+    if let Some(s) = map.get_ptr_mut(0) {
+        // SAFETY: this CPU's value; kprobe programs do not nest on a CPU
+        // (bpf_prog_active), so nothing else touches it meanwhile.
+        unsafe { (*s).push(task(), value) };
+    }
 }
 
-#[map]
-static HINTS: PerCpuArray<Hint> = PerCpuArray::with_max_entries(1, 0);
+/// The state the entry probe kept for the call that is returning.
+#[inline(always)]
+fn leave<T: Copy>(map: &PerCpuArray<Frames<T>>) -> Option<T> {
+    let s = map.get_ptr_mut(0)?;
+    // SAFETY: as in `enter`.
+    unsafe { (*s).take(task()) }
+}
 
 /// The two buckets of each entry in the hash table, by entry address. The
 /// loader sizes it from nf_conntrack_max when the insert hook is used, and
@@ -97,28 +118,27 @@ fn is_err(ptr: u64) -> bool {
     ptr >= (-4095i64) as u64
 }
 
+/// The current task (`struct task_struct *`): the same for every call
+/// nested on a CPU at one time, softirqs included, and different for each
+/// CPU's idle task, unlike its pid.
 #[inline(always)]
 fn task() -> u64 {
-    bpf_get_current_pid_tgid()
+    // SAFETY: helper without preconditions.
+    unsafe { bpf_get_current_task() }
 }
 
 pub fn alloc_entry(ctx: &ProbeContext) {
     let net: u64 = ctx.arg(0).unwrap_or(0);
-    let _ = ALLOC_NET.insert(task(), net, 0);
+    enter(&ALLOC_NET, net);
 }
 
 pub fn alloc_return(ctx: &RetProbeContext) {
     let ct: u64 = ctx.ret();
-    let key = task();
-    // SAFETY: value pointer from a successful lookup.
-    let net = ALLOC_NET.get_ptr(key).map(|p| unsafe { *p }).unwrap_or(0);
-    let _ = ALLOC_NET.remove(key);
+    let net = leave(&ALLOC_NET).unwrap_or(0);
     if ct == 0 || is_err(ct) {
-        if let Some(h) = HINTS.get_ptr_mut(0) {
-            // SAFETY: this CPU's slot; kprobe programs do not nest on a CPU.
-            let h = unsafe { &mut *h };
-            h.refusals += 1;
-            h.refused_netns = u64::from(kernel::net_inum(net));
+        if let Some(r) = REFUSED.get_ptr_mut(0) {
+            // SAFETY: this CPU's value; see `enter`.
+            unsafe { (*r).push(u64::from(kernel::net_inum(net)), 0) };
         }
         return;
     }
@@ -163,6 +183,33 @@ fn cpu_stat(net: u64, member_off: u32) -> Option<u32> {
     read::<u32>(stat + pcpu + u64::from(member_off)).ok()
 }
 
+/// Whether conntrack's kprobes are being skipped on this CPU right now: a
+/// BPF program of the kprobe kind (or a BPF syscall's map operation) is
+/// running here (`bpf_prog_active`, kernel/trace/bpf_trace.c
+/// `trace_call_bpf`), or a kprobe handler is (`current_kprobe`; the kprobe
+/// core counts the hit as missed). A softirq that runs inside either, at
+/// the end of an interrupt, refuses or confirms and drops its packet
+/// unseen by the kprobes, and only the drop probe (a BTF tracepoint, which
+/// neither blocks) sees it. Unknown (false) without the variables'
+/// addresses, which, like `__per_cpu_offset`, only CONFIG_KALLSYMS_ALL
+/// kernels list.
+#[inline(always)]
+fn kprobes_blind() -> bool {
+    let offsets = conf!(per_cpu_offset);
+    let active = conf!(bpf_prog_active);
+    let current = conf!(current_kprobe);
+    if offsets == 0 || (active == 0 && current == 0) {
+        return false;
+    }
+    // SAFETY: helper without preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() } as u64;
+    let Ok(pcpu) = read::<u64>(offsets + 8 * cpu) else {
+        return false;
+    };
+    (active != 0 && read::<i32>(pcpu + active).is_ok_and(|v| v != 0))
+        || (current != 0 && read::<u64>(pcpu + current).is_ok_and(|v| v != 0))
+}
+
 /// The namespace of the entry a packet carries.
 #[inline(always)]
 fn skb_ct_net(skb: u64) -> u64 {
@@ -178,17 +225,14 @@ pub fn confirm_entry(ctx: &ProbeContext) {
         net,
         chaintoolong: cpu_stat(net, conf!(stat_chaintoolong)).map_or(u64::MAX, u64::from),
     };
-    let _ = CONFIRM_ARGS.insert(task(), args, 0);
+    enter(&CONFIRM_ARGS, args);
 }
 
 pub fn confirm_return(ctx: &RetProbeContext) {
     let verdict: u64 = ctx.ret();
-    let key = task();
-    // SAFETY: value pointer from a successful lookup.
-    let Some(args) = CONFIRM_ARGS.get_ptr(key).map(|p| unsafe { *p }) else {
+    let Some(args) = leave(&CONFIRM_ARGS) else {
         return;
     };
-    let _ = CONFIRM_ARGS.remove(key);
     // NF_DROP is 0 (include/uapi/linux/netfilter.h); the int is in eax.
     if verdict as u32 != 0 {
         return;
@@ -201,11 +245,9 @@ pub fn confirm_return(ctx: &RetProbeContext) {
     } else {
         cause::INSERT_FAILED
     };
-    if let Some(h) = HINTS.get_ptr_mut(0) {
-        // SAFETY: this CPU's slot.
-        let h = unsafe { &mut *h };
-        h.failed_skb = args.skb;
-        h.failed_cause = u64::from(cause);
+    if let Some(f) = FAILED.get_ptr_mut(0) {
+        // SAFETY: this CPU's value; see `enter`.
+        unsafe { (*f).push(args.skb, u64::from(cause)) };
     }
 }
 
@@ -251,19 +293,16 @@ fn unlink(ct: u64, deleted: bool) {
 
 pub fn delete_entry(ctx: &ProbeContext) {
     let ct: u64 = ctx.arg(0).unwrap_or(0);
-    let _ = DELETE_ARG.insert(task(), ct, 0);
+    enter(&DELETE_ARG, ct);
 }
 
 /// `nf_ct_delete` returns true when it unlinked the entry (false when it
 /// was already dying).
 pub fn delete_return(ctx: &RetProbeContext) {
     let unlinked: u64 = ctx.ret();
-    let key = task();
-    // SAFETY: value pointer from a successful lookup.
-    let Some(ct) = DELETE_ARG.get_ptr(key).map(|p| unsafe { *p }) else {
+    let Some(ct) = leave(&DELETE_ARG) else {
         return;
     };
-    let _ = DELETE_ARG.remove(key);
     if unlinked & 0xff != 0 {
         unlink(ct, true);
     }
@@ -286,15 +325,20 @@ pub fn refused(ev: &Event) -> Option<bool> {
     if conf!(kp_hooks) & kprobe_hook::ALLOC == 0 {
         return None;
     }
-    if let Some(h) = HINTS.get_ptr_mut(0) {
-        // SAFETY: this CPU's slot.
-        let h = unsafe { &mut *h };
-        if h.refusals > 0 && h.refused_netns == u64::from(ev.netns) {
-            h.refusals -= 1;
-            return Some(true);
-        }
+    // SAFETY: this CPU's value. The drop probe is not a kprobe program: a
+    // conntrack probe may run in a softirq that interrupts it here, but it
+    // pushes and takes frames of its own packet.
+    let seen = REFUSED
+        .get_ptr_mut(0)
+        .is_some_and(|r| unsafe { (*r).take(u64::from(ev.netns)) }.is_some());
+    if seen {
+        Some(true)
+    } else if kprobes_blind() {
+        // The refusal, if any, went unseen: the namespace's count decides.
+        None
+    } else {
+        Some(false)
     }
-    Some(false)
 }
 
 /// Did the kernel's insert-failure path run for this packet, which
@@ -309,17 +353,19 @@ pub fn refused(ev: &Event) -> Option<bool> {
 #[inline(always)]
 pub fn insert_evidence(skb: u64, ct: u64) -> InsertEvidence {
     if conf!(kp_hooks) & kprobe_hook::CONFIRM != 0 {
-        if let Some(h) = HINTS.get_ptr_mut(0) {
-            // SAFETY: this CPU's slot.
-            let h = unsafe { &mut *h };
-            if h.failed_skb == skb {
-                h.failed_skb = 0;
-                return InsertEvidence::Failed {
-                    chain_too_long: h.failed_cause == u64::from(cause::CHAIN_TOO_LONG),
-                };
-            }
-        }
-        return InsertEvidence::NotFailed;
+        let found = match FAILED.get_ptr_mut(0) {
+            // SAFETY: this CPU's value; see `refused`.
+            Some(f) => unsafe { (*f).take(skb) },
+            None => None,
+        };
+        return match found {
+            Some(c) => InsertEvidence::Failed {
+                chain_too_long: c == u64::from(cause::CHAIN_TOO_LONG),
+            },
+            // Unseen while the kprobes were blind: the chain decides.
+            None if kprobes_blind() => InsertEvidence::Unknown,
+            None => InsertEvidence::NotFailed,
+        };
     }
     let net = member(ct, conf!(ct_net)).unwrap_or(0);
     let Some(now) = cpu_stat(net, conf!(stat_insert_failed)) else {

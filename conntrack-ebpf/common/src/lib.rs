@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod classify;
+pub mod frames;
 
 /// What an [`Event`] reports.
 pub mod kind {
@@ -351,6 +352,12 @@ pub struct Config {
     /// Address of `__per_cpu_offset` (kprobe backend; 0 if unknown: a data
     /// symbol, in kallsyms only with CONFIG_KALLSYMS_ALL).
     pub per_cpu_offset: u64,
+    /// Addresses of the per-CPU variables `bpf_prog_active` and
+    /// `current_kprobe` (kprobe backend; 0 if unknown, like
+    /// `per_cpu_offset`): while either is set on a CPU, conntrack's kprobes
+    /// there are skipped, and the drop probe must not trust their silence.
+    pub bpf_prog_active: u64,
+    pub current_kprobe: u64,
 
     /// Number of possible CPUs.
     pub ncpus: u32,
@@ -689,7 +696,7 @@ const _: () = assert!(
 );
 const _: () = assert!(core::mem::size_of::<Discovery>() == 32);
 const _: () = assert!(core::mem::size_of::<SysctlSlot>() == 48);
-const _: () = assert!(core::mem::size_of::<Config>() == 9 * 8 + 76 * 4 + 24 * MAX_HOOK_CALLERS);
+const _: () = assert!(core::mem::size_of::<Config>() == 11 * 8 + 76 * 4 + 24 * MAX_HOOK_CALLERS);
 const _: () = assert!(core::mem::size_of::<WalkChunk>() == 32 + 2 * WALK_CHUNK as usize);
 const _: () = assert!(core::mem::size_of::<ChainNode>() == 72);
 const _: () =

@@ -217,7 +217,7 @@ impl Status {
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Check {
-    /// Stable name: privileges, btf, conntrack, backend, tracepoints,
+    /// Stable name: privileges, btf, conntrack, backend, causes, tracepoints,
     /// kallsyms, probes, counters, namespaces, restore, unload, hashsize, and the
     /// advice rules (raise-max, buckets, chain-mean, chain-too-long,
     /// tcp-timeout, persist).
@@ -237,6 +237,35 @@ fn check(id: &'static str, status: Status, message: impl Into<String>) -> Check 
     }
 }
 
+/// Which drop causes are exact on this kernel with the backend `auto`
+/// picks (docs/drop-causes.md has the reasons).
+pub fn cause_exactness(s: &MachineState) -> String {
+    let version = |part: usize| -> u32 {
+        s.kernel
+            .split(|c: char| !c.is_ascii_digit())
+            .nth(part)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let at_least_6_7 = (version(0), version(1)) >= (6, 7);
+    let kprobe = s.backend == "kprobe";
+    let ruleset = match (at_least_6_7, kprobe) {
+        (true, _) => "ruleset exact (nftables frees its own drops)",
+        (false, true) => {
+            "ruleset exact for rule drops (a failed confirm is seen), but NAT-hook drops count as ruleset"
+        }
+        (false, false) => {
+            "ruleset inferred from the insert_failed counter; NAT-hook drops count as ruleset"
+        }
+    };
+    let insert = if kprobe {
+        "insert_failed and chain_too_long exact (from __nf_conntrack_confirm, on every CPU)"
+    } else {
+        "insert_failed + chain_too_long exact as a sum; a reply-direction chain failure is inferred from the latest walk"
+    };
+    format!("exact causes here: table_full, invalid; {insert}; {ruleset}")
+}
+
 /// Every check, in reading order: can ctscope run here, then how the table
 /// is tuned.
 pub fn diagnose(s: &MachineState) -> Vec<Check> {
@@ -247,6 +276,7 @@ pub fn diagnose(s: &MachineState) -> Vec<Check> {
         Status::Info,
         format!("{} backend: {}", s.backend, s.backend_reason),
     ));
+    out.push(check("causes", Status::Info, cause_exactness(s)));
     out.push(tracepoints(s));
     out.push(if s.kallsyms_visible {
         check(

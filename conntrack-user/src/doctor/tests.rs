@@ -247,3 +247,29 @@ fn a_limit_restored_at_start_is_a_warning_and_a_running_demo_only_information() 
     assert_eq!(find(&held, "restore").status, Status::Info);
     assert!(diagnose(&build_machine()).iter().all(|c| c.id != "restore"));
 }
+
+#[test]
+fn the_exact_causes_depend_on_the_kernel_and_the_backend() {
+    let host = build_machine();
+    let causes = find(&diagnose(&host), "causes").message.clone();
+    assert!(causes.contains("ruleset exact (nftables"), "{causes}");
+    assert!(causes.contains("exact as a sum"), "{causes}");
+    let mut debian = build_machine();
+    debian.kernel = "6.1.0-57-amd64".into();
+    debian.backend = "kprobe".into();
+    let causes = find(&diagnose(&debian), "causes").message.clone();
+    assert!(
+        causes.contains("insert_failed and chain_too_long exact"),
+        "{causes}"
+    );
+    assert!(
+        causes.contains("NAT-hook drops count as ruleset"),
+        "{causes}"
+    );
+    debian.backend = "tracepoint".into();
+    let causes = find(&diagnose(&debian), "causes").message.clone();
+    assert!(
+        causes.contains("inferred from the insert_failed counter"),
+        "{causes}"
+    );
+}

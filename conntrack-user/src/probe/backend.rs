@@ -46,7 +46,10 @@ pub struct Hook {
     /// Bit of `Config::kp_hooks`.
     pub bit: u32,
     pub function: &'static str,
-    /// eBPF programs attached to it: (name, is a return probe).
+    /// eBPF programs attached to it: (name, is a return probe), the return
+    /// probe first: a call that enters between the two attaches then has no
+    /// entry frame, and its return is ignored, instead of leaving a frame
+    /// that no return takes (conntrack_common::frames).
     pub programs: &'static [(&'static str, bool)],
     /// What ctscope does without it.
     pub without: &'static str,
@@ -56,7 +59,7 @@ pub const HOOKS: [Hook; 6] = [
     Hook {
         bit: kprobe_hook::ALLOC,
         function: "__nf_conntrack_alloc",
-        programs: &[("kp_alloc", false), ("kp_alloc_ret", true)],
+        programs: &[("kp_alloc_ret", true), ("kp_alloc", false)],
         without: "allocations from the kmem_cache_alloc tracepoint",
     },
     Hook {
@@ -68,7 +71,7 @@ pub const HOOKS: [Hook; 6] = [
     Hook {
         bit: kprobe_hook::CONFIRM,
         function: "__nf_conntrack_confirm",
-        programs: &[("kp_confirm", false), ("kp_confirm_ret", true)],
+        programs: &[("kp_confirm_ret", true), ("kp_confirm", false)],
         without: "insert failures recognised by the entry the packet carries",
     },
     Hook {
@@ -80,7 +83,7 @@ pub const HOOKS: [Hook; 6] = [
     Hook {
         bit: kprobe_hook::DELETE,
         function: "nf_ct_delete",
-        programs: &[("kp_delete", false), ("kp_delete_ret", true)],
+        programs: &[("kp_delete_ret", true), ("kp_delete", false)],
         without: "bucket occupancy updated only when entries are freed",
     },
     Hook {
@@ -224,6 +227,10 @@ pub struct KernelSymbols {
     /// Function name -> modules it appears in ("" for vmlinux).
     pub text: HashMap<String, Vec<String>>,
     pub per_cpu_offset: u64,
+    /// The per-CPU variables `bpf_prog_active` and `current_kprobe` (data
+    /// symbols too; 0 when not listed).
+    pub bpf_prog_active: u64,
+    pub current_kprobe: u64,
 }
 
 impl KernelSymbols {
@@ -240,8 +247,14 @@ impl KernelSymbols {
             let (Some(addr), Some(kind), Some(name)) = (f.next(), f.next(), f.next()) else {
                 continue;
             };
-            if name == "__per_cpu_offset" && matches!(kind, "D" | "d" | "R" | "r" | "B" | "b") {
-                out.per_cpu_offset = u64::from_str_radix(addr, 16).unwrap_or(0);
+            let data = matches!(kind, "D" | "d" | "R" | "r" | "B" | "b");
+            let value = || u64::from_str_radix(addr, 16).unwrap_or(0);
+            if data && name == "__per_cpu_offset" {
+                out.per_cpu_offset = value();
+            } else if data && name == "bpf_prog_active" {
+                out.bpf_prog_active = value();
+            } else if data && name == "current_kprobe" {
+                out.current_kprobe = value();
             } else if matches!(kind, "t" | "T") && HOOKS.iter().any(|h| h.function == name) {
                 let module = f
                     .next()
@@ -344,6 +357,8 @@ mod tests {
     fn kallsyms_gives_hooks_modules_and_per_cpu_offset() {
         let s = KernelSymbols::parse(
             "ffffffff82a1b2c0 R __per_cpu_offset\n\
+             000000000002e0c8 D bpf_prog_active\n\
+             000000000002d4a0 d current_kprobe\n\
              ffffffffc0a01f80 t __nf_conntrack_alloc\t[nf_conntrack]\n\
              ffffffffc0a01d30 t early_drop\t[nf_conntrack]\n\
              ffffffffc0b00010 t early_drop\t[other_mod]\n\
@@ -351,6 +366,7 @@ mod tests {
              ffffffff81000000 T _stext\n",
         );
         assert_eq!(s.per_cpu_offset, 0xffffffff82a1b2c0);
+        assert_eq!((s.bpf_prog_active, s.current_kprobe), (0x2e0c8, 0x2d4a0));
         assert_eq!(
             s.probe_target("__nf_conntrack_alloc"),
             "__nf_conntrack_alloc"

@@ -30,6 +30,8 @@ pub fn configure(
         |path: &str| -> Result<u32, BtfError> { Ok(btf.optional_offset(path)?.unwrap_or(ABSENT)) };
     cfg.kp_hooks = choice.hooks;
     cfg.per_cpu_offset = syms.map_or(0, |s| s.per_cpu_offset);
+    cfg.bpf_prog_active = syms.map_or(0, |s| s.bpf_prog_active);
+    cfg.current_kprobe = syms.map_or(0, |s| s.current_kprobe);
     cfg.net_ct_stat = opt("net.ct.stat")?;
     cfg.stat_insert_failed = opt("ip_conntrack_stat.insert_failed")?;
     cfg.stat_chaintoolong = opt("ip_conntrack_stat.chaintoolong")?;

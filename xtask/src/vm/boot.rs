@@ -18,12 +18,46 @@ use super::{Image, Outcome};
 /// stops the guest at once, so the harness sees it instead of a hang.
 const APPEND: &str = "console=ttyS0 quiet panic=-1 oops=panic";
 
+/// One boot of a kernel: how many vCPUs, and which test executables its
+/// /init runs (passed on the kernel command line, so every boot of a kernel
+/// shares one initramfs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Boot {
+    pub vcpus: u32,
+    /// Run only this executable.
+    pub only: Option<String>,
+    /// Run every executable but these.
+    pub skip: Vec<String>,
+}
+
+impl Boot {
+    /// The guest's extra kernel command line words.
+    fn cmdline(&self) -> String {
+        let mut words = format!(" ctscope.vcpus={}", self.vcpus);
+        if let Some(only) = &self.only {
+            words.push_str(&format!(" ctscope.only={only}"));
+        }
+        if !self.skip.is_empty() {
+            words.push_str(&format!(" ctscope.skip={}", self.skip.join(",")));
+        }
+        words
+    }
+
+    /// Console logs of a boot for one executable are named after it.
+    pub fn log_prefix(&self) -> String {
+        self.only
+            .as_ref()
+            .map_or_else(String::new, |only| format!("{only}-"))
+    }
+}
+
 /// Boots the guest, echoing its console, and returns everything it printed.
 pub(super) fn boot_and_run(
     image: &Image,
     initrd: &Path,
     log: &Path,
     timeout_min: u64,
+    spec: &Boot,
     resume: Option<&str>,
 ) -> Result<String> {
     let vmlinuz = image
@@ -31,8 +65,8 @@ pub(super) fn boot_and_run(
         .join("boot")
         .join(format!("vmlinuz-{}", image.release));
     eprintln!(
-        "xtask: booting {} under software emulation (qemu TCG)",
-        image.release
+        "xtask: booting {} under software emulation (qemu TCG), {} vCPUs",
+        image.release, spec.vcpus
     );
     let mut child = Command::new("qemu-system-x86_64")
         // One host thread runs both vCPUs. With multi-threaded TCG the 6.12
@@ -41,15 +75,15 @@ pub(super) fn boot_and_run(
         // after another had rewritten it. Single-threaded TCG keeps code
         // writes and execution in step, and was no slower here.
         .args(["-accel", "tcg,thread=single", "-cpu", "max"])
-        .args(["-m", "2048", "-smp", "2"])
+        .args(["-m", "2048", "-smp", &spec.vcpus.to_string()])
         .args(["-nographic", "-no-reboot", "-kernel"])
         .arg(&vmlinuz)
         .arg("-initrd")
         .arg(initrd)
         .arg("-append")
         .arg(match resume {
-            Some(at) => format!("{APPEND} ctscope.resume={at}"),
-            None => APPEND.to_owned(),
+            Some(at) => format!("{APPEND}{} ctscope.resume={at}", spec.cmdline()),
+            None => format!("{APPEND}{}", spec.cmdline()),
         })
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

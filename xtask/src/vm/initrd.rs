@@ -297,10 +297,18 @@ export CTSCOPE_BIN=/t/ctscope CTSCOPE_VM_MISSING_TOOLS={MISSING_TOOLS} RUST_BACK
 # After a guest kernel panic the harness boots again with
 # ctscope.resume=BACKEND/TEST: skip what ran before that executable.
 resume=$(sed -n 's/.*ctscope\.resume=\([^ ]*\).*/\1/p' /proc/cmdline)
+# Which executables this boot runs, and with how many vCPUs it was
+# started (the harness boots executables that need more CPUs on their own;
+# mod.rs, MORE_VCPUS).
+only=$(sed -n 's/.*ctscope\.only=\([^ ]*\).*/\1/p' /proc/cmdline)
+skip=$(sed -n 's/.*ctscope\.skip=\([^ ]*\).*/\1/p' /proc/cmdline)
+export CTSCOPE_VM_VCPUS=$(sed -n 's/.*ctscope\.vcpus=\([^ ]*\).*/\1/p' /proc/cmdline)
 for backend in {backends}; do
   export CTSCOPE_BACKEND=$backend
   echo "CTSCOPE-VM-BACKEND $backend start $(cut -d' ' -f1 /proc/uptime)"
   for t in {tests}; do
+    case ",$skip," in *",$t,"*) continue ;; esac
+    [ -z "$only" ] || [ "$only" = "$t" ] || continue
     if [ -n "$resume" ]; then
       [ "$resume" = "$backend/$t" ] || continue
       resume=

@@ -21,7 +21,7 @@ mod boot;
 mod initrd;
 mod kernel;
 
-use boot::{boot_and_run, find_panic, parse_console};
+use boot::{Boot, boot_and_run, find_panic, parse_console};
 use initrd::{build, build_initrd};
 use kernel::{Image, fetch_kernel};
 
@@ -120,6 +120,53 @@ const TOOLS: [&str; 6] = ["ip", "nft", "conntrack", "bpftool", "kmod", "sysctl"]
 /// skip themselves when `CTSCOPE_VM_MISSING_TOOLS` names them.
 const MISSING_TOOLS: &str = "tmux,prometheus,promtool,bash";
 
+/// vCPUs of the guest that runs the suite. Single-threaded TCG runs every
+/// vCPU on one host thread (boot.rs), so more vCPUs add no speed.
+const VCPUS: u32 = 2;
+/// Test executables that need more vCPUs: each runs in a boot of its own
+/// with that many, after the main boot (which skips them). tests/tests/cpus.rs
+/// sends flows on four CPUs at once.
+const MORE_VCPUS: [(&str, u32); 1] = [("cpus", 4)];
+
+/// The boots of one kernel: the main one with every other executable, then
+/// one per executable of [`MORE_VCPUS`]; a boot none of whose executables
+/// has a test matching the filter is left out (`matches`).
+fn boot_plan(tests: &[&str], matches: impl Fn(&str) -> bool) -> Vec<Boot> {
+    let special = |t: &str| MORE_VCPUS.iter().any(|(name, _)| *name == t);
+    let mut plan = Vec::new();
+    if tests.iter().any(|t| !special(t) && matches(t)) {
+        plan.push(Boot {
+            vcpus: VCPUS,
+            only: None,
+            skip: MORE_VCPUS.iter().map(|(n, _)| (*n).to_owned()).collect(),
+        });
+    }
+    for (name, vcpus) in MORE_VCPUS {
+        if tests.contains(&name) && matches(name) {
+            plan.push(Boot {
+                vcpus,
+                only: Some(name.to_owned()),
+                skip: Vec::new(),
+            });
+        }
+    }
+    plan
+}
+
+/// Whether a test executable has a test whose name contains `filter`
+/// (`--list` runs nothing, and needs no root).
+fn lists_tests(exe: &Path, filter: Option<&str>) -> bool {
+    let Some(filter) = filter else { return true };
+    Command::new(exe)
+        .args(["--list", filter])
+        .output()
+        .map_or(true, |o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.ends_with(": test"))
+        })
+}
+
 /// One (kernel, backend) outcome.
 struct Outcome {
     pub(super) kernel: String,
@@ -150,49 +197,67 @@ pub fn run(root: &Path, opts: &VmOptions) -> Result<()> {
         let initrd = build_initrd(root, &image, &tests, opts)?;
         let prepared = started.elapsed();
         let boot = Instant::now();
-        let mut resume: Option<String> = None;
-        for attempt in 1.. {
-            let log = image.dir.join(format!("console-{attempt}.log"));
-            let console = boot_and_run(&image, &initrd, &log, opts.timeout_min, resume.as_deref())?;
-            parse_console(kernel.label(), &console, &mut outcomes);
-            if console.contains("CTSCOPE-VM-DONE") {
-                break;
-            }
-            let panic = find_panic(&console);
-            let why = match &panic {
-                Some(p) => format!(
-                    "the guest kernel panicked during {} (see {}): {}",
-                    p.at.as_deref().unwrap_or("boot"),
-                    log.display(),
-                    p.summary.join(" | ")
-                ),
-                None => format!("the guest did not finish (see {})", log.display()),
-            };
-            eprintln!("xtask: {why}");
-            // A panic under software emulation is retried once per test
-            // executable, in a fresh boot that resumes there; the panic is
-            // still reported. The same executable panicking twice, or a
-            // guest that stops without a panic, is a failure.
-            let retry = panic
-                .and_then(|p| p.at)
-                .filter(|at| attempt < 4 && resume.as_ref() != Some(at));
-            notes.push((kernel.label(), why.clone()));
-            match retry {
-                Some(at) => {
-                    eprintln!("xtask: booting {} again to resume at {at}", image.release);
-                    resume = Some(at);
-                }
-                None => {
-                    outcomes.push(Outcome {
-                        kernel: kernel.label().to_owned(),
-                        backend: "-".into(),
-                        passed: 0,
-                        failed: 1,
-                        ignored: 0,
-                        binaries_failed: vec![why],
-                        retried: Vec::new(),
-                    });
+        let names: Vec<&str> = tests.tests.iter().map(|(n, _)| n.as_str()).collect();
+        let plan = boot_plan(&names, |name| {
+            tests
+                .tests
+                .iter()
+                .any(|(n, exe)| n == name && lists_tests(exe, opts.filter.as_deref()))
+        });
+        for spec in &plan {
+            let mut resume: Option<String> = None;
+            for attempt in 1.. {
+                let log = image
+                    .dir
+                    .join(format!("console-{}{attempt}.log", spec.log_prefix()));
+                let console = boot_and_run(
+                    &image,
+                    &initrd,
+                    &log,
+                    opts.timeout_min,
+                    spec,
+                    resume.as_deref(),
+                )?;
+                parse_console(kernel.label(), &console, &mut outcomes);
+                if console.contains("CTSCOPE-VM-DONE") {
                     break;
+                }
+                let panic = find_panic(&console);
+                let why = match &panic {
+                    Some(p) => format!(
+                        "the guest kernel panicked during {} (see {}): {}",
+                        p.at.as_deref().unwrap_or("boot"),
+                        log.display(),
+                        p.summary.join(" | ")
+                    ),
+                    None => format!("the guest did not finish (see {})", log.display()),
+                };
+                eprintln!("xtask: {why}");
+                // A panic under software emulation is retried once per test
+                // executable, in a fresh boot that resumes there; the panic is
+                // still reported. The same executable panicking twice, or a
+                // guest that stops without a panic, is a failure.
+                let retry = panic
+                    .and_then(|p| p.at)
+                    .filter(|at| attempt < 4 && resume.as_ref() != Some(at));
+                notes.push((kernel.label(), why.clone()));
+                match retry {
+                    Some(at) => {
+                        eprintln!("xtask: booting {} again to resume at {at}", image.release);
+                        resume = Some(at);
+                    }
+                    None => {
+                        outcomes.push(Outcome {
+                            kernel: kernel.label().to_owned(),
+                            backend: "-".into(),
+                            passed: 0,
+                            failed: 1,
+                            ignored: 0,
+                            binaries_failed: vec![why],
+                            retried: Vec::new(),
+                        });
+                        break;
+                    }
                 }
             }
         }
@@ -387,6 +452,31 @@ CTSCOPE-VM-DONE
         parse_console("debian-6.12", second, &mut o);
         assert_eq!(o.len(), 1);
         assert_eq!((o[0].passed, o[0].failed, o[0].ignored), (8, 0, 1));
+    }
+
+    #[test]
+    fn executables_that_need_more_cpus_boot_on_their_own() {
+        let plan = boot_plan(&["buckets", "cpus", "drops"], |_| true);
+        assert_eq!(
+            plan,
+            vec![
+                Boot {
+                    vcpus: VCPUS,
+                    only: None,
+                    skip: vec!["cpus".to_owned()],
+                },
+                Boot {
+                    vcpus: 4,
+                    only: Some("cpus".to_owned()),
+                    skip: Vec::new(),
+                },
+            ]
+        );
+        // A filter that only the multi-CPU test matches boots once.
+        let plan = boot_plan(&["buckets", "cpus", "drops"], |t| t == "cpus");
+        assert_eq!(plan.len(), 1);
+        assert_eq!(plan[0].vcpus, 4);
+        assert!(boot_plan(&["buckets"], |_| false).is_empty());
     }
 
     #[test]
