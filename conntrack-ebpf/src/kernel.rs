@@ -152,9 +152,14 @@ pub fn net_inum(net: u64) -> u32 {
     member::<u32>(net, conf!(net_inum)).unwrap_or(0)
 }
 
-/// `struct nf_conntrack_net` of a namespace: `net_generic(net, id)`.
+/// `struct nf_conntrack_net` of a namespace: `net_generic(net, id)`, or
+/// the namespace itself where the count is in `struct net` (`cnet_in_net`).
 #[inline(always)]
 pub fn cnet_of(net: u64) -> u64 {
+    // Before 5.13 the count is `net->ct.count` (no users offsets then).
+    if conf!(cnet_in_net) != 0 {
+        return net;
+    }
     let id = conf!(cnet_id);
     if id == 0 || net == 0 {
         return 0;
@@ -180,7 +185,7 @@ fn bit(status: u64, bit: u32) -> bool {
 /// Who freed the packet, from `kfree_skb`'s `location`. Where the address
 /// of `nf_hook_slow` is unknown, every drop is taken to be a hook's.
 #[inline(always)]
-fn freer(location: u64) -> Freer {
+pub(crate) fn freer(location: u64) -> Freer {
     if in_range(location, conf!(loc_nft_lo), conf!(loc_nft_hi)) {
         Freer::NftChain
     } else if conf!(loc_hook_lo) == 0 || in_range(location, conf!(loc_hook_lo), conf!(loc_hook_hi))

@@ -47,6 +47,7 @@
 mod hook;
 mod kernel;
 mod kprobe;
+mod legacy;
 mod lifecycle;
 mod locate;
 mod maps;
@@ -137,7 +138,7 @@ pub fn ct_drop(ctx: BtfTracePointContext) -> i32 {
 
 /// Classifies and counts a netfilter drop.
 #[inline(always)]
-fn on_drop(ctx: &BtfTracePointContext) {
+pub(crate) fn on_drop(ctx: &BtfTracePointContext) {
     let skb: u64 = ctx.arg(0);
     let location = lifecycle::void_arg(ctx, 1);
     let Some(ev) = scratch_event(scratch::DROP) else {

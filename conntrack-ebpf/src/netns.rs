@@ -42,6 +42,13 @@ struct ListWalk {
 extern "C" fn list_step(_index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: bpf_loop passes back the pointer to our stack struct.
     let w = unsafe { &mut *(ctx as *mut ListWalk) };
+    list_visit(w)
+}
+
+/// The body of one step, shared by the `bpf_loop` walk and the bounded
+/// loop of kernels without `bpf_loop` (before 5.17).
+#[inline(always)]
+fn list_visit(w: &mut ListWalk) -> i64 {
     let Some(next) = member::<u64>(w.node, 0) else {
         return 1;
     };
@@ -86,9 +93,39 @@ extern "C" fn list_step(_index: u64, ctx: *mut c_void) -> i64 {
 /// Lists the namespaces on the kernel's list into `NETNS_LIST`, starting
 /// from the calling task's own.
 pub fn sample_netns() {
-    let Some(list) = NETNS_LIST.get_ptr_mut(0) else {
+    let Some(mut walk) = sample_begin() else {
         return;
     };
+    // SAFETY: list_step has the bpf_loop callback signature and `walk`
+    // outlives the call.
+    unsafe {
+        bpf_loop(
+            MAX_NETNS_SAMPLED + 1,
+            list_step as *mut c_void,
+            &raw mut walk as *mut c_void,
+            0,
+        )
+    };
+}
+
+/// `sample_netns` for kernels without `bpf_loop` (before 5.17): the same
+/// steps in a bounded loop, which the verifier follows iteration by
+/// iteration (5.3 and later), within its million-instruction budget.
+pub fn sample_netns_bounded() {
+    let Some(mut walk) = sample_begin() else {
+        return;
+    };
+    for _ in 0..MAX_NETNS_SAMPLED + 1 {
+        if list_visit(&mut walk) != 0 {
+            break;
+        }
+    }
+}
+
+/// Records the calling task's namespace and returns the walk's start.
+#[inline(always)]
+fn sample_begin() -> Option<ListWalk> {
+    let list = NETNS_LIST.get_ptr_mut(0)?;
     // SAFETY: helpers without preconditions.
     let (task, now) = unsafe { (bpf_get_current_task(), bpf_ktime_get_ns()) };
     let nsproxy: u64 = member(task, conf!(task_nsproxy)).unwrap_or(0);
@@ -98,13 +135,11 @@ pub fn sample_netns() {
     list.ktime_ns = now;
     list.len = 0;
     list.complete = 0;
-    let Some(ops) = member::<u64>(own, conf!(net_ns_ops)) else {
-        return;
-    };
+    let ops = member::<u64>(own, conf!(net_ns_ops))?;
     let start = own + u64::from(conf!(net_list));
     // The walk visits every node after `start`; the own namespace is the
     // last one (where the walk stops), so record it first.
-    let mut walk = ListWalk {
+    let walk = ListWalk {
         start,
         node: start,
         ops,
@@ -123,16 +158,7 @@ pub fn sample_netns() {
         item.count = member::<i32>(cnet, conf!(cnet_count)).unwrap_or(-1);
         list.len = 1;
     }
-    // SAFETY: list_step has the bpf_loop callback signature and `walk`
-    // outlives the call.
-    unsafe {
-        bpf_loop(
-            MAX_NETNS_SAMPLED + 1,
-            list_step as *mut c_void,
-            &raw mut walk as *mut c_void,
-            0,
-        )
-    };
+    Some(walk)
 }
 
 /// Reads entry `index` of the batch in `RESOLVE`; returns 1 to stop.

@@ -233,6 +233,27 @@ impl KernelBtf {
         None
     }
 
+    /// Number of arguments of tracepoint `name` (without the hidden
+    /// `void *__data` of its `btf_trace_NAME` typedef), as a BTF
+    /// tracepoint program sees them; `None` if the kernel has no such
+    /// tracepoint.
+    pub fn tracepoint_args(&self, name: &str) -> Option<usize> {
+        let types = self
+            .btf
+            .resolve_types_by_name(&format!("btf_trace_{name}"))
+            .ok()?;
+        let mut ty = types.into_iter().next()?;
+        for _ in 0..8 {
+            ty = match ty {
+                Type::Typedef(t) => self.btf.resolve_chained_type(&t).ok()?,
+                Type::Ptr(p) => self.btf.resolve_chained_type(&p).ok()?,
+                Type::FuncProto(f) => return Some(f.parameters.len().saturating_sub(1)),
+                _ => return None,
+            };
+        }
+        None
+    }
+
     /// Does the kernel have this BTF type (e.g. a tracepoint's
     /// `btf_trace_kfree_skb` typedef)?
     pub fn has_type(&self, name: &str) -> bool {

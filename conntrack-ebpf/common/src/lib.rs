@@ -464,7 +464,11 @@ pub struct Config {
     /// `IP_CT_RELATED` and `IP_CT_RELATED_REPLY` (`enum ip_conntrack_info`).
     pub ip_ct_related: u32,
     pub ip_ct_related_reply: u32,
-    pub _pad_hooks: u32,
+    /// 1: the namespace's conntrack count lives in `struct net` itself
+    /// (`net->ct.count`, before 5.13, when `struct nf_conntrack_net` held
+    /// only `users4/6`); `cnet_count` is then an offset into `struct net`
+    /// and `cnet_of(net)` is `net`.
+    pub cnet_in_net: u32,
     /// Functions that call `nf_hook_slow` for one hook: the return address
     /// after `nf_hook_slow` on the stack tells the drop's hook. Unused
     /// slots are zero.

@@ -46,6 +46,9 @@ pub struct MachineState {
     /// The backend `--backend auto` picks, and why.
     pub backend: String,
     pub backend_reason: String,
+    /// What the kernel's eBPF side offers (issue 16); `None` without BTF.
+    #[serde(default)]
+    pub features: Option<crate::probe::features::KernelFeatures>,
     /// Tracepoints with BTF (`btf_trace_*` types) ctscope needs, and whether
     /// each exists.
     pub tracepoints: Vec<(String, bool)>,
@@ -218,7 +221,7 @@ impl Status {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Check {
     /// Stable name: privileges, btf, conntrack, backend, tracepoints,
-    /// kallsyms, probes, counters, namespaces, restore, unload, hashsize, and the
+    /// features, causes, kallsyms, probes, counters, namespaces, restore, unload, hashsize, and the
     /// advice rules (raise-max, buckets, chain-mean, chain-too-long,
     /// tcp-timeout, persist).
     pub id: &'static str,
@@ -248,6 +251,7 @@ pub fn diagnose(s: &MachineState) -> Vec<Check> {
         format!("{} backend: {}", s.backend, s.backend_reason),
     ));
     out.push(tracepoints(s));
+    out.extend(features(s));
     out.push(if s.kallsyms_visible {
         check(
             "kallsyms",
@@ -374,6 +378,40 @@ fn conntrack(s: &MachineState) -> Vec<Check> {
              to observe or tune",
         )],
     }
+}
+
+/// The kernel features that select programs, and how exact each drop
+/// cause is here with the backend `auto` picks (docs/drop-causes.md).
+fn features(s: &MachineState) -> Vec<Check> {
+    let Some(f) = &s.features else {
+        return Vec::new();
+    };
+    let (have, lack): (Vec<_>, Vec<_>) = f.list().into_iter().partition(|(_, on)| *on);
+    let names = |v: Vec<(&str, bool)>| v.into_iter().map(|(n, _)| n).collect::<Vec<_>>().join(", ");
+    let mut line = format!("kernel features present: {}", names(have));
+    if !lack.is_empty() {
+        line.push_str(&format!("; missing: {}", names(lack)));
+    }
+    let causes = f.cause_exactness(s.backend == "kprobe");
+    let exact: Vec<&str> = causes
+        .iter()
+        .filter(|(_, why)| why.is_none())
+        .map(|(c, _)| *c)
+        .collect();
+    let mut msg = format!(
+        "exact drop causes with the {} backend: {}",
+        s.backend,
+        exact.join(", ")
+    );
+    for (cause, why) in causes {
+        if let Some(why) = why {
+            msg.push_str(&format!("; {cause}: {why}"));
+        }
+    }
+    vec![
+        check("features", Status::Info, line),
+        check("causes", Status::Info, msg),
+    ]
 }
 
 fn tracepoints(s: &MachineState) -> Check {

@@ -247,3 +247,41 @@ fn a_limit_restored_at_start_is_a_warning_and_a_running_demo_only_information() 
     assert_eq!(find(&held, "restore").status, Status::Info);
     assert!(diagnose(&build_machine()).iter().all(|c| c.id != "restore"));
 }
+
+#[test]
+fn a_5_10_kernel_says_what_it_lacks_and_which_causes_are_exact() {
+    use crate::probe::features::KernelFeatures;
+    let mut s = build_machine();
+    s.kernel = "5.10.0-46-amd64".into();
+    s.backend = "kprobe".into();
+    s.features = Some(KernelFeatures::default());
+    let checks = diagnose(&s);
+    let f = find(&checks, "features");
+    assert_eq!(f.status, Status::Info);
+    assert!(
+        f.message
+            .contains("missing: kfree_skb drop reasons (5.17), bpf_loop (5.17)"),
+        "{}",
+        f.message
+    );
+    let c = find(&checks, "causes");
+    assert!(
+        c.message.starts_with(
+            "exact drop causes with the kprobe backend: table_full, insert_failed, ruleset;"
+        ),
+        "{}",
+        c.message
+    );
+    assert!(
+        c.message.contains("chain_too_long: never happens"),
+        "{}",
+        c.message
+    );
+    // Without the features, nothing is said (no BTF).
+    s.features = None;
+    assert!(
+        diagnose(&s)
+            .iter()
+            .all(|c| c.id != "features" && c.id != "causes")
+    );
+}

@@ -224,6 +224,11 @@ pub struct KernelSymbols {
     /// Function name -> modules it appears in ("" for vmlinux).
     pub text: HashMap<String, Vec<String>>,
     pub per_cpu_offset: u64,
+    /// `nf_conntrack_max` and `nf_conntrack_htable_size` (the sysctls'
+    /// data), where kallsyms lists data symbols: on kernels without
+    /// `bpf_loop` they replace the sysctl discovery program. 0 if absent.
+    pub max_ptr: u64,
+    pub size_ptr: u64,
 }
 
 impl KernelSymbols {
@@ -240,8 +245,13 @@ impl KernelSymbols {
             let (Some(addr), Some(kind), Some(name)) = (f.next(), f.next(), f.next()) else {
                 continue;
             };
-            if name == "__per_cpu_offset" && matches!(kind, "D" | "d" | "R" | "r" | "B" | "b") {
+            let data = matches!(kind, "D" | "d" | "R" | "r" | "B" | "b");
+            if data && name == "__per_cpu_offset" {
                 out.per_cpu_offset = u64::from_str_radix(addr, 16).unwrap_or(0);
+            } else if data && name == "nf_conntrack_max" {
+                out.max_ptr = u64::from_str_radix(addr, 16).unwrap_or(0);
+            } else if data && name == "nf_conntrack_htable_size" {
+                out.size_ptr = u64::from_str_radix(addr, 16).unwrap_or(0);
             } else if matches!(kind, "t" | "T") && HOOKS.iter().any(|h| h.function == name) {
                 let module = f
                     .next()
@@ -348,8 +358,12 @@ mod tests {
              ffffffffc0a01d30 t early_drop\t[nf_conntrack]\n\
              ffffffffc0b00010 t early_drop\t[other_mod]\n\
              ffffffffc0a00d20 T nf_conntrack_free\t[nf_conntrack]\n\
+             ffffffffc0a1c0a0 B nf_conntrack_max\t[nf_conntrack]\n\
+             ffffffffc0a1c0a4 B nf_conntrack_htable_size\t[nf_conntrack]\n\
              ffffffff81000000 T _stext\n",
         );
+        assert_eq!(s.max_ptr, 0xffffffffc0a1c0a0);
+        assert_eq!(s.size_ptr, 0xffffffffc0a1c0a4);
         assert_eq!(s.per_cpu_offset, 0xffffffff82a1b2c0);
         assert_eq!(
             s.probe_target("__nf_conntrack_alloc"),
