@@ -199,10 +199,10 @@ pub(crate) fn freer(location: u64) -> Freer {
 /// Why netfilter dropped this packet: gathers what the pure
 /// `conntrack_common::classify::classify` needs (docs/drop-causes.md) and
 /// fills the event's entry fields on the way. The hash chain is walked
-/// only when it decides, and the kprobe backend's evidence is asked for
-/// only then too.
+/// only when it decides (and `chain_walk` allows), and the kprobe
+/// backend's evidence is asked for only then too.
 #[inline(always)]
-pub fn classify(skb: u64, net: u64, location: u64, ev: &mut Event) -> u8 {
+pub fn classify(skb: u64, net: u64, location: u64, ev: &mut Event, chain_walk: bool) -> u8 {
     let nfct: u64 = member(skb, conf!(skb_nfct)).unwrap_or(0);
     let ct = nfct & !7;
     let ctinfo = (nfct & 7) as u32;
@@ -272,7 +272,10 @@ pub fn classify(skb: u64, net: u64, location: u64, ev: &mut Event) -> u8 {
     if conntrack_common::classify::needs_chain(&facts) {
         facts.insert = crate::kprobe::insert_evidence(skb, ct);
     }
-    if conntrack_common::classify::needs_chain(&facts) {
+    // Without bpf_loop (before 5.17) the chain is not walked: the kprobe
+    // backend's confirm probe tells the failures apart, and before 5.15
+    // the kernel has no chain limit at all.
+    if chain_walk && conntrack_common::classify::needs_chain(&facts) {
         facts.chain = crate::walk::confirm_failure(ct);
     }
     conntrack_common::classify::classify(&facts)

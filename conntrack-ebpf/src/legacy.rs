@@ -7,7 +7,7 @@
 //!   third argument), so a netfilter drop is recognised by its `location`
 //!   inside `nf_hook_slow` (`classify::is_netfilter_drop`);
 //! * `sample_netns_bounded` — `bpf_loop` is missing before 5.17: the same
-//!   namespace walk in a bounded loop.
+//!   namespace walk in bounded loops, one pass per test run.
 
 use aya_ebpf::{
     macros::{btf_tracepoint, raw_tracepoint},
@@ -24,13 +24,13 @@ pub fn ct_drop_loc(ctx: BtfTracePointContext) -> i32 {
     if !is_netfilter_drop(DropMark::NoReason, kernel::freer(location)) {
         return 0;
     }
-    crate::on_drop(&ctx);
+    crate::on_drop(&ctx, false);
     0
 }
 
-/// `sample_netns` without `bpf_loop`.
+/// `sample_netns` without `bpf_loop`, in passes: `arg(0)` 0 starts, 1
+/// resumes; the return value says what next (netns.rs).
 #[raw_tracepoint(tracepoint = "ctscope_sample")]
-pub fn sample_netns_bounded(_ctx: RawTracePointContext) -> i32 {
-    netns::sample_netns_bounded();
-    0
+pub fn sample_netns_bounded(ctx: RawTracePointContext) -> i32 {
+    netns::sample_netns_bounded(ctx.arg(0))
 }

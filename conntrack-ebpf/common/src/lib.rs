@@ -261,6 +261,10 @@ pub struct NetnsList {
     pub items: [NetnsSample; MAX_NETNS_SAMPLED as usize],
 }
 
+/// Namespaces one pass of `sample_netns_bounded` visits at most (kernels
+/// without `bpf_loop`): userspace runs passes until the list is done.
+pub const NETNS_PASS_STEPS: u32 = 256;
+
 /// Entries one `resolve_ct` run reads at most.
 pub const RESOLVE_BATCH: u32 = 1024;
 

@@ -348,6 +348,18 @@ fn btf(s: &MachineState) -> Check {
              offset from it. Use a kernel built with CONFIG_DEBUG_INFO_BTF=y",
         );
     }
+    // Before 5.13 (5.10: no module BTF at all) the count is in `struct
+    // net` and the entry's layout in vmlinux's BTF: nothing needed is in
+    // the module's own types.
+    let module_types_needed = s.features.is_none_or(|f| f.cnet_count);
+    if s.conntrack == Some(Conntrack::Module) && !s.btf_module && !module_types_needed {
+        return check(
+            "btf",
+            Status::Ok,
+            "kernel BTF is available (nf_conntrack has none of its own; on this kernel \
+             ctscope needs only vmlinux's)",
+        );
+    }
     if s.conntrack == Some(Conntrack::Module) && !s.btf_module {
         return check(
             "btf",

@@ -255,7 +255,14 @@ fn a_5_10_kernel_says_what_it_lacks_and_which_causes_are_exact() {
     s.kernel = "5.10.0-46-amd64".into();
     s.backend = "kprobe".into();
     s.features = Some(KernelFeatures::default());
+    s.conntrack = Some(Conntrack::Module);
+    s.btf_module = false;
     let checks = diagnose(&s);
+    assert_eq!(
+        find(&checks, "btf").status,
+        Status::Ok,
+        "5.10 needs no module BTF"
+    );
     let f = find(&checks, "features");
     assert_eq!(f.status, Status::Info);
     assert!(

@@ -390,8 +390,34 @@ impl Probes {
     pub fn sample_netns(&mut self) -> Result<NetnsList, ProbeError> {
         let name = self.sample_prog;
         let prog: &mut RawTracePoint = program(&mut self.ebpf, name)?;
-        prog.test_run(RawTracePointRunOptions::new())
-            .map_err(|source| ProbeError::Program { name, source })?;
+        if name == "sample_netns" {
+            prog.test_run(RawTracePointRunOptions::new())
+                .map_err(|source| ProbeError::Program { name, source })?;
+            return Ok(self.netns_list.get(&0, 0)?);
+        }
+        // The bounded sampler (no bpf_loop) goes in passes: 1 asks for
+        // another, 2 for a fresh start (a namespace it stopped at left the
+        // list between passes), 0 says done.
+        const PASSES: u32 =
+            conntrack_common::MAX_NETNS_SAMPLED / conntrack_common::NETNS_PASS_STEPS + 2;
+        'sample: for _ in 0..3 {
+            let mut opts = RawTracePointRunOptions::new();
+            for _ in 0..PASSES {
+                let ret = prog
+                    .test_run(opts)
+                    .map_err(|source| ProbeError::Program { name, source })?
+                    .return_value;
+                match ret {
+                    1 => {
+                        opts = RawTracePointRunOptions::new();
+                        opts.args[0] = 1;
+                    }
+                    2 => continue 'sample,
+                    _ => break 'sample,
+                }
+            }
+            break;
+        }
         Ok(self.netns_list.get(&0, 0)?)
     }
 
