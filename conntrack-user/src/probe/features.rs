@@ -39,9 +39,9 @@ impl KernelFeatures {
         Self {
             drop_reasons: btf.tracepoint_args("kfree_skb").is_some_and(|n| n >= 3),
             bpf_loop: btf.enum_value("bpf_func_id", "BPF_FUNC_loop").is_ok(),
-            slab_cache_arg: btf
-                .tracepoint_args("kmem_cache_free")
-                .is_some_and(|n| n >= 3),
+            // The cache itself, not its name (5.12-6.0 pass `const char *`).
+            slab_cache_arg: btf.tracepoint_arg_points_to("kmem_cache_free", 2, "kmem_cache")
+                && btf.tracepoint_arg_points_to("kmem_cache_alloc", 2, "kmem_cache"),
             cnet_count: btf
                 .optional_offset("nf_conntrack_net.count")
                 .is_ok_and(|o| o.is_some()),
@@ -211,6 +211,10 @@ mod tests {
         let btf = KernelBtf::load().expect("vmlinux BTF");
         // 6.18: kfree_skb(skb, location, reason, rx_sk).
         assert_eq!(btf.tracepoint_args("kfree_skb"), Some(4));
+        assert!(btf.tracepoint_arg_points_to("kmem_cache_free", 2, "kmem_cache"));
+        assert!(btf.tracepoint_arg_points_to("kfree_skb", 0, "sk_buff"));
+        assert!(!btf.tracepoint_arg_points_to("kfree_skb", 1, "sk_buff"));
+        assert!(!btf.tracepoint_arg_points_to("kfree_skb", 9, "sk_buff"));
         assert_eq!(btf.tracepoint_args("no_such_tracepoint"), None);
     }
 }

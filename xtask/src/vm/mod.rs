@@ -3,11 +3,15 @@
 //! KVM on these machines).
 //!
 //! For each kernel: fetch its package with `apt-get download` (cached under
-//! target/vm/), build an initramfs with busybox, the tools the tests drive
+//! target/vm/; bullseye's 5.10 through a private apt configuration,
+//! kernel.rs), build an initramfs with busybox, the tools the tests drive
 //! and their libraries, the conntrack modules, the release `ctscope` and the
 //! integration test executables, boot it, and run the suite once per
-//! backend. The guest prints markers on the serial console; this side reads
-//! them and reports pass/fail per kernel and backend.
+//! backend (the tracepoint backend only where the kernel allows it). The
+//! guest prints markers on the serial console; this side reads them and
+//! reports pass/fail per kernel and backend. Two kernels' guests run at a
+//! time, so `--kernel all` (three kernels) takes about as long as the
+//! longest pair in sequence: within `.ci/run`'s hour.
 
 use std::{
     collections::VecDeque,
