@@ -73,8 +73,14 @@ fn table_full_syns_carry_their_exact_tuple_over_ipv4_and_ipv6() {
             let found = mine
                 .iter()
                 .find(|d| d["family"] == family && d["sport"].as_u64() == Some(first + i));
-            let d = found
-                .unwrap_or_else(|| panic!("no drop for IPv{family} port {}: {mine:?}", first + i));
+            let d = found.unwrap_or_else(|| {
+                panic!(
+                    "no drop for IPv{family} port {}: {mine:?} (namespace {}; all drops: \
+                     {drops:?}; summary {summary}; kernel before {before:?} after {after:?})",
+                    first + i,
+                    ns.inum
+                )
+            });
             assert_eq!(d["cause"], "table_full", "{d}");
             assert_eq!(d["proto"], "tcp", "{d}");
             assert_eq!(d["tcp_flags"], "S", "{d}");
