@@ -223,9 +223,14 @@ pub fn net_inum(net: u64) -> u32 {
     member::<u32>(net, conf!(net_inum)).unwrap_or(0)
 }
 
-/// `struct nf_conntrack_net` of a namespace: `net_generic(net, id)`.
+/// `struct nf_conntrack_net` of a namespace: `net_generic(net, id)`, or
+/// the namespace itself where the count is in `struct net` (`cnet_in_net`).
 #[inline(always)]
 pub fn cnet_of(net: u64) -> u64 {
+    // Before 5.13 the count is `net->ct.count` (no users offsets then).
+    if conf!(cnet_in_net) != 0 {
+        return net;
+    }
     let id = conf!(cnet_id);
     if id == 0 || net == 0 {
         return 0;
@@ -251,7 +256,7 @@ fn bit(status: u64, bit: u32) -> bool {
 /// Who freed the packet, from `kfree_skb`'s `location`. Where the address
 /// of `nf_hook_slow` is unknown, every drop is taken to be a hook's.
 #[inline(always)]
-fn freer(location: u64) -> Freer {
+pub(crate) fn freer(location: u64) -> Freer {
     if in_range(location, conf!(loc_nft_lo), conf!(loc_nft_hi)) {
         Freer::NftChain
     } else if conf!(loc_hook_lo) == 0 || in_range(location, conf!(loc_hook_lo), conf!(loc_hook_hi))
@@ -265,10 +270,10 @@ fn freer(location: u64) -> Freer {
 /// Why netfilter dropped this packet: gathers what the pure
 /// `conntrack_common::classify::classify` needs (docs/drop-causes.md) and
 /// fills the event's entry fields on the way. The hash chain is walked
-/// only when it decides, and the kprobe backend's evidence is asked for
-/// only then too.
+/// only when it decides (and `chain_walk` allows), and the kprobe
+/// backend's evidence is asked for only then too.
 #[inline(always)]
-pub fn classify(skb: u64, net: u64, location: u64, ev: &mut Event) -> u8 {
+pub fn classify(skb: u64, net: u64, location: u64, ev: &mut Event, chain_walk: bool) -> u8 {
     let nfct: u64 = member(skb, conf!(skb_nfct)).unwrap_or(0);
     let ct = nfct & !7;
     let ctinfo = (nfct & 7) as u32;
@@ -340,7 +345,10 @@ pub fn classify(skb: u64, net: u64, location: u64, ev: &mut Event) -> u8 {
     if conntrack_common::classify::needs_chain(&facts) {
         facts.insert = crate::kprobe::insert_evidence(skb, ct);
     }
-    if conntrack_common::classify::needs_chain(&facts) {
+    // Without bpf_loop (before 5.17) the chain is not walked: the kprobe
+    // backend's confirm probe tells the failures apart, and before 5.15
+    // the kernel has no chain limit at all.
+    if chain_walk && conntrack_common::classify::needs_chain(&facts) {
         facts.chain = crate::walk::confirm_failure(ct);
     }
     conntrack_common::classify::classify(&facts)

@@ -48,6 +48,7 @@ mod holders;
 mod hook;
 mod kernel;
 mod kprobe;
+mod legacy;
 mod lifecycle;
 mod locate;
 mod maps;
@@ -132,13 +133,15 @@ pub fn ct_drop(ctx: BtfTracePointContext) -> i32 {
     if reason as u32 != conf!(reason_netfilter_drop) {
         return 0;
     }
-    on_drop(&ctx);
+    on_drop(&ctx, true);
     0
 }
 
-/// Classifies and counts a netfilter drop.
+/// Classifies and counts a netfilter drop. `chain_walk`: whether the
+/// classification may walk the entry's hash chain (a `bpf_loop`, so false
+/// in the programs of kernels without it, legacy.rs).
 #[inline(always)]
-fn on_drop(ctx: &BtfTracePointContext) {
+pub(crate) fn on_drop(ctx: &BtfTracePointContext, chain_walk: bool) {
     let skb: u64 = ctx.arg(0);
     let location = lifecycle::void_arg(ctx, 1);
     let Some(ev) = scratch_event(scratch::DROP) else {
@@ -163,7 +166,7 @@ fn on_drop(ctx: &BtfTracePointContext) {
     if nfct != 0 {
         ev.hook = hook::of_drop(ctx, location);
     }
-    ev.cause = kernel::classify(skb, net, location, ev);
+    ev.cause = kernel::classify(skb, net, location, ev, chain_walk);
     if ev.cause == cause::OTHER && ev.hook == 0 {
         ev.hook = hook::of_drop(ctx, location);
     }

@@ -16,7 +16,8 @@
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_ktime_get_ns, generated::bpf_loop};
-use conntrack_common::{MAX_NETNS_SAMPLED, RESOLVE_BATCH};
+use aya_ebpf::{macros::map, maps::Array};
+use conntrack_common::{MAX_NETNS_SAMPLED, NETNS_PASS_STEPS, RESOLVE_BATCH};
 
 use crate::{
     kernel::{self, CtImage, conf, member},
@@ -28,6 +29,7 @@ use crate::{
 /// the verifier knows exactly would make it verify every iteration of the
 /// loop separately.
 #[repr(C)]
+#[derive(Clone, Copy)]
 struct ListWalk {
     /// The `list` node of the namespace the walk started from.
     start: u64,
@@ -42,6 +44,13 @@ struct ListWalk {
 extern "C" fn list_step(_index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: bpf_loop passes back the pointer to our stack struct.
     let w = unsafe { &mut *(ctx as *mut ListWalk) };
+    list_visit(w)
+}
+
+/// The body of one step, shared by the `bpf_loop` walk and the bounded
+/// loop of kernels without `bpf_loop` (before 5.17).
+#[inline(always)]
+fn list_visit(w: &mut ListWalk) -> i64 {
     let Some(next) = member::<u64>(w.node, 0) else {
         return 1;
     };
@@ -86,9 +95,83 @@ extern "C" fn list_step(_index: u64, ctx: *mut c_void) -> i64 {
 /// Lists the namespaces on the kernel's list into `NETNS_LIST`, starting
 /// from the calling task's own.
 pub fn sample_netns() {
-    let Some(list) = NETNS_LIST.get_ptr_mut(0) else {
+    let Some(mut walk) = sample_begin() else {
         return;
     };
+    // SAFETY: list_step has the bpf_loop callback signature and `walk`
+    // outlives the call.
+    unsafe {
+        bpf_loop(
+            MAX_NETNS_SAMPLED + 1,
+            list_step as *mut c_void,
+            &raw mut walk as *mut c_void,
+            0,
+        )
+    };
+}
+
+/// Where a bounded sample stopped, for its next pass (`node` 0: done).
+#[map]
+static SAMPLE_WALK: Array<ListWalk> = Array::with_max_entries(1, 0);
+
+/// `list_del_rcu` leaves `prev` poisoned (include/linux/poison.h,
+/// `LIST_POISON2` with x86_64's `POISON_POINTER_DELTA`).
+const LIST_POISON2: u64 = 0xdead_0000_0000_0122;
+
+/// `sample_netns` for kernels without `bpf_loop` (before 5.17): the same
+/// steps in bounded loops of [`NETNS_PASS_STEPS`], one per test run. The
+/// verifier follows a bounded loop iteration by iteration and keeps a
+/// pending state for each branch not yet taken, and refuses more than
+/// 8192 of them: the whole list (4097 steps) in one run is too much for
+/// it. `resume` 0 starts a sample, 1 continues where the last pass
+/// stopped. Returns 0 when the sample is finished, 1 when another pass
+/// is needed, 2 when the namespace the last pass stopped at has left the
+/// list since (between passes no RCU read lock is held): start again.
+pub fn sample_netns_bounded(resume: u64) -> i32 {
+    let mut walk = if resume == 0 {
+        match sample_begin() {
+            Some(w) => w,
+            None => return 0,
+        }
+    } else {
+        let Some(saved) = SAMPLE_WALK.get_ptr_mut(0) else {
+            return 0;
+        };
+        // SAFETY: map value pointer from a successful lookup.
+        let saved = unsafe { *saved };
+        if saved.node == 0 {
+            return 0;
+        }
+        if saved.node != saved.start {
+            let net = saved.node - u64::from(conf!(net_list));
+            let prev = member::<u64>(saved.node, 8).unwrap_or(LIST_POISON2);
+            if member::<u64>(net, conf!(net_ns_ops)) != Some(saved.ops) || prev == LIST_POISON2 {
+                return 2;
+            }
+        }
+        saved
+    };
+    let mut more = 1;
+    for _ in 0..NETNS_PASS_STEPS {
+        if list_visit(&mut walk) != 0 {
+            more = 0;
+            break;
+        }
+    }
+    if more == 0 {
+        walk.node = 0;
+    }
+    if let Some(saved) = SAMPLE_WALK.get_ptr_mut(0) {
+        // SAFETY: as above; test runs do not overlap.
+        unsafe { *saved = walk };
+    }
+    more
+}
+
+/// Records the calling task's namespace and returns the walk's start.
+#[inline(always)]
+fn sample_begin() -> Option<ListWalk> {
+    let list = NETNS_LIST.get_ptr_mut(0)?;
     // SAFETY: helpers without preconditions.
     let (task, now) = unsafe { (bpf_get_current_task(), bpf_ktime_get_ns()) };
     let nsproxy: u64 = member(task, conf!(task_nsproxy)).unwrap_or(0);
@@ -98,13 +181,11 @@ pub fn sample_netns() {
     list.ktime_ns = now;
     list.len = 0;
     list.complete = 0;
-    let Some(ops) = member::<u64>(own, conf!(net_ns_ops)) else {
-        return;
-    };
+    let ops = member::<u64>(own, conf!(net_ns_ops))?;
     let start = own + u64::from(conf!(net_list));
     // The walk visits every node after `start`; the own namespace is the
     // last one (where the walk stops), so record it first.
-    let mut walk = ListWalk {
+    let walk = ListWalk {
         start,
         node: start,
         ops,
@@ -123,16 +204,7 @@ pub fn sample_netns() {
         item.count = member::<i32>(cnet, conf!(cnet_count)).unwrap_or(-1);
         list.len = 1;
     }
-    // SAFETY: list_step has the bpf_loop callback signature and `walk`
-    // outlives the call.
-    unsafe {
-        bpf_loop(
-            MAX_NETNS_SAMPLED + 1,
-            list_step as *mut c_void,
-            &raw mut walk as *mut c_void,
-            0,
-        )
-    };
+    Some(walk)
 }
 
 /// The namespace of the entry read last: entries of one batch mostly

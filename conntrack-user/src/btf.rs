@@ -233,6 +233,74 @@ impl KernelBtf {
         None
     }
 
+    /// Number of arguments of tracepoint `name` (without the hidden
+    /// `void *__data` of its `btf_trace_NAME` typedef), as a BTF
+    /// tracepoint program sees them; `None` if the kernel has no such
+    /// tracepoint.
+    pub fn tracepoint_args(&self, name: &str) -> Option<usize> {
+        let types = self
+            .btf
+            .resolve_types_by_name(&format!("btf_trace_{name}"))
+            .ok()?;
+        let mut ty = types.into_iter().next()?;
+        for _ in 0..8 {
+            ty = match ty {
+                Type::Typedef(t) => self.btf.resolve_chained_type(&t).ok()?,
+                Type::Ptr(p) => self.btf.resolve_chained_type(&p).ok()?,
+                Type::FuncProto(f) => return Some(f.parameters.len().saturating_sub(1)),
+                _ => return None,
+            };
+        }
+        None
+    }
+
+    /// Whether argument `index` (from 0, as a BTF tracepoint program
+    /// numbers them) of tracepoint `name` is a pointer to `struct
+    /// strukt`: `kmem_cache_free`'s third argument is the cache since 6.1,
+    /// its name (`const char *`) in 5.12-6.0.
+    pub fn tracepoint_arg_points_to(&self, name: &str, index: usize, strukt: &str) -> bool {
+        let proto = || -> Option<btf_rs::FuncProto> {
+            let types = self
+                .btf
+                .resolve_types_by_name(&format!("btf_trace_{name}"))
+                .ok()?;
+            let mut ty = types.into_iter().next()?;
+            for _ in 0..8 {
+                ty = match ty {
+                    Type::Typedef(t) => self.btf.resolve_chained_type(&t).ok()?,
+                    Type::Ptr(p) => self.btf.resolve_chained_type(&p).ok()?,
+                    Type::FuncProto(f) => return Some(f),
+                    _ => return None,
+                };
+            }
+            None
+        };
+        let Some(proto) = proto() else {
+            return false;
+        };
+        // Parameter 0 is the hidden `void *__data`.
+        let Some(param) = proto.parameters.get(index + 1) else {
+            return false;
+        };
+        let Some(Type::Ptr(ptr)) = self
+            .btf
+            .resolve_chained_type(param)
+            .ok()
+            .and_then(|t| self.strip(t).ok())
+        else {
+            return false;
+        };
+        match self
+            .btf
+            .resolve_chained_type(&ptr)
+            .ok()
+            .and_then(|t| self.strip(t).ok())
+        {
+            Some(Type::Struct(st)) => self.btf.resolve_name(&st).is_ok_and(|n| n == strukt),
+            _ => false,
+        }
+    }
+
     /// Does the kernel have this BTF type (e.g. a tracepoint's
     /// `btf_trace_kfree_skb` typedef)?
     pub fn has_type(&self, name: &str) -> bool {

@@ -77,6 +77,40 @@ pub fn patience(d: Duration) -> Duration {
     d.mul_f64(factor)
 }
 
+/// Whether the running kernel is at least `major.minor`.
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    found >= (major, minor)
+}
+
+/// True on kernels without the `bpf_loop` helper (before 5.17, Debian 11's
+/// 5.10), where ctscope has no hash table walker: a test of walks checks
+/// instead that `ctscope buckets` refuses with the reason (exit status 2,
+/// naming bpf_loop), says SKIPPED, and returns true. Never a silent pass.
+pub fn walker_unavailable() -> bool {
+    if kernel_at_least(5, 17) {
+        return false;
+    }
+    let out = Command::new(ctscope_bin())
+        .arg("buckets")
+        .output()
+        .expect("running ctscope buckets");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "buckets without bpf_loop: {stderr}"
+    );
+    assert!(stderr.contains("bpf_loop"), "the reason is given: {stderr}");
+    eprintln!("SKIPPED: no hash table walks before 5.17 (no bpf_loop); ctscope buckets says so");
+    true
+}
+
 /// The integration tests load eBPF programs and create namespaces.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.

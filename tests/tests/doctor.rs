@@ -61,6 +61,18 @@ fn this_machine_can_run_ctscope() {
     };
     assert!(message.contains(expected), "{backend}");
     assert!(message.contains(": "), "says why: {backend}");
+    // Which features this kernel has, and which causes are exact here
+    // (issue 16: 5.10 lacks drop reasons, bpf_loop, ...).
+    let features = check(&v, "features");
+    assert_eq!(features["status"], "info", "{features}");
+    let text = features["message"].as_str().unwrap_or_default();
+    assert!(text.contains("bpf_loop"), "{features}");
+    let causes = check(&v, "causes");
+    let text = causes["message"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("exact drop causes") && text.contains("table_full"),
+        "table_full is exact everywhere: {causes}"
+    );
 }
 
 #[test]

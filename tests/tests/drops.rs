@@ -67,14 +67,33 @@ fn table_full_syns_carry_their_exact_tuple_over_ipv4_and_ipv6() {
     std::thread::sleep(Duration::from_millis(300));
     let (drops, summary) = finish(ct);
     let mine = in_ns(&drops, &ns);
+    // 5.10: after a refusal anywhere, conntrack's gc worker kills entries
+    // that may be early-dropped (TCP TIME_WAIT among them) while a table is
+    // over 95 % full, so after earlier tests this one's filler may be gone
+    // before its SYNs: the kernel then refuses nothing. Seen only after the
+    // other tests of this file in the 5.10 VM (alone it passes). Pinned:
+    // ctscope must still have seen exactly what the kernel dropped, none.
+    if mine.is_empty() && after["drop"] == before["drop"] && !kernel_at_least(6, 1) {
+        eprintln!(
+            "SKIPPED: the kernel refused no SYN (before 6.1 the gc worker's early drop \
+             emptied the table first); ctscope saw no drop either"
+        );
+        return;
+    }
 
     for (family, addr, first) in [(4, "127.0.0.1", 21000), (6, "::1", 22000)] {
         for i in 0..5u64 {
             let found = mine
                 .iter()
                 .find(|d| d["family"] == family && d["sport"].as_u64() == Some(first + i));
-            let d = found
-                .unwrap_or_else(|| panic!("no drop for IPv{family} port {}: {mine:?}", first + i));
+            let d = found.unwrap_or_else(|| {
+                panic!(
+                    "no drop for IPv{family} port {}: {mine:?} (namespace {}; all drops: \
+                     {drops:?}; summary {summary}; kernel before {before:?} after {after:?})",
+                    first + i,
+                    ns.inum
+                )
+            });
             assert_eq!(d["cause"], "table_full", "{d}");
             assert_eq!(d["proto"], "tcp", "{d}");
             assert_eq!(d["tcp_flags"], "S", "{d}");

@@ -342,8 +342,27 @@ fn namespace_churn_keeps_totals_exact_and_monotonic() {
             .expect("netns")
             .iter()
             .any(|r| r["alive"] == false);
-        if num(&rec, "/departed/namespaces") >= (NAMESPACES + IDLE) as u64 && !ours_left {
+        // Before 5.12 a namespace's net_cookie is made lazily, so ctscope
+        // keys namespaces by their `struct net` address, which the kernel
+        // hands to the next namespace as soon as one is freed: namespaces
+        // that shared an address within the retirement delay are one row.
+        // A known miss (docs/drop-causes.md, "Per kernel"), pinned: every
+        // count still departs, in fewer rows.
+        let departed_enough = if kernel_at_least(5, 12) {
+            num(&rec, "/departed/namespaces") >= (NAMESPACES + IDLE) as u64
+        } else {
+            num(&rec, "/departed/namespaces") >= 1 && num(&rec, "/departed/alloc") >= want
+        };
+        if departed_enough && !ours_left {
             assert!(num(&rec, "/departed/alloc") >= want, "{rec}");
+            if !kernel_at_least(5, 12) {
+                eprintln!(
+                    "KNOWN MISS: before 5.12 namespaces that reused a struct net address are \
+                     one row: {} departed rows for {} namespaces",
+                    num(&rec, "/departed/namespaces"),
+                    NAMESPACES + IDLE
+                );
+            }
             break;
         }
         assert!(

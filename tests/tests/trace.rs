@@ -164,10 +164,20 @@ fn a_recording_under_load_holds_what_stats_and_the_kernel_counted() {
 
     let kernel_drops = after["drop"] - before["drop"];
     let max = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max");
-    assert!(
-        kernel_drops > 0,
-        "the table never filled: {sent} sent, count {count}, max {max:?}, kernel {after:?}"
-    );
+    // On 5.10 early drop always found an unreplied UDP entry to evict (a VM
+    // run: 30,500 flows, 10,500 early drops, no refusal), so the refusal
+    // part is not exercised there; every count below is still checked
+    // (with no drops on either side).
+    if kernel_drops == 0 && !kernel_at_least(6, 1) {
+        eprintln!(
+            "SKIPPED: table-full refusals before 6.1: early drop made room for all {flows} flows"
+        );
+    } else {
+        assert!(
+            kernel_drops > 0,
+            "the table never filled: {sent} sent, count {count}, max {max:?}, kernel {after:?}"
+        );
+    }
     let mode = std::fs::metadata(&file.0)
         .expect("trace")
         .permissions()

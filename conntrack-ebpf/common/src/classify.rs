@@ -29,6 +29,34 @@ pub enum Freer {
     Elsewhere,
 }
 
+/// What tells a `kfree_skb` that netfilter dropped the packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropMark {
+    /// The tracepoint carries a drop reason (5.17 and later): whether it
+    /// is `SKB_DROP_REASON_NETFILTER_DROP`.
+    Reason { netfilter_drop: bool },
+    /// No drop reason (before 5.17): only the freeing function tells.
+    /// `nf_hook_slow` is where a hook's `NF_DROP` is freed
+    /// (net/netfilter/core.c, `case NF_DROP: kfree_skb(skb)`), and before
+    /// 6.7 nftables' rule drops too; nothing else frees a netfilter drop
+    /// then.
+    NoReason,
+}
+
+/// Is this freed packet one netfilter dropped? With a drop reason, the
+/// reason says; without one, the packet must have been freed by
+/// `nf_hook_slow` (its address known: the loader refuses the reasonless
+/// probe without it). On such kernels a packet netfilter code frees
+/// outside `nf_hook_slow` is not seen as a drop, so cause `other` only
+/// covers hook drops there (docs/drop-causes.md, "Per kernel").
+#[inline(always)]
+pub fn is_netfilter_drop(mark: DropMark, freer: Freer) -> bool {
+    match mark {
+        DropMark::Reason { netfilter_drop } => netfilter_drop,
+        DropMark::NoReason => freer == Freer::HookSlow,
+    }
+}
+
 /// The conntrack entry the packet carries (`skb->_nfct`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Attached {

@@ -262,6 +262,10 @@ pub struct NetnsList {
     pub items: [NetnsSample; MAX_NETNS_SAMPLED as usize],
 }
 
+/// Namespaces one pass of `sample_netns_bounded` visits at most (kernels
+/// without `bpf_loop`): userspace runs passes until the list is done.
+pub const NETNS_PASS_STEPS: u32 = 256;
+
 /// Entries one `resolve_ct` run reads at most.
 pub const RESOLVE_BATCH: u32 = 1024;
 
@@ -477,9 +481,15 @@ pub struct Config {
     /// `IP_CT_RELATED` and `IP_CT_RELATED_REPLY` (`enum ip_conntrack_info`).
     pub ip_ct_related: u32,
     pub ip_ct_related_reply: u32,
-    /// `sizeof(struct nf_conn)`: how much of an entry one copy reads (also
-    /// keeps `hook_callers` 8-byte aligned).
+    /// `sizeof(struct nf_conn)`: how much of an entry one copy reads.
     pub ct_size: u32,
+    /// 1: the namespace's conntrack count lives in `struct net` itself
+    /// (`net->ct.count`, before 5.13, when `struct nf_conntrack_net` held
+    /// only `users4/6`); `cnet_count` is then an offset into `struct net`
+    /// and `cnet_of(net)` is `net`.
+    pub cnet_in_net: u32,
+    /// Keeps `hook_callers` 8-byte aligned.
+    pub _pad_hooks: u32,
     /// Functions that call `nf_hook_slow` for one hook: the return address
     /// after `nf_hook_slow` on the stack tells the drop's hook. Unused
     /// slots are zero.
@@ -696,7 +706,7 @@ const _: () = assert!(
 );
 const _: () = assert!(core::mem::size_of::<Discovery>() == 32);
 const _: () = assert!(core::mem::size_of::<SysctlSlot>() == 48);
-const _: () = assert!(core::mem::size_of::<Config>() == 11 * 8 + 76 * 4 + 24 * MAX_HOOK_CALLERS);
+const _: () = assert!(core::mem::size_of::<Config>() == 11 * 8 + 78 * 4 + 24 * MAX_HOOK_CALLERS);
 const _: () = assert!(core::mem::size_of::<WalkChunk>() == 32 + 2 * WALK_CHUNK as usize);
 const _: () = assert!(core::mem::size_of::<ChainNode>() == 72);
 const _: () =

@@ -59,6 +59,9 @@ pub fn gather(load: bool, backend: BackendRequest) -> MachineState {
             s.backend_reason = e.0;
         }
     }
+    s.features = KernelBtf::load()
+        .ok()
+        .map(|btf| crate::probe::features::KernelFeatures::from_btf(&btf));
     s.tracepoints = match KernelBtf::load() {
         Ok(btf) => TRACEPOINTS
             .iter()
@@ -122,10 +125,15 @@ fn try_probes(s: &mut MachineState, backend: BackendRequest) -> Result<String, S
         ..ProbeOptions::default()
     };
     let mut probes = Probes::attach(&opts).map_err(|e| e.to_string())?;
-    let mut what = format!(
-        "the {} probes load and attach (found the nf_conntrack slab after walking {} caches)",
-        probes.info.backend, probes.info.caches_walked
-    );
+    let mut what = if probes.info.caches_walked > 0 {
+        format!(
+            "the {} probes load and attach (found the nf_conntrack slab after walking {} caches)",
+            probes.info.backend, probes.info.caches_walked
+        )
+    } else {
+        // No slab discovery (kernels without bpf_loop use kallsyms).
+        format!("the {} probes load and attach", probes.info.backend)
+    };
     match probes.walk_buckets(0) {
         Ok(walk) if walk.buckets > 0 => {
             s.chain_mean = Some(walk.mean);

@@ -46,6 +46,9 @@ pub struct MachineState {
     /// The backend `--backend auto` picks, and why.
     pub backend: String,
     pub backend_reason: String,
+    /// What the kernel's eBPF side offers (issue 16); `None` without BTF.
+    #[serde(default)]
+    pub features: Option<crate::probe::features::KernelFeatures>,
     /// Tracepoints with BTF (`btf_trace_*` types) ctscope needs, and whether
     /// each exists.
     pub tracepoints: Vec<(String, bool)>,
@@ -217,8 +220,8 @@ impl Status {
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Check {
-    /// Stable name: privileges, btf, conntrack, backend, causes, tracepoints,
-    /// kallsyms, probes, counters, namespaces, restore, unload, hashsize, and the
+    /// Stable name: privileges, btf, conntrack, backend, tracepoints,
+    /// features, causes, kallsyms, probes, counters, namespaces, restore, unload, hashsize, and the
     /// advice rules (raise-max, buckets, chain-mean, chain-too-long,
     /// tcp-timeout, persist).
     pub id: &'static str,
@@ -237,35 +240,6 @@ fn check(id: &'static str, status: Status, message: impl Into<String>) -> Check 
     }
 }
 
-/// Which drop causes are exact on this kernel with the backend `auto`
-/// picks (docs/drop-causes.md has the reasons).
-pub fn cause_exactness(s: &MachineState) -> String {
-    let version = |part: usize| -> u32 {
-        s.kernel
-            .split(|c: char| !c.is_ascii_digit())
-            .nth(part)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    let at_least_6_7 = (version(0), version(1)) >= (6, 7);
-    let kprobe = s.backend == "kprobe";
-    let ruleset = match (at_least_6_7, kprobe) {
-        (true, _) => "ruleset exact (nftables frees its own drops)",
-        (false, true) => {
-            "ruleset exact for rule drops (a failed confirm is seen), but NAT-hook drops count as ruleset"
-        }
-        (false, false) => {
-            "ruleset inferred from the insert_failed counter; NAT-hook drops count as ruleset"
-        }
-    };
-    let insert = if kprobe {
-        "insert_failed and chain_too_long exact (from __nf_conntrack_confirm, on every CPU)"
-    } else {
-        "insert_failed + chain_too_long exact as a sum; a reply-direction chain failure is inferred from the latest walk"
-    };
-    format!("exact causes here: table_full, invalid; {insert}; {ruleset}")
-}
-
 /// Every check, in reading order: can ctscope run here, then how the table
 /// is tuned.
 pub fn diagnose(s: &MachineState) -> Vec<Check> {
@@ -276,8 +250,8 @@ pub fn diagnose(s: &MachineState) -> Vec<Check> {
         Status::Info,
         format!("{} backend: {}", s.backend, s.backend_reason),
     ));
-    out.push(check("causes", Status::Info, cause_exactness(s)));
     out.push(tracepoints(s));
+    out.extend(features(s));
     out.push(if s.kallsyms_visible {
         check(
             "kallsyms",
@@ -374,6 +348,18 @@ fn btf(s: &MachineState) -> Check {
              offset from it. Use a kernel built with CONFIG_DEBUG_INFO_BTF=y",
         );
     }
+    // Before 5.13 (5.10: no module BTF at all) the count is in `struct
+    // net` and the entry's layout in vmlinux's BTF: nothing needed is in
+    // the module's own types.
+    let module_types_needed = s.features.is_none_or(|f| f.cnet_count);
+    if s.conntrack == Some(Conntrack::Module) && !s.btf_module && !module_types_needed {
+        return check(
+            "btf",
+            Status::Ok,
+            "kernel BTF is available (nf_conntrack has none of its own; on this kernel \
+             ctscope needs only vmlinux's)",
+        );
+    }
     if s.conntrack == Some(Conntrack::Module) && !s.btf_module {
         return check(
             "btf",
@@ -404,6 +390,40 @@ fn conntrack(s: &MachineState) -> Vec<Check> {
              to observe or tune",
         )],
     }
+}
+
+/// The kernel features that select programs, and how exact each drop
+/// cause is here with the backend `auto` picks (docs/drop-causes.md).
+fn features(s: &MachineState) -> Vec<Check> {
+    let Some(f) = &s.features else {
+        return Vec::new();
+    };
+    let (have, lack): (Vec<_>, Vec<_>) = f.list().into_iter().partition(|(_, on)| *on);
+    let names = |v: Vec<(&str, bool)>| v.into_iter().map(|(n, _)| n).collect::<Vec<_>>().join(", ");
+    let mut line = format!("kernel features present: {}", names(have));
+    if !lack.is_empty() {
+        line.push_str(&format!("; missing: {}", names(lack)));
+    }
+    let causes = f.cause_exactness(s.backend == "kprobe");
+    let exact: Vec<&str> = causes
+        .iter()
+        .filter(|(_, why)| why.is_none())
+        .map(|(c, _)| *c)
+        .collect();
+    let mut msg = format!(
+        "exact drop causes with the {} backend: {}",
+        s.backend,
+        exact.join(", ")
+    );
+    for (cause, why) in causes {
+        if let Some(why) = why {
+            msg.push_str(&format!("; {cause}: {why}"));
+        }
+    }
+    vec![
+        check("features", Status::Info, line),
+        check("causes", Status::Info, msg),
+    ]
 }
 
 fn tracepoints(s: &MachineState) -> Check {

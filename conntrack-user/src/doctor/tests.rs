@@ -250,26 +250,93 @@ fn a_limit_restored_at_start_is_a_warning_and_a_running_demo_only_information() 
 
 #[test]
 fn the_exact_causes_depend_on_the_kernel_and_the_backend() {
-    let host = build_machine();
+    use crate::probe::features::KernelFeatures;
+    let all = KernelFeatures {
+        drop_reasons: true,
+        bpf_loop: true,
+        slab_cache_arg: true,
+        cnet_count: true,
+        chain_limit: true,
+        nft_frees_own_drops: true,
+    };
+    let mut host = build_machine();
+    host.features = Some(all);
     let causes = find(&diagnose(&host), "causes").message.clone();
-    assert!(causes.contains("ruleset exact (nftables"), "{causes}");
-    assert!(causes.contains("exact as a sum"), "{causes}");
+    assert!(
+        causes.starts_with(
+            "exact drop causes with the tracepoint backend: table_full, invalid, ruleset, other;"
+        ),
+        "{causes}"
+    );
+    assert!(causes.contains("insert_failed: exact as a sum"), "{causes}");
     let mut debian = build_machine();
     debian.kernel = "6.1.0-57-amd64".into();
     debian.backend = "kprobe".into();
+    debian.features = Some(KernelFeatures {
+        nft_frees_own_drops: false,
+        ..all
+    });
     let causes = find(&diagnose(&debian), "causes").message.clone();
     assert!(
-        causes.contains("insert_failed and chain_too_long exact"),
+        causes.starts_with(
+            "exact drop causes with the kprobe backend: table_full, invalid, insert_failed, chain_too_long, other;"
+        ),
         "{causes}"
     );
     assert!(
-        causes.contains("NAT-hook drops count as ruleset"),
+        causes.contains(
+            "a NAT hook's drop (an ICMP redirect through a NAT router) counts as ruleset"
+        ),
         "{causes}"
     );
     debian.backend = "tracepoint".into();
     let causes = find(&diagnose(&debian), "causes").message.clone();
     assert!(
-        causes.contains("inferred from the insert_failed counter"),
+        causes.contains("told from insert failures by the kernel's insert_failed counter"),
         "{causes}"
+    );
+}
+
+#[test]
+fn a_5_10_kernel_says_what_it_lacks_and_which_causes_are_exact() {
+    use crate::probe::features::KernelFeatures;
+    let mut s = build_machine();
+    s.kernel = "5.10.0-46-amd64".into();
+    s.backend = "kprobe".into();
+    s.features = Some(KernelFeatures::default());
+    s.conntrack = Some(Conntrack::Module);
+    s.btf_module = false;
+    let checks = diagnose(&s);
+    assert_eq!(
+        find(&checks, "btf").status,
+        Status::Ok,
+        "5.10 needs no module BTF"
+    );
+    let f = find(&checks, "features");
+    assert_eq!(f.status, Status::Info);
+    assert!(
+        f.message
+            .contains("missing: kfree_skb drop reasons (5.17), bpf_loop (5.17)"),
+        "{}",
+        f.message
+    );
+    let c = find(&checks, "causes");
+    assert!(
+        c.message
+            .starts_with("exact drop causes with the kprobe backend: table_full, insert_failed;"),
+        "{}",
+        c.message
+    );
+    assert!(
+        c.message.contains("chain_too_long: never happens"),
+        "{}",
+        c.message
+    );
+    // Without the features, nothing is said (no BTF).
+    s.features = None;
+    assert!(
+        diagnose(&s)
+            .iter()
+            .all(|c| c.id != "features" && c.id != "causes")
     );
 }

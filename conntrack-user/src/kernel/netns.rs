@@ -263,6 +263,11 @@ impl OpenStats {
         read_with(&list_namespaces(), source, self, true)
     }
 
+    /// Whether namespace `inum`'s stat file is held open.
+    pub fn holds(&self, inum: u32) -> bool {
+        self.files.contains_key(&inum)
+    }
+
     /// How many files may be open: a quarter of the soft open-file limit.
     fn budget() -> usize {
         let mut lim = libc::rlimit {

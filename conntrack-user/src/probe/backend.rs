@@ -231,6 +231,11 @@ pub struct KernelSymbols {
     /// symbols too; 0 when not listed).
     pub bpf_prog_active: u64,
     pub current_kprobe: u64,
+    /// `nf_conntrack_max` and `nf_conntrack_htable_size` (the sysctls'
+    /// data), where kallsyms lists data symbols: on kernels without
+    /// `bpf_loop` they replace the sysctl discovery program. 0 if absent.
+    pub max_ptr: u64,
+    pub size_ptr: u64,
 }
 
 impl KernelSymbols {
@@ -255,6 +260,10 @@ impl KernelSymbols {
                 out.bpf_prog_active = value();
             } else if data && name == "current_kprobe" {
                 out.current_kprobe = value();
+            } else if data && name == "nf_conntrack_max" {
+                out.max_ptr = value();
+            } else if data && name == "nf_conntrack_htable_size" {
+                out.size_ptr = value();
             } else if matches!(kind, "t" | "T") && HOOKS.iter().any(|h| h.function == name) {
                 let module = f
                     .next()
@@ -363,8 +372,12 @@ mod tests {
              ffffffffc0a01d30 t early_drop\t[nf_conntrack]\n\
              ffffffffc0b00010 t early_drop\t[other_mod]\n\
              ffffffffc0a00d20 T nf_conntrack_free\t[nf_conntrack]\n\
+             ffffffffc0a1c0a0 B nf_conntrack_max\t[nf_conntrack]\n\
+             ffffffffc0a1c0a4 B nf_conntrack_htable_size\t[nf_conntrack]\n\
              ffffffff81000000 T _stext\n",
         );
+        assert_eq!(s.max_ptr, 0xffffffffc0a1c0a0);
+        assert_eq!(s.size_ptr, 0xffffffffc0a1c0a4);
         assert_eq!(s.per_cpu_offset, 0xffffffff82a1b2c0);
         assert_eq!((s.bpf_prog_active, s.current_kprobe), (0x2e0c8, 0x2d4a0));
         assert_eq!(

@@ -15,15 +15,41 @@ const ABSENT: u32 = u32::MAX;
 /// (`ct_cache`, `cnet_id`, `max_ptr`) are filled in later by discovery.
 pub fn from_btf(btf: &KernelBtf, ncpus: u32) -> Result<Config, BtfError> {
     let off = |path: &str| btf.offset(path);
-    let opt =
-        |path: &str| -> Result<u32, BtfError> { Ok(btf.optional_offset(path)?.unwrap_or(ABSENT)) };
+    // A struct the kernel has no BTF for (nf_conntrack's own, on 5.10 where
+    // modules publish none) is as absent as a member.
+    let opt = |path: &str| -> Result<u32, BtfError> {
+        match btf.optional_offset(path) {
+            Ok(o) => Ok(o.unwrap_or(ABSENT)),
+            Err(BtfError::NoType(_)) => Ok(ABSENT),
+            Err(e) => Err(e),
+        }
+    };
     let enum_u32 = |ty: &str, name: &str| -> Result<u32, BtfError> {
         u32::try_from(btf.enum_value(ty, name)?).map_err(|_| BtfError::NoEnumValue(name.to_owned()))
     };
+    // Since 5.13 the count is in `struct nf_conntrack_net` (nf_conntrack's
+    // BTF); before, `net->ct.count`, and the users4/6 of nf_conntrack's own
+    // struct have no BTF where it is a module (5.10 publishes none).
+    let (cnet_in_net, cnet_count, cnet_users4, cnet_users6) =
+        match btf.optional_offset("nf_conntrack_net.count") {
+            Ok(Some(count)) => (
+                0,
+                count,
+                off("nf_conntrack_net.users4")?,
+                off("nf_conntrack_net.users6")?,
+            ),
+            Ok(None) | Err(BtfError::NoType(_)) => (1, off("net.ct.count")?, ABSENT, ABSENT),
+            Err(e) => return Err(e),
+        };
     Ok(Config {
         ncpus,
         full_slack: ncpus,
-        reason_netfilter_drop: enum_u32("skb_drop_reason", "SKB_DROP_REASON_NETFILTER_DROP")?,
+        // No drop reasons before 5.17: `ct_drop_loc` goes by location.
+        reason_netfilter_drop: btf
+            .enum_value("skb_drop_reason", "SKB_DROP_REASON_NETFILTER_DROP")
+            .ok()
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(u32::MAX),
         ips_confirmed_bit: enum_u32("ip_conntrack_status", "IPS_CONFIRMED_BIT")?,
         ips_template_bit: enum_u32("ip_conntrack_status", "IPS_TEMPLATE_BIT")?,
         ips_dying_bit: enum_u32("ip_conntrack_status", "IPS_DYING_BIT")?,
@@ -61,9 +87,10 @@ pub fn from_btf(btf: &KernelBtf, ncpus: u32) -> Result<Config, BtfError> {
         gen_len: off("net_generic.s.len")?,
         gen_ptr: off("net_generic.ptr")?,
 
-        cnet_count: off("nf_conntrack_net.count")?,
-        cnet_users4: off("nf_conntrack_net.users4")?,
-        cnet_users6: off("nf_conntrack_net.users6")?,
+        cnet_in_net,
+        cnet_count,
+        cnet_users4,
+        cnet_users6,
         cnet_ecache_func: opt("nf_conntrack_net.ecache.dwork.work.func")?,
         cnet_sysctl_header: opt("nf_conntrack_net.sysctl_header")?,
         hdr_table: off("ctl_table_header.ctl_table")?,

@@ -18,6 +18,8 @@ pub enum ProbeError {
          `modprobe nf_conntrack`, or add a `ct state` rule"
     )]
     NoConntrack,
+    #[error("{0}")]
+    Unsupported(String),
     #[error(transparent)]
     Btf(#[from] BtfError),
     #[error(transparent)]

@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod config;
 mod error;
+pub mod features;
 mod kprobes;
 mod progstats;
 pub mod walk;
@@ -52,6 +53,9 @@ pub const EBPF_BUILD_ID: &str = env!("CTSCOPE_EBPF_BUILD_ID");
 const ALLOC_PROBE: (&str, &str, &str) = ("ct_alloc", "kmem_cache_alloc", "noop_alloc");
 const FREE_PROBE: (&str, &str, &str) = ("ct_free", "kmem_cache_free", "noop_free");
 const DROP_PROBE: (&str, &str, &str) = ("ct_drop", "kfree_skb", "noop_drop");
+/// The drop probe of kernels without drop reasons (before 5.17): a
+/// netfilter drop is a packet freed by `nf_hook_slow` (legacy.rs).
+const DROP_PROBE_LOC: (&str, &str, &str) = ("ct_drop_loc", "kfree_skb", "noop_drop");
 
 #[derive(Clone, Debug)]
 pub struct ProbeOptions {
@@ -108,6 +112,8 @@ pub struct ProbeInfo {
     /// Whether nftables rule drops can be told apart by their location.
     pub rule_location_known: bool,
     pub caches_walked: u32,
+    /// What the kernel offers that selects programs (issue 16).
+    pub features: features::KernelFeatures,
 }
 
 pub struct Probes {
@@ -129,6 +135,9 @@ pub struct Probes {
     /// `None` when the walker could not be loaded on this kernel: live
     /// runs go on without bucket walks (and without chain_too_long).
     walker: Result<TableWalker, String>,
+    /// The namespace sampler loaded: `sample_netns`, or its bounded-loop
+    /// twin on kernels without `bpf_loop`.
+    sample_prog: &'static str,
     pub info: ProbeInfo,
 }
 
@@ -167,8 +176,41 @@ impl Probes {
         let kernel_syms = KernelSymbols::load().unwrap_or_default();
         kprobes::configure(&mut cfg, &kernel_btf, choice, Some(&kernel_syms))?;
         let aya_btf = Btf::from_sys_fs().map_err(ProbeError::AyaBtf)?;
+        let feats = features::KernelFeatures::from_btf(&kernel_btf);
+        // The kprobes on conntrack's own functions replace the slab hooks.
+        let kp_alloc = choice.hooks & conntrack_common::kprobe_hook::ALLOC != 0;
+        let kp_free = choice.hooks & conntrack_common::kprobe_hook::FREE != 0;
+        if opts.count && !(kp_alloc && kp_free) {
+            feats.tracepoint_counting().map_err(|why| {
+                ProbeError::Unsupported(format!(
+                    "{why}. Use --backend kprobe (this kernel's conntrack functions must be \
+                     probeable: `ctscope doctor` says)"
+                ))
+            })?;
+        }
+        if opts.drops && !feats.drop_reasons && cfg.loc_hook_lo == 0 {
+            return Err(ProbeError::Unsupported(
+                "this kernel's kfree_skb tracepoint has no drop reason, and nf_hook_slow is \
+                 not in /proc/kallsyms, so netfilter's drops cannot be told from other freed \
+                 packets"
+                    .into(),
+            ));
+        }
 
-        let found = discover(&cfg, &aya_btf)?;
+        let found = if feats.bpf_loop {
+            discover(&cfg, &aya_btf)?
+        } else {
+            // The discovery programs need bpf_loop. Without it (before
+            // 5.17) the kprobe backend needs no slab address, the count is
+            // in `struct net` (cnet_in_net), and the sysctls' addresses are
+            // data symbols in kallsyms (CONFIG_KALLSYMS_ALL, as on Debian).
+            Found {
+                // SAFETY: Discovery is plain old data: all zeroes is valid.
+                discovery: unsafe { std::mem::zeroed() },
+                max_ptr: kernel_syms.max_ptr,
+                size_ptr: kernel_syms.size_ptr,
+            }
+        };
         cfg.ct_cache = found.discovery.ct_cache;
         cfg.cnet_id = found.discovery.cnet_id;
         cfg.max_ptr = found.max_ptr;
@@ -194,15 +236,16 @@ impl Probes {
         let pick = |(real, tracepoint, noop): (&'static str, &'static str, &'static str)| {
             (if opts.floor { noop } else { real }, tracepoint)
         };
-        // The kprobes on conntrack's own functions replace the slab hooks.
-        let kp_alloc = choice.hooks & conntrack_common::kprobe_hook::ALLOC != 0;
-        let kp_free = choice.hooks & conntrack_common::kprobe_hook::FREE != 0;
         let mut attach_now = Vec::new();
         if opts.count && !kp_free {
             attach_now.push(pick(FREE_PROBE));
         }
         if opts.drops {
-            attach_now.push(pick(DROP_PROBE));
+            attach_now.push(pick(if feats.drop_reasons {
+                DROP_PROBE
+            } else {
+                DROP_PROBE_LOC
+            }));
         }
         for (name, tracepoint) in attach_now {
             let prog: &mut BtfTracePoint = program(&mut ebpf, name)?;
@@ -224,7 +267,18 @@ impl Probes {
         if opts.hot() && !opts.floor {
             kprobes::attach(&mut ebpf, choice, &kernel_syms)?;
         }
-        for name in ["sample_netns", "resolve_ct"] {
+        // Without bpf_loop: the bounded sampler, and no resolver (it serves
+        // only the slab allocation tracepoint, which such kernels cannot use).
+        let sample_prog = if feats.bpf_loop {
+            "sample_netns"
+        } else {
+            "sample_netns_bounded"
+        };
+        let mut runs = vec![sample_prog];
+        if feats.bpf_loop {
+            runs.push("resolve_ct");
+        }
+        for name in runs {
             let prog: &mut RawTracePoint = program(&mut ebpf, name)?;
             prog.load()
                 .map_err(|source| ProbeError::Program { name, source })?;
@@ -235,7 +289,16 @@ impl Probes {
         let netns_list = Array::try_from(take_map(&mut ebpf, "NETNS_LIST")?)?;
         let resolve = Array::try_from(take_map(&mut ebpf, "RESOLVE")?)?;
         let settings = Array::try_from(take_map(&mut ebpf, "SETTINGS")?)?;
-        let walker = match TableWalker::new(&mut ebpf, &aya_btf, &cfg, opts.locate) {
+        let walker = if !feats.bpf_loop {
+            Err(ProbeError::Unsupported(
+                "the hash table walker needs the bpf_loop helper (Linux 5.17 and later), \
+                 which this kernel lacks"
+                    .into(),
+            ))
+        } else {
+            TableWalker::new(&mut ebpf, &aya_btf, &cfg, opts.locate)
+        };
+        let walker = match walker {
             Ok(mut walker) => {
                 if opts.hot() {
                     // A live run walks again and again; it must not block on traffic.
@@ -257,9 +320,10 @@ impl Probes {
             kernel: kernel_release(),
             ct_cache: cfg.ct_cache,
             cnet_id: cfg.cnet_id,
-            table_full_exact: cfg.cnet_id != 0 && cfg.max_ptr != 0,
+            table_full_exact: (cfg.cnet_id != 0 || cfg.cnet_in_net != 0) && cfg.max_ptr != 0,
             rule_location_known: cfg.loc_nft_lo != 0,
             caches_walked: found.discovery.caches_walked,
+            features: feats,
         };
         Ok(Self {
             ebpf,
@@ -273,6 +337,7 @@ impl Probes {
             alloc_link: None,
             alloc_hook,
             walker,
+            sample_prog,
             info,
         })
     }
@@ -336,12 +401,36 @@ impl Probes {
     /// Every network namespace on the kernel's list, with its live count
     /// (`sample_netns`, BPF_PROG_TEST_RUN).
     pub fn sample_netns(&mut self) -> Result<NetnsList, ProbeError> {
-        let prog: &mut RawTracePoint = program(&mut self.ebpf, "sample_netns")?;
-        prog.test_run(RawTracePointRunOptions::new())
-            .map_err(|source| ProbeError::Program {
-                name: "sample_netns",
-                source,
-            })?;
+        let name = self.sample_prog;
+        let prog: &mut RawTracePoint = program(&mut self.ebpf, name)?;
+        if name == "sample_netns" {
+            prog.test_run(RawTracePointRunOptions::new())
+                .map_err(|source| ProbeError::Program { name, source })?;
+            return Ok(self.netns_list.get(&0, 0)?);
+        }
+        // The bounded sampler (no bpf_loop) goes in passes: 1 asks for
+        // another, 2 for a fresh start (a namespace it stopped at left the
+        // list between passes), 0 says done.
+        const PASSES: u32 =
+            conntrack_common::MAX_NETNS_SAMPLED / conntrack_common::NETNS_PASS_STEPS + 2;
+        'sample: for _ in 0..3 {
+            let mut opts = RawTracePointRunOptions::new();
+            for _ in 0..PASSES {
+                let ret = prog
+                    .test_run(opts)
+                    .map_err(|source| ProbeError::Program { name, source })?
+                    .return_value;
+                match ret {
+                    1 => {
+                        opts = RawTracePointRunOptions::new();
+                        opts.args[0] = 1;
+                    }
+                    2 => continue 'sample,
+                    _ => break 'sample,
+                }
+            }
+            break;
+        }
         Ok(self.netns_list.get(&0, 0)?)
     }
 

@@ -140,6 +140,11 @@ impl AllocResolver {
         let mut out = Vec::with_capacity(events.len());
         for ev in events {
             match ev.kind {
+                // The kprobe backend's allocation events are complete: read
+                // at `__nf_conntrack_alloc`'s return, once the entry has its
+                // namespace and tuple (HAS_CT). Nothing to resolve, and on
+                // kernels without bpf_loop there is no resolver program.
+                kind::ALLOC if ev.flags & flag::HAS_CT != 0 => out.push(ev),
                 kind::ALLOC => {
                     let seq = self.head + self.queue.len() as u64;
                     self.queue.push_back(Slot {
@@ -385,6 +390,20 @@ mod tests {
         assert_eq!(out[0].flags, flag::HAS_CT, "not confirmed when allocated");
         assert_eq!(out[1].kind, kind::FREE);
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_complete_allocation_from_the_kprobe_backend_passes_straight_through() {
+        let mut r = AllocResolver::default();
+        let mut ev = free(0xb0, MS, 9, 4026532001, 80);
+        ev.kind = kind::ALLOC;
+        let out = r.push(vec![ev]);
+        assert_eq!(out.len(), 1, "nothing held back");
+        assert_eq!(
+            (out[0].netns, out[0].netns_id, out[0].tuple.dport),
+            (4026532001, 9, 80)
+        );
+        assert!(r.is_empty(), "nothing left to read");
     }
 
     #[test]

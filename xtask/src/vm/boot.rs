@@ -53,6 +53,7 @@ impl Boot {
 
 /// Boots the guest, echoing its console, and returns everything it printed.
 pub(super) fn boot_and_run(
+    label: &str,
     image: &Image,
     initrd: &Path,
     log: &Path,
@@ -107,7 +108,7 @@ pub(super) fn boot_and_run(
         match rx.recv_timeout(Duration::from_millis(500)) {
             Ok(line) => {
                 let line = line.replace('\r', "");
-                println!("[vm] {line}");
+                println!("[vm {label}] {line}");
                 writeln!(file, "{line}")?;
                 console.push_str(&line);
                 console.push('\n');

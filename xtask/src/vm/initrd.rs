@@ -72,6 +72,7 @@ pub(super) fn build_initrd(
     image: &Image,
     built: &Built,
     opts: &VmOptions,
+    backends: &[&str],
 ) -> Result<PathBuf> {
     let stage = image.dir.join("initrd");
     let _ = fs::remove_dir_all(&stage);
@@ -121,7 +122,7 @@ pub(super) fn build_initrd(
     let tests: Vec<&str> = built.tests.iter().map(|(n, _)| n.as_str()).collect();
     fs::write(
         stage.join("init"),
-        init_script(&image.release, &tests, opts),
+        init_script(&image.release, &tests, opts, backends),
     )?;
     set_executable(&stage.join("init"))?;
 
@@ -272,8 +273,13 @@ pub(super) fn copy_modules(image: &Image, stage: &Path) -> Result<()> {
 
 /// The guest's /init: mount what the tests use, load the modules, run every
 /// test executable once per backend, print markers, power off.
-pub(super) fn init_script(release: &str, tests: &[&str], opts: &VmOptions) -> String {
-    let backends = opts.backend.expand().join(" ");
+pub(super) fn init_script(
+    release: &str,
+    tests: &[&str],
+    opts: &VmOptions,
+    backends: &[&str],
+) -> String {
+    let backends = backends.join(" ");
     let filter = opts.filter.clone().unwrap_or_default();
     let modules = MODULES.join(" ");
     let tests = tests.join(" ");

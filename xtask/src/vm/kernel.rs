@@ -1,5 +1,10 @@
 //! Debian kernel packages: the newest of a series, fetched with apt-get download
 //! and unpacked once under target/vm/.
+//!
+//! Bookworm's kernels come through the machine's own apt sources. Other
+//! suites (bullseye's 5.10) come through a private apt configuration under
+//! target/vm/apt-SUITE/: its own sources list, package lists, status file
+//! and cache, so the machine's sources and lists are never touched.
 
 use std::{
     fs,
@@ -19,14 +24,18 @@ pub(super) struct Image {
 }
 
 pub(super) fn fetch_kernel(root: &Path, kernel: KernelSel) -> Result<Image> {
-    let package = newest_package(kernel)?;
+    let package = newest_package(root, kernel)?;
     let dir = root.join("target/vm").join(&package);
     let tree = dir.join("root");
     if !tree.join("boot").exists() {
         fs::create_dir_all(&dir)?;
         eprintln!("xtask: downloading {package}");
+        let mut download = Command::new("apt-get");
+        if let Some(suite) = kernel.suite() {
+            download.args(private_apt(root, suite)?);
+        }
         sh(
-            Command::new("apt-get")
+            download
                 .args(["download", "-q", &package])
                 .current_dir(&dir),
             "apt-get download",
@@ -53,9 +62,14 @@ pub(super) fn fetch_kernel(root: &Path, kernel: KernelSel) -> Result<Image> {
 }
 
 /// The newest image package matching the kernel's pattern.
-pub(super) fn newest_package(kernel: KernelSel) -> Result<String> {
+pub(super) fn newest_package(root: &Path, kernel: KernelSel) -> Result<String> {
+    let private = match kernel.suite() {
+        Some(suite) => private_apt(root, suite)?,
+        None => Vec::new(),
+    };
     let search = || -> Result<Vec<String>> {
         let out = Command::new("apt-cache")
+            .args(&private)
             .args(["search", "--names-only", kernel.package_pattern()])
             .output()
             .context("running apt-cache search")?;
@@ -67,7 +81,9 @@ pub(super) fn newest_package(kernel: KernelSel) -> Result<String> {
     let mut names = search()?;
     if names.is_empty() {
         sh(
-            Command::new("apt-get").args(["update", "-qq"]),
+            Command::new("apt-get")
+                .args(&private)
+                .args(["update", "-qq"]),
             "refreshing the Debian package lists",
         )?;
         names = search()?;
@@ -75,10 +91,52 @@ pub(super) fn newest_package(kernel: KernelSel) -> Result<String> {
     names.sort_by(|a, b| version_cmp(a, b));
     names.pop().with_context(|| {
         format!(
-            "no Debian package matches {} (is bookworm-backports in the apt sources?)",
-            kernel.package_pattern()
+            "no Debian package matches {} in {}",
+            kernel.package_pattern(),
+            kernel.suite().unwrap_or("the machine's apt sources")
         )
     })
+}
+
+/// `apt-get`/`apt-cache` options that make apt read and write only a
+/// private configuration for `suite` under target/vm/apt-SUITE/ (created on
+/// first use): sources list, lists, status and cache. The signatures are
+/// checked against debian-archive-keyring, which has every suite's key.
+pub(super) fn private_apt(root: &Path, suite: &str) -> Result<Vec<String>> {
+    let dir = root.join("target/vm").join(format!("apt-{suite}"));
+    for sub in ["lists/partial", "cache/archives/partial", "etc/parts"] {
+        fs::create_dir_all(dir.join(sub))?;
+    }
+    let sources = dir.join("etc/sources.list");
+    fs::write(&sources, sources_list(suite))?;
+    let status = dir.join("status");
+    if !status.exists() {
+        fs::write(&status, "")?;
+    }
+    let opt = |k: &str, v: &Path| vec!["-o".to_owned(), format!("{k}={}", v.display())];
+    let mut args = Vec::new();
+    args.extend(opt("Dir::Etc::SourceList", &sources));
+    args.extend(opt("Dir::Etc::SourceParts", &dir.join("etc/parts")));
+    args.extend(opt("Dir::State::Lists", &dir.join("lists")));
+    args.extend(opt("Dir::State::status", &status));
+    args.extend(opt("Dir::Cache", &dir.join("cache")));
+    // Only the package indexes: no translations, no AppStream metadata.
+    args.extend(["-o".to_owned(), "Acquire::Languages=none".to_owned()]);
+    args.extend([
+        "-o".to_owned(),
+        "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false".to_owned(),
+    ]);
+    Ok(args)
+}
+
+/// The private sources list of `suite`: its main archive and its security
+/// updates (where Debian publishes the newest kernel of an LTS suite).
+pub(super) fn sources_list(suite: &str) -> String {
+    let key = "/usr/share/keyrings/debian-archive-keyring.gpg";
+    format!(
+        "deb [signed-by={key}] http://deb.debian.org/debian {suite} main\n\
+         deb [signed-by={key}] http://deb.debian.org/debian-security {suite}-security main\n"
+    )
 }
 
 /// Orders names by their numeric runs, so 6.1.0-9 < 6.1.0-10.

@@ -3,16 +3,23 @@
 //! KVM on these machines).
 //!
 //! For each kernel: fetch its package with `apt-get download` (cached under
-//! target/vm/), build an initramfs with busybox, the tools the tests drive
+//! target/vm/; bullseye's 5.10 through a private apt configuration,
+//! kernel.rs), build an initramfs with busybox, the tools the tests drive
 //! and their libraries, the conntrack modules, the release `ctscope` and the
 //! integration test executables, boot it, and run the suite once per
-//! backend. The guest prints markers on the serial console; this side reads
-//! them and reports pass/fail per kernel and backend.
+//! backend (the tracepoint backend only where the kernel allows it). The
+//! guest prints markers on the serial console; this side reads them and
+//! reports pass/fail per kernel and backend. Two kernels' guests run at a
+//! time, so `--kernel all` (three kernels) takes about as long as the
+//! longest pair in sequence: within `.ci/run`'s hour.
 
 use std::{
+    collections::VecDeque,
     path::{Path, PathBuf},
     process::Command,
-    time::Instant,
+    sync::Mutex,
+    thread,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -22,12 +29,16 @@ mod initrd;
 mod kernel;
 
 use boot::{Boot, boot_and_run, find_panic, parse_console};
-use initrd::{build, build_initrd};
+use initrd::{Built, build, build_initrd};
 use kernel::{Image, fetch_kernel};
 
 /// A stock kernel the suite runs on, found by package name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum KernelSel {
+    /// Debian 11's kernel (linux-image-5.10.0-N-amd64, suite bullseye,
+    /// fetched through a private apt configuration).
+    #[value(name = "debian-5.10")]
+    Debian510,
     /// Debian 12's own kernel (linux-image-6.1.0-N-amd64).
     #[value(name = "debian-6.1")]
     Debian61,
@@ -41,13 +52,16 @@ pub enum KernelSel {
 impl KernelSel {
     fn expand(self) -> Vec<Self> {
         match self {
-            Self::All => vec![Self::Debian61, Self::Debian612],
+            // Longest first: with two guests at a time, 5.10 (one backend)
+            // follows whichever of the two finishes first.
+            Self::All => vec![Self::Debian612, Self::Debian61, Self::Debian510],
             k => vec![k],
         }
     }
 
     fn label(self) -> &'static str {
         match self {
+            Self::Debian510 => "debian-5.10",
             Self::Debian61 => "debian-6.1",
             Self::Debian612 => "debian-6.12",
             Self::All => "all",
@@ -57,8 +71,31 @@ impl KernelSel {
     /// `apt-cache search --names-only` pattern of the image package.
     fn package_pattern(self) -> &'static str {
         match self {
+            Self::Debian510 => r"^linux-image-5\.10\.0-[0-9]+-amd64$",
             Self::Debian61 => r"^linux-image-6\.1\.0-[0-9]+-amd64$",
             Self::Debian612 | Self::All => r"^linux-image-6\.12\.[0-9]+\+deb12-amd64$",
+        }
+    }
+
+    /// The Debian suite fetched through a private apt configuration, or
+    /// `None` for the machine's own sources (bookworm).
+    fn suite(self) -> Option<&'static str> {
+        match self {
+            Self::Debian510 => Some("bullseye"),
+            _ => None,
+        }
+    }
+
+    /// Why the tracepoint backend does not run on this kernel, if it
+    /// does not (docs/drop-causes.md, "Per kernel").
+    fn no_tracepoint_backend(self) -> Option<&'static str> {
+        match self {
+            Self::Debian510 => Some(
+                "5.10's kmem_cache_alloc/kmem_cache_free tracepoints carry no kmem_cache \
+                 pointer (added in 6.1), so the tracepoint backend cannot tell conntrack's \
+                 entries from other slab objects; ctscope refuses it there for counting",
+            ),
+            _ => None,
         }
     }
 }
@@ -180,6 +217,17 @@ struct Outcome {
     pub(super) retried: Vec<String>,
 }
 
+/// Guests run at once: this machine has two cores, and each guest runs on
+/// one host thread (single-threaded TCG, see boot.rs).
+const PARALLEL_GUESTS: usize = 2;
+
+/// What one kernel's run produced.
+struct KernelRun {
+    outcomes: Vec<Outcome>,
+    timing: Option<(&'static str, String, Duration, Duration)>,
+    notes: Vec<(&'static str, String)>,
+}
+
 pub fn run(root: &Path, opts: &VmOptions) -> Result<()> {
     for tool in ["qemu-system-x86_64", "busybox", "cpio"] {
         if !on_path(tool) {
@@ -188,83 +236,58 @@ pub fn run(root: &Path, opts: &VmOptions) -> Result<()> {
         }
     }
     let tests = build(root)?;
+    // The kernels' guests run PARALLEL_GUESTS at a time, each kernel's
+    // whole run (fetch, initramfs, boots) on one worker thread; results
+    // are reported in the order of the kernel list.
+    let kernels = opts.kernel.expand();
+    let queue = Mutex::new((0..kernels.len()).collect::<VecDeque<usize>>());
+    let results: Mutex<Vec<(usize, Result<KernelRun>)>> = Mutex::new(Vec::new());
+    let wall = Instant::now();
+    thread::scope(|scope| {
+        for _ in 0..PARALLEL_GUESTS.min(kernels.len()) {
+            scope.spawn(|| {
+                loop {
+                    let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+                    let Some(i) = next else { break };
+                    let run = run_kernel(root, kernels[i], &tests, opts);
+                    if let Ok(mut r) = results.lock() {
+                        r.push((i, run));
+                    }
+                }
+            });
+        }
+    });
+    let mut results = results
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("a VM worker thread panicked"))?;
+    results.sort_by_key(|(i, _)| *i);
     let mut outcomes = Vec::new();
     let mut timings = Vec::new();
     let mut notes: Vec<(&str, String)> = Vec::new();
-    for kernel in opts.kernel.expand() {
-        let started = Instant::now();
-        let image = fetch_kernel(root, kernel)?;
-        let initrd = build_initrd(root, &image, &tests, opts)?;
-        let prepared = started.elapsed();
-        let boot = Instant::now();
-        let names: Vec<&str> = tests.tests.iter().map(|(n, _)| n.as_str()).collect();
-        let plan = boot_plan(&names, |name| {
-            tests
-                .tests
-                .iter()
-                .any(|(n, exe)| n == name && lists_tests(exe, opts.filter.as_deref()))
-        });
-        for spec in &plan {
-            let mut resume: Option<String> = None;
-            for attempt in 1.. {
-                let log = image
-                    .dir
-                    .join(format!("console-{}{attempt}.log", spec.log_prefix()));
-                let console = boot_and_run(
-                    &image,
-                    &initrd,
-                    &log,
-                    opts.timeout_min,
-                    spec,
-                    resume.as_deref(),
-                )?;
-                parse_console(kernel.label(), &console, &mut outcomes);
-                if console.contains("CTSCOPE-VM-DONE") {
-                    break;
-                }
-                let panic = find_panic(&console);
-                let why = match &panic {
-                    Some(p) => format!(
-                        "the guest kernel panicked during {} (see {}): {}",
-                        p.at.as_deref().unwrap_or("boot"),
-                        log.display(),
-                        p.summary.join(" | ")
-                    ),
-                    None => format!("the guest did not finish (see {})", log.display()),
-                };
-                eprintln!("xtask: {why}");
-                // A panic under software emulation is retried once per test
-                // executable, in a fresh boot that resumes there; the panic is
-                // still reported. The same executable panicking twice, or a
-                // guest that stops without a panic, is a failure.
-                let retry = panic
-                    .and_then(|p| p.at)
-                    .filter(|at| attempt < 4 && resume.as_ref() != Some(at));
-                notes.push((kernel.label(), why.clone()));
-                match retry {
-                    Some(at) => {
-                        eprintln!("xtask: booting {} again to resume at {at}", image.release);
-                        resume = Some(at);
-                    }
-                    None => {
-                        outcomes.push(Outcome {
-                            kernel: kernel.label().to_owned(),
-                            backend: "-".into(),
-                            passed: 0,
-                            failed: 1,
-                            ignored: 0,
-                            binaries_failed: vec![why],
-                            retried: Vec::new(),
-                        });
-                        break;
-                    }
-                }
+    for (i, run) in results {
+        match run {
+            Ok(r) => {
+                outcomes.extend(r.outcomes);
+                timings.extend(r.timing);
+                notes.extend(r.notes);
             }
+            Err(e) => outcomes.push(Outcome {
+                kernel: kernels[i].label().to_owned(),
+                backend: "-".into(),
+                passed: 0,
+                failed: 1,
+                ignored: 0,
+                binaries_failed: vec![format!("{e:#}")],
+                retried: Vec::new(),
+            }),
         }
-        let ran = boot.elapsed();
-        timings.push((kernel.label(), image.release.clone(), prepared, ran));
     }
-    eprintln!("\nvm-test summary");
+    eprintln!(
+        "\nvm-test summary ({} kernel(s), {} guest(s) at a time, {:.0} s in all)",
+        kernels.len(),
+        PARALLEL_GUESTS.min(kernels.len()),
+        wall.elapsed().as_secs_f64()
+    );
     for (label, release, prepared, ran) in &timings {
         eprintln!(
             "  {label} ({release}): prepared in {:.0} s, booted and tested in {:.0} s",
@@ -312,6 +335,121 @@ pub fn run(root: &Path, opts: &VmOptions) -> Result<()> {
     Ok(())
 }
 
+/// One kernel: fetch, build its initramfs, boot (again after a panic, to
+/// resume at the executable that was running), and read the results.
+fn run_kernel(
+    root: &Path,
+    kernel: KernelSel,
+    tests: &Built,
+    opts: &VmOptions,
+) -> Result<KernelRun> {
+    let mut outcomes = Vec::new();
+    let mut notes: Vec<(&'static str, String)> = Vec::new();
+    let mut backends = opts.backend.expand();
+    if let Some(why) = kernel.no_tracepoint_backend()
+        && backends.contains(&"tracepoint")
+    {
+        backends.retain(|b| *b != "tracepoint");
+        notes.push((kernel.label(), format!("tracepoint backend not run: {why}")));
+    }
+    if backends.is_empty() {
+        outcomes.push(Outcome {
+            kernel: kernel.label().to_owned(),
+            backend: "-".into(),
+            passed: 0,
+            failed: 1,
+            ignored: 0,
+            binaries_failed: vec!["no backend of those asked for runs on this kernel".into()],
+            retried: Vec::new(),
+        });
+        return Ok(KernelRun {
+            outcomes,
+            timing: None,
+            notes,
+        });
+    }
+    let started = Instant::now();
+    let image = fetch_kernel(root, kernel)?;
+    let initrd = build_initrd(root, &image, tests, opts, &backends)?;
+    let prepared = started.elapsed();
+    let boot = Instant::now();
+    let names: Vec<&str> = tests.tests.iter().map(|(n, _)| n.as_str()).collect();
+    let plan = boot_plan(&names, |name| {
+        tests
+            .tests
+            .iter()
+            .any(|(n, exe)| n == name && lists_tests(exe, opts.filter.as_deref()))
+    });
+    for spec in &plan {
+        let mut resume: Option<String> = None;
+        for attempt in 1.. {
+            let log = image
+                .dir
+                .join(format!("console-{}{attempt}.log", spec.log_prefix()));
+            let console = boot_and_run(
+                kernel.label(),
+                &image,
+                &initrd,
+                &log,
+                opts.timeout_min,
+                spec,
+                resume.as_deref(),
+            )?;
+            parse_console(kernel.label(), &console, &mut outcomes);
+            if console.contains("CTSCOPE-VM-DONE") {
+                break;
+            }
+            let panic = find_panic(&console);
+            let why = match &panic {
+                Some(p) => format!(
+                    "the guest kernel panicked during {} (see {}): {}",
+                    p.at.as_deref().unwrap_or("boot"),
+                    log.display(),
+                    p.summary.join(" | ")
+                ),
+                None => format!("the guest did not finish (see {})", log.display()),
+            };
+            eprintln!("xtask: {}: {why}", kernel.label());
+            // A panic under software emulation is retried once per test
+            // executable, in a fresh boot that resumes there; the panic is
+            // still reported. The same executable panicking twice, or a
+            // guest that stops without a panic, is a failure.
+            let retry = panic
+                .and_then(|p| p.at)
+                .filter(|at| attempt < 4 && resume.as_ref() != Some(at));
+            notes.push((kernel.label(), why.clone()));
+            match retry {
+                Some(at) => {
+                    eprintln!("xtask: booting {} again to resume at {at}", image.release);
+                    resume = Some(at);
+                }
+                None => {
+                    outcomes.push(Outcome {
+                        kernel: kernel.label().to_owned(),
+                        backend: "-".into(),
+                        passed: 0,
+                        failed: 1,
+                        ignored: 0,
+                        binaries_failed: vec![why],
+                        retried: Vec::new(),
+                    });
+                    break;
+                }
+            }
+        }
+    }
+    Ok(KernelRun {
+        outcomes,
+        timing: Some((
+            kernel.label(),
+            image.release.clone(),
+            prepared,
+            boot.elapsed(),
+        )),
+        notes,
+    })
+}
+
 fn on_path(tool: &str) -> bool {
     which(tool).is_some()
 }
@@ -355,6 +493,28 @@ mod tests {
             )
             .is_lt()
         );
+    }
+
+    #[test]
+    fn all_kernels_include_bullseye_through_a_private_apt_configuration() {
+        let all = KernelSel::All.expand();
+        assert!(all.contains(&KernelSel::Debian510), "{all:?}");
+        assert_eq!(all.len(), 3);
+        assert_eq!(KernelSel::Debian510.suite(), Some("bullseye"));
+        assert_eq!(
+            KernelSel::Debian61.suite(),
+            None,
+            "bookworm: the machine's sources"
+        );
+        let list = kernel::sources_list("bullseye");
+        assert!(list.contains(" bullseye main"), "{list}");
+        assert!(
+            list.contains("debian-security bullseye-security main"),
+            "{list}"
+        );
+        assert!(list.contains("signed-by=/usr/share/keyrings/"), "{list}");
+        assert!(KernelSel::Debian510.no_tracepoint_backend().is_some());
+        assert!(KernelSel::Debian612.no_tracepoint_backend().is_none());
     }
 
     #[test]

@@ -76,7 +76,7 @@ fn redirect(f: &mut DropFacts) {
     f.icmp_type = 5;
 }
 
-fn rows() -> [Row; 33] {
+fn rows() -> [Row; 37] {
     [
         // ---- no entry attached ----
         row(
@@ -272,6 +272,50 @@ fn rows() -> [Row; 33] {
                 f.nft_frees_own_drops = false;
             },
         ),
+        // ---- 5.10 (no drop reasons, no chain limit, count in struct net) ----
+        // The namespace's `users4/6` are in nf_conntrack's own struct,
+        // which 5.10 publishes no BTF for: whether conntrack is in use is
+        // unknown, so a rule drop of a packet conntrack never saw is
+        // `invalid` there (documented, issue 16).
+        row(
+            "5.10: no entry, not full, conntrack use unknown",
+            cause::INVALID,
+            |f| {
+                f.attached = Attached::Nothing;
+                f.conntrack_in_use = None;
+                f.nft_frees_own_drops = false;
+            },
+        ),
+        row(
+            "5.10: kprobe refusal, count unreadable",
+            cause::TABLE_FULL,
+            |f| {
+                f.attached = Attached::Nothing;
+                f.fill = Fill::Unknown;
+                f.refused = Some(true);
+                f.conntrack_in_use = None;
+                f.nft_frees_own_drops = false;
+            },
+        ),
+        row(
+            "5.10: kprobe confirm failed (no chaintoolong counter)",
+            cause::INSERT_FAILED,
+            |f| {
+                f.insert = InsertEvidence::Failed {
+                    chain_too_long: false,
+                };
+                f.nft_frees_own_drops = false;
+            },
+        ),
+        row(
+            "5.10: known flow freed by nf_hook_slow (an nftables rule)",
+            cause::RULESET,
+            |f| {
+                f.attached = Attached::Entry(KNOWN);
+                f.conntrack_in_use = None;
+                f.nft_frees_own_drops = false;
+            },
+        ),
         // ---- issue 17, case 1: an ICMP redirect through a NAT router ----
         // R forwards H's first echo request; ip_forward sends a redirect
         // before the FORWARD hook, icmp_glue_bits attaches the request's
@@ -367,6 +411,30 @@ fn issue_17_cases_are_never_insert_failures_nor_rules() {
         ..NEW
     });
     assert_eq!(classify(&f), cause::INSERT_FAILED);
+}
+
+#[test]
+fn drops_are_recognised_with_and_without_drop_reasons() {
+    let all = [Freer::HookSlow, Freer::NftChain, Freer::Elsewhere];
+    // With reasons (5.17+), the reason alone decides, wherever freed.
+    for freer in all {
+        assert!(is_netfilter_drop(
+            DropMark::Reason {
+                netfilter_drop: true
+            },
+            freer
+        ));
+        assert!(!is_netfilter_drop(
+            DropMark::Reason {
+                netfilter_drop: false
+            },
+            freer
+        ));
+    }
+    // Without (5.10): only a free by nf_hook_slow is netfilter's.
+    assert!(is_netfilter_drop(DropMark::NoReason, Freer::HookSlow));
+    assert!(!is_netfilter_drop(DropMark::NoReason, Freer::Elsewhere));
+    assert!(!is_netfilter_drop(DropMark::NoReason, Freer::NftChain));
 }
 
 #[test]
