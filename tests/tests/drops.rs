@@ -209,7 +209,11 @@ fn invalid_packets_are_reported_and_counted_like_the_kernel() {
     let after = ns.kernel_stats().expect("stats");
     let (drops, _) = finish(ct);
     let mine = in_ns(&drops, &ns);
-    assert!(!mine.is_empty(), "no invalid drops seen");
+    assert!(
+        !mine.is_empty(),
+        "no invalid drops seen: ns {} all drops {drops:?} kernel before {before:?} after {after:?}",
+        ns.inum
+    );
     for d in &mine {
         assert_eq!(d["cause"], "invalid", "{d}");
         assert_eq!(d["dport"], server_port, "{d}");

@@ -81,35 +81,40 @@ pub async fn run(args: &DropsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
                     }
                     continue;
                 }
-                for d in &model.drops.fresh {
-                    let text = if args.json {
-                        json(&model, d, syms.as_ref())
-                    } else {
-                        line(&model, d, syms.as_ref())
-                    };
-                    if let Err(e) = writeln!(out, "{text}") {
+                match show_fresh(&model, args, syms.as_ref(), &mut out, &mut shown) {
+                    Ok(Shown::More) => {}
+                    Ok(Shown::Enough) => break 'run,
+                    Err(e) => {
                         write_error = Some(e);
                         break 'run;
                     }
-                    shown += 1;
-                    if args.count.is_some_and(|n| shown >= n) {
-                        break 'run;
-                    }
                 }
-                let _ = out.flush();
             }
             () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => break,
             _ = signals.recv() => break,
         }
     }
-    // Read the counters once more so the summary covers the whole run.
+    // Read the counters once more so the summary covers the whole run; the
+    // drops still on their way are shown too (unless the count was reached
+    // or stdout is gone), or the lines would fall short of the summary.
     live.sample_now();
+    let mut showing = write_error.is_none() && args.count.is_none_or(|n| shown < n);
     let _ = timeout(Duration::from_secs(2), async {
         while let Some(msg) = rx.recv().await {
             let is_sample = matches!(msg, Message::Sample(_));
             model.apply(msg);
             if is_sample {
                 break;
+            }
+            if showing {
+                match show_fresh(&model, args, syms.as_ref(), &mut out, &mut shown) {
+                    Ok(Shown::More) => {}
+                    Ok(Shown::Enough) => showing = false,
+                    Err(e) => {
+                        write_error = Some(e);
+                        showing = false;
+                    }
+                }
             }
         }
     })
@@ -131,6 +136,38 @@ pub async fn run(args: &DropsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
     writeln!(out, "{summary}")
         .and_then(|()| out.flush())
         .map_err(stdout_err)
+}
+
+/// Whether to go on showing drops after [`show_fresh`].
+enum Shown {
+    More,
+    /// `--count` reached.
+    Enough,
+}
+
+/// Writes the drops of the model's latest batch, one line each.
+fn show_fresh(
+    model: &Model,
+    args: &DropsArgs,
+    syms: Option<&crate::kallsyms::Kallsyms>,
+    out: &mut io::Stdout,
+    shown: &mut u64,
+) -> io::Result<Shown> {
+    for d in &model.drops.fresh {
+        let text = if args.json {
+            json(model, d, syms)
+        } else {
+            line(model, d, syms)
+        };
+        writeln!(out, "{text}")?;
+        *shown += 1;
+        if args.count.is_some_and(|n| *shown >= n) {
+            out.flush()?;
+            return Ok(Shown::Enough);
+        }
+    }
+    let _ = out.flush();
+    Ok(Shown::More)
 }
 
 /// Adapts the in-kernel sampling of drop details to the drop rate.
