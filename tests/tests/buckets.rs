@@ -260,6 +260,24 @@ fn a_full_table_reaches_the_chain_limit() {
     let ns = Netns::new().expect("namespace");
     let ct =
         Ctscope::start(&["stats", "--json", "--buckets", "--interval", "0.25"]).expect("ctscope");
+    // The probe tells a chain-length failure by walking the entry's chain,
+    // which it can once a walk has validated the (just resized) table: wait
+    // for that before filling, or the failures before it (all of them in a
+    // slow guest) count as insert_failed and the share checked below says
+    // nothing about the walk.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for round in 0u16.. {
+        let rec = ct.next_json(WAIT).expect("record");
+        if num(&rec, "/buckets/buckets") == 512 {
+            break;
+        }
+        // A few entries, in case the table is located from live traffic.
+        udp_flows(&ns, 4, 10_000 + 4 * (round % 2000), false).expect("udp");
+        assert!(
+            Instant::now() < deadline,
+            "no walk of the 512-bucket table: {rec}"
+        );
+    }
 
     // Fill: ~117 inserts per bucket push every chain past the kernel's
     // smallest limit; inserts start failing on the way.
