@@ -220,8 +220,17 @@ fn assert_causes(rec: &Value, ns: &Netns, kernel: &HashMap<&str, u64>) {
         ),
         ("invalid vs invalid", c("invalid"), k("invalid")),
         ("ruleset (no rule drops anything)", c("ruleset"), 0),
-        ("other (machine-wide)", num(rec, "/totals/drop_other"), 0),
     ];
+    // Known miss (issue 16; docs/drop-causes.md): when conntrack's kprobes
+    // were skipped on a CPU (probe_misses > 0), an insert failure whose
+    // evidence was lost has been seen reported as `other` (CI, Debian 6.12:
+    // 2 of 566 with 10 misses). Never more than the misses, and none at all
+    // when nothing was missed.
+    let other = num(rec, "/totals/drop_other");
+    assert!(
+        other <= misses,
+        "other (machine-wide): {other} > {misses} probe misses: {seen}"
+    );
     let mut short = 0;
     for (what, ours, theirs) in pairs {
         assert!(ours <= theirs, "{what}: {ours} > {theirs}: {seen}");
