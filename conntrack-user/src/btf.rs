@@ -238,6 +238,13 @@ impl KernelBtf {
     /// tracepoint program sees them; `None` if the kernel has no such
     /// tracepoint.
     pub fn tracepoint_args(&self, name: &str) -> Option<usize> {
+        let proto = self.tracepoint_proto(name)?;
+        Some(proto.parameters.len().saturating_sub(1))
+    }
+
+    /// The function prototype behind `btf_trace_NAME` (typedef -> pointer ->
+    /// prototype), hidden `void *__data` parameter included.
+    fn tracepoint_proto(&self, name: &str) -> Option<btf_rs::FuncProto> {
         let types = self
             .btf
             .resolve_types_by_name(&format!("btf_trace_{name}"))
@@ -247,7 +254,7 @@ impl KernelBtf {
             ty = match ty {
                 Type::Typedef(t) => self.btf.resolve_chained_type(&t).ok()?,
                 Type::Ptr(p) => self.btf.resolve_chained_type(&p).ok()?,
-                Type::FuncProto(f) => return Some(f.parameters.len().saturating_sub(1)),
+                Type::FuncProto(f) => return Some(f),
                 _ => return None,
             };
         }
@@ -259,23 +266,7 @@ impl KernelBtf {
     /// strukt`: `kmem_cache_free`'s third argument is the cache since 6.1,
     /// its name (`const char *`) in 5.12-6.0.
     pub fn tracepoint_arg_points_to(&self, name: &str, index: usize, strukt: &str) -> bool {
-        let proto = || -> Option<btf_rs::FuncProto> {
-            let types = self
-                .btf
-                .resolve_types_by_name(&format!("btf_trace_{name}"))
-                .ok()?;
-            let mut ty = types.into_iter().next()?;
-            for _ in 0..8 {
-                ty = match ty {
-                    Type::Typedef(t) => self.btf.resolve_chained_type(&t).ok()?,
-                    Type::Ptr(p) => self.btf.resolve_chained_type(&p).ok()?,
-                    Type::FuncProto(f) => return Some(f),
-                    _ => return None,
-                };
-            }
-            None
-        };
-        let Some(proto) = proto() else {
+        let Some(proto) = self.tracepoint_proto(name) else {
             return false;
         };
         // Parameter 0 is the hidden `void *__data`.
