@@ -20,7 +20,12 @@ pub fn draw_header(model: &Model, ui: &UiState, frame: &mut Frame, area: Rect, t
     let v = &ui.view;
     let sep = || Span::styled(" · ", theme.dim());
     let mut spans = vec![Span::styled(" ctscope ", theme.banner()), Span::raw(" ")];
-    // What the data is comes first: at 80 columns the tail is cut.
+    // A frozen screen says so before anything else, then what the data is:
+    // at 80 columns the tail is cut.
+    if ui.paused {
+        spans.push(Span::styled(" PAUSED ", theme.banner()));
+        spans.push(Span::raw(" "));
+    }
     if let Some(r) = &ui.replay {
         spans.extend(replay_spans(model, r, theme));
         spans.push(sep());
@@ -58,10 +63,6 @@ pub fn draw_header(model: &Model, ui: &UiState, frame: &mut Frame, area: Rect, t
             format!("probe misses {}", text::thousands(v.probe_misses)),
             theme.level(super::derive::Level::Warning),
         ));
-    }
-    if ui.paused {
-        spans.push(Span::raw("  "));
-        spans.push(Span::styled(" PAUSED ", theme.banner()));
     }
     frame.render_widget(Line::from(spans), area);
 }

@@ -103,6 +103,8 @@ pub struct NsLine {
     pub alloc: u64,
     pub free: u64,
     pub drops: u64,
+    /// False once the namespace is gone (its counts stay until retired).
+    pub alive: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -416,6 +418,7 @@ fn namespaces(latest: &Interval, ui: &UiState) -> Vec<NsLine> {
             alloc: r.alloc,
             free: r.free,
             drops: r.drops,
+            alive: r.alive,
         })
         .collect()
 }

@@ -40,6 +40,8 @@ struct Ns {
     free: u64,
     table_full: u64,
     ruleset: u64,
+    /// False once the namespace is gone: no kernel reading any more.
+    alive: bool,
 }
 
 impl Ns {
@@ -51,6 +53,7 @@ impl Ns {
             free: 0,
             table_full: 0,
             ruleset: 0,
+            alive: true,
         }
     }
 }
@@ -77,12 +80,16 @@ impl Scenario {
                 inum: ns.inum,
                 alloc: ns.alloc,
                 free: ns.free,
-                alive: true,
+                alive: ns.alive,
+                entries: (!ns.alive).then_some(ns.entries),
                 ..crate::event::NetnsSample::default()
             };
             c.drops[cause::TABLE_FULL as usize] = ns.table_full;
             c.drops[cause::RULESET as usize] = ns.ruleset;
             netns.push(c);
+            if !ns.alive {
+                continue;
+            }
             kernel.push(NetnsReading {
                 inum: ns.inum,
                 name: (ns.inum == TEST_NS).then(|| "loadtest".to_owned()),
@@ -654,6 +661,47 @@ fn paused_header_and_sorted_namespaces() {
     let shown = text(&screen.draw(120, 40));
     assert!(shown.contains(" PAUSED "), "{shown}");
     assert!(shown.contains("by drops"), "{shown}");
+    // At the narrowest size the header's tail is cut; a frozen screen
+    // still says so.
+    let narrow = text(&screen.draw(80, 24));
+    let header = narrow.lines().next().unwrap_or_default();
+    assert!(header.contains(" PAUSED "), "{header}");
+}
+
+#[test]
+fn departed_namespaces_are_grey_and_say_so() {
+    let s = Scenario {
+        max: 1000,
+        buckets: 1024,
+        tcp_timeout: 432_000,
+    };
+    let mut screen = Screen::new(true);
+    for t in 0..=3u64 {
+        let alive = t < 2;
+        screen.feed(s.sample(
+            t,
+            &[
+                Ns::new(HOST_NS, 40),
+                Ns {
+                    free: if alive { 0 } else { 300 },
+                    table_full: 9,
+                    alive,
+                    ..Ns::new(TEST_NS, if alive { 300 } else { 0 })
+                },
+            ],
+        ));
+    }
+    let shown = text(&screen.draw(120, 40));
+    let line = shown
+        .lines()
+        .find(|l| l.contains(&TEST_NS.to_string()) && l.contains("(gone)"))
+        .unwrap_or_else(|| panic!("no departed row: {shown}"));
+    assert!(line.contains("(gone)"), "{line}");
+    let host = shown
+        .lines()
+        .find(|l| l.contains(&HOST_NS.to_string()))
+        .unwrap_or_default();
+    assert!(!host.contains("(gone)"), "{host}");
 }
 
 fn recording(elapsed_s: u64) -> RecordingView {

@@ -68,6 +68,9 @@ pub fn draw(ui: &UiState, frame: &mut Frame, area: Rect, theme: Theme) {
 }
 
 fn row(ns: &NsLine, name_w: usize, theme: Theme) -> Line<'static> {
+    if !ns.alive {
+        return departed(ns, name_w, theme);
+    }
     let fill = ns.fill_pct.map_or("-".to_owned(), |p| format!("{p}%"));
     let level = ns
         .fill_pct
@@ -99,4 +102,25 @@ fn row(ns: &NsLine, name_w: usize, theme: Theme) -> Line<'static> {
         ));
     }
     Line::from(spans)
+}
+
+/// A namespace that is gone: its counts until it is retired, all grey, and
+/// said in the name column.
+fn departed(ns: &NsLine, name_w: usize, theme: Theme) -> Line<'static> {
+    let mut text = format!(
+        "{:<10} {:>7} {:>4} {:>6} {:>6}",
+        ns.inum,
+        ns.entries.map_or("-".to_owned(), short),
+        "-",
+        short(ns.alloc),
+        short(ns.drops)
+    );
+    if name_w >= 4 {
+        let name = match ns.name.as_deref() {
+            Some(n) if !n.is_empty() => format!("{n} (gone)"),
+            _ => "(gone)".to_owned(),
+        };
+        text.push_str(&format!(" {}", fit(&name, name_w)));
+    }
+    Line::styled(text, theme.dim())
 }
