@@ -458,6 +458,34 @@ impl Ctscope {
     }
 }
 
+/// Runs `ctscope ARGS` to completion and asserts that it succeeded;
+/// returns its stdout.
+pub fn ctscope_ok(args: &[&str]) -> String {
+    let out = Command::new(ctscope_bin())
+        .args(args)
+        .output()
+        .expect("run ctscope");
+    assert!(
+        out.status.success(),
+        "ctscope {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Ctscope {
+    /// `ctscope serve` on a free loopback port, sampling every 0.5 s, with
+    /// `extra` arguments; returns it with the address it listens on.
+    pub fn serve(extra: &[&str]) -> Result<(Self, SocketAddr)> {
+        let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        let addr = listen.to_string();
+        let mut args = vec!["serve", "--listen", &addr, "--interval", "0.5"];
+        args.extend_from_slice(extra);
+        Ok((Self::start(&args)?, listen))
+    }
+}
+
 impl Drop for Ctscope {
     fn drop(&mut self) {
         let _ = self.child.kill();

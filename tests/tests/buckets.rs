@@ -25,17 +25,8 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// One `ctscope buckets --json` walk.
 fn walk(extra: &[&str]) -> Value {
-    let out = Command::new(ctscope_bin())
-        .args(["buckets", "--json"])
-        .args(extra)
-        .output()
-        .expect("run ctscope buckets");
-    assert!(
-        out.status.success(),
-        "ctscope buckets failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let args: Vec<&str> = ["buckets", "--json"].iter().chain(extra).copied().collect();
+    let v: Value = serde_json::from_str(&ctscope_ok(&args)).expect("JSON");
     assert_schema("buckets.schema.json", &v);
     v
 }

@@ -2,14 +2,7 @@
 //! rather than privileged, valid Prometheus rules, and a dashboard and
 //! alerts that only use metrics `ctscope serve` exports.
 
-use std::{
-    collections::BTreeSet,
-    fs,
-    net::{Ipv4Addr, SocketAddr},
-    path::Path,
-    process::Command,
-    time::Duration,
-};
+use std::{collections::BTreeSet, fs, path::Path, process::Command, time::Duration};
 
 use ctscope_integration::*;
 use serde_json::Value;
@@ -288,15 +281,7 @@ fn dashboard_and_alerts_use_only_exported_metrics() {
     let ns = Netns::new().expect("namespace");
     ns.nft("add rule inet ctscope_test in udp dport 9 drop")
         .expect("rule");
-    let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-    let _ct = Ctscope::start(&[
-        "serve",
-        "--listen",
-        &listen.to_string(),
-        "--interval",
-        "0.5",
-    ])
-    .expect("serve");
+    let (_ct, listen) = Ctscope::serve(&[]).expect("serve");
     udp_flows(&ns, 10, 5, false).expect("flows");
     let mut exported = BTreeSet::new();
     assert!(

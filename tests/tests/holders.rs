@@ -10,7 +10,7 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
-    process::{Command, Output},
+    process::Command,
     time::Duration,
 };
 
@@ -38,19 +38,6 @@ fn idle_connections(ns: &Netns) -> (TcpListener, Vec<TcpStream>, Vec<TcpStream>)
         .collect::<Result<Vec<_>, _>>()
         .expect("accept");
     (listener, clients, servers)
-}
-
-fn ctscope(args: &[&str]) -> Output {
-    let out = Command::new(ctscope_bin())
-        .args(args)
-        .output()
-        .expect("run ctscope");
-    assert!(
-        out.status.success(),
-        "ctscope {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// Before 5.17 (no bpf_loop) there is no table walk, so no holders:
@@ -94,8 +81,8 @@ fn forty_idle_connections_are_the_top_holder_of_their_namespace() {
     let _conns = idle_connections(&ns);
     assert_eq!(ns.count().expect("count"), IDLE as u64);
 
-    let out = ctscope(&["holders", "--json", "--top", "64"]);
-    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let out = ctscope_ok(&["holders", "--json", "--top", "64"]);
+    let v: Value = serde_json::from_str(&out).expect("JSON");
     let row = port_row(&v, ns.inum).unwrap_or_else(|| panic!("no row for :{PORT}: {v}"));
     assert_eq!(row["count"], IDLE as u64, "{row}");
     assert_eq!(row["proto"], "tcp", "{row}");
@@ -119,7 +106,7 @@ fn forty_idle_connections_are_the_top_holder_of_their_namespace() {
     assert_eq!(first_in_ns, Some(row));
 
     // For people: the table names it, and the namespace by name.
-    let text = String::from_utf8_lossy(&ctscope(&["holders", "--by", "dst"]).stdout).into_owned();
+    let text = ctscope_ok(&["holders", "--by", "dst"]);
     assert!(
         text.lines()
             .any(|l| l.contains(&format!("127.0.0.1:{PORT}"))
@@ -127,9 +114,7 @@ fn forty_idle_connections_are_the_top_holder_of_their_namespace() {
                 && l.trim_start().starts_with(&IDLE.to_string())),
         "{text}"
     );
-    let text =
-        String::from_utf8_lossy(&ctscope(&["holders", "--by", "state", "--top", "64"]).stdout)
-            .into_owned();
+    let text = ctscope_ok(&["holders", "--by", "state", "--top", "64"]);
     assert!(
         text.lines()
             .any(|l| l.contains("tcp ESTABLISHED") && l.contains(&ns.name)),
@@ -146,15 +131,7 @@ fn serve_exports_the_holders_as_a_bounded_top_k() {
     let _lock = shared_lock();
     let ns = Netns::new().expect("netns");
     let _conns = idle_connections(&ns);
-    let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-    let _ct = Ctscope::start(&[
-        "serve",
-        "--listen",
-        &listen.to_string(),
-        "--interval",
-        "0.5",
-    ])
-    .expect("serve");
+    let (_ct, listen) = Ctscope::serve(&[]).expect("serve");
     let want = format!("dport=\"{PORT}\"");
     let ns_label = format!("netns=\"{}\"", ns.inum);
     let mut body = String::new();
@@ -204,8 +181,8 @@ fn a_recording_replays_the_same_holders() {
     assert!(status.success(), "record: {}", rec.stderr_text());
 
     // Replayed through the model (no probes, no privileges needed).
-    let out = ctscope(&["holders", "--json", "--top", "64", "--trace", &path]);
-    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let out = ctscope_ok(&["holders", "--json", "--top", "64", "--trace", &path]);
+    let v: Value = serde_json::from_str(&out).expect("JSON");
     let row = port_row(&v, ns.inum).unwrap_or_else(|| panic!("no row for :{PORT}: {v}"));
     assert_eq!(row["count"], IDLE as u64, "{row}");
     assert_eq!(row["netns_name"], ns.name.as_str(), "{row}");

@@ -114,15 +114,7 @@ fn prometheus_scrapes_entries_and_table_full_drops() {
     }
     let mut sysctl = SysctlGuard::new().expect("lock");
     let ns = Netns::new().expect("namespace");
-    let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-    let ct = Ctscope::start(&[
-        "serve",
-        "--listen",
-        &listen.to_string(),
-        "--interval",
-        "0.5",
-    ])
-    .expect("serve");
+    let (ct, listen) = Ctscope::serve(&[]).expect("serve");
     assert!(
         wait_for(Duration::from_secs(5), || http_get(listen, "/healthz")
             .is_ok_and(|(s, _)| s == 200)),
@@ -220,13 +212,7 @@ fn hostile_clients_do_not_starve_scrapes_or_collection() {
     const CAP: usize = 64;
     assert!(raise_own_fd_limit() > (IDLE + HALF + 100) as u64);
     let ns = Netns::new().expect("namespace");
-    let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-    let ct = Ctscope::start(&[
-        "serve",
-        "--listen",
-        &listen.to_string(),
-        "--interval",
-        "0.5",
+    let (ct, listen) = Ctscope::serve(&[
         "--idle-timeout",
         "2s",
         "--max-connections",

@@ -186,23 +186,9 @@ impl Drop for TempDir {
     }
 }
 
-/// `ctscope ARGS` to completion, stdout as text.
-fn ctscope_out(args: &[&str]) -> String {
-    let out = Command::new(ctscope_bin())
-        .args(args)
-        .output()
-        .expect("run ctscope");
-    assert!(
-        out.status.success(),
-        "ctscope {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Allocation events of namespace `inum` in a trace, by `ctscope export`.
 fn allocations_in(file: &str, inum: u32) -> usize {
-    ctscope_out(&["export", file, "--format", "jsonl", "--kind", "alloc"])
+    ctscope_ok(&["export", file, "--format", "jsonl", "--kind", "alloc"])
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
         .filter(|r| r["type"] == "alloc" && r["netns"].as_u64() == Some(u64::from(inum)))
@@ -286,7 +272,7 @@ fn r_records_a_trace_of_the_traffic_while_top_runs() {
     // A normal trace: every flow is one allocation of the namespace.
     assert_eq!(allocations_in(file, ns.inum), usize::from(FLOWS));
     let info: serde_json::Value =
-        serde_json::from_str(&ctscope_out(&["info", file, "--json"])).expect("info json");
+        serde_json::from_str(&ctscope_ok(&["info", file, "--json"])).expect("info json");
     assert_eq!(info["end_reason"], "stopped", "{info}");
     assert_eq!(info["truncated"], false, "{info}");
     assert_eq!(info["damaged"], false, "{info}");
@@ -312,7 +298,7 @@ fn r_records_a_trace_of_the_traffic_while_top_runs() {
         .and_then(|p| p.to_str())
         .expect("second trace");
     let info: serde_json::Value =
-        serde_json::from_str(&ctscope_out(&["info", second, "--json"])).expect("info json");
+        serde_json::from_str(&ctscope_ok(&["info", second, "--json"])).expect("info json");
     assert_eq!(info["end_reason"], "stopped", "{info}");
     assert_eq!(info["truncated"], false, "{info}");
 }
@@ -392,7 +378,7 @@ fn the_key_after_r_and_a_resize_takes_effect() {
     for trace in dir.traces() {
         let file = trace.to_str().expect("utf-8");
         let info: serde_json::Value =
-            serde_json::from_str(&ctscope_out(&["info", file, "--json"])).expect("info json");
+            serde_json::from_str(&ctscope_ok(&["info", file, "--json"])).expect("info json");
         assert_eq!(info["end_reason"], "stopped", "{file}: {info}");
         assert_eq!(info["truncated"], false, "{file}: {info}");
     }

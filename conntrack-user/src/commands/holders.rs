@@ -6,18 +6,15 @@ use std::{
     path::Path,
 };
 
-use anyhow::Context as _;
 use tokio::sync::mpsc;
 
 use crate::{
     cli::{HoldersArgs, ProbeArgs},
-    event::Message,
     kernel::netns::list_namespaces,
     model::{
-        Model, RunInfo,
+        Model,
         holders::{By, ROWS},
     },
-    probe::{ProbeOptions, Probes},
     source::replay::{ReplayOptions, ReplaySource},
     views::holders::{cut, json, report},
 };
@@ -93,24 +90,5 @@ async fn from_trace(file: &Path) -> anyhow::Result<Model> {
 
 /// One walk of the live table, with holders.
 async fn live(args: &HoldersArgs, probe: &ProbeArgs) -> anyhow::Result<Model> {
-    let opts = ProbeOptions {
-        // The walker needs no event ring; the smallest one will do.
-        ring_bytes: 4096,
-        count: false,
-        drops: false,
-        ..ProbeOptions::from(probe)
-    };
-    super::check_ready_file(args.ready_file.as_deref())?;
-    let mut probes = Probes::attach(&opts)?;
-    super::write_ready_file(args.ready_file.as_deref())?;
-    let mut model = Model::new(RunInfo {
-        backend: probes.info.backend.to_owned(),
-        kernel: probes.info.kernel.clone(),
-    });
-    // BPF_PROG_TEST_RUN blocks the calling thread for the walk.
-    let walk = tokio::task::spawn_blocking(move || probes.walk_buckets_with(0, true))
-        .await
-        .context("the walk panicked")??;
-    model.apply(Message::Buckets(Box::new(walk)));
-    Ok(model)
+    super::buckets::walk_once(probe, args.ready_file.as_deref(), 0, true).await
 }

@@ -330,27 +330,29 @@ fn read_with(
             let mut at = own;
             let mut readings: Vec<NetnsReading> = work
                 .iter()
-                .map(|h| match open.reread(h.inum) {
-                    Some((count, stats)) => NetnsReading {
+                .map(|h| {
+                    let kept = |(count, stats)| NetnsReading {
                         count: Some(count),
                         stats: Some(stats),
                         source_used: Some(StatsSourceUsed::Procfs),
                         error: None,
                         ..failed(h, String::new(), own)
-                    },
-                    None => {
-                        let reading = read_in_worker(h, source, own, &mut at);
-                        // Inside the namespace now, if the reading went
-                        // through procfs: keep its file for next time.
-                        if reading.source_used == Some(StatsSourceUsed::Procfs)
-                            && at == Some(h.inum)
-                            && open.files.len() < keep
-                            && let Ok(file) = File::open(THREAD_STAT_PATH)
-                        {
-                            open.files.insert(h.inum, file);
-                        }
-                        reading
+                    };
+                    if let Some(read) = open.reread(h.inum) {
+                        return kept(read);
                     }
+                    // A namespace not held yet: enter it, open its file
+                    // once, read it, and keep it for next time.
+                    if open.files.len() < keep
+                        && enter(h, &mut at).is_ok()
+                        && let Ok(file) = File::open(THREAD_STAT_PATH)
+                    {
+                        open.files.insert(h.inum, file);
+                        if let Some(read) = open.reread(h.inum) {
+                            return kept(read);
+                        }
+                    }
+                    read_in_worker(h, source, own, &mut at)
                 })
                 .collect();
             for r in &mut readings {
