@@ -320,12 +320,25 @@ fn a_full_table_reaches_the_chain_limit() {
          insert_failed {}",
         too_long - first_chain
     );
-    // Most failures are in the original direction, whose chain the probe
-    // walks (97% in runs here): this fails if that walk breaks.
-    assert!(
-        first_chain * 10 >= too_long * 8,
-        "chain_too_long {first_chain} of {too_long}"
-    );
+    // Since 6.3 (MIN_CHAINLEN 50) most failures are in the original
+    // direction, whose chain the probe walks (97% in runs here): this fails
+    // if that walk breaks. Before 6.3 the kernel's random limit starts at 8,
+    // so an insert whose original chain passed the check often fails on its
+    // reply chain with the same limit (about 40 % of failures), and those
+    // count as chain_too_long only once a walk has seen long chains: 43-74 %
+    // in the 6.1 guest, depending on how the walks kept up. There, the
+    // second phase below is what checks the walk.
+    if kernel_at_least(6, 3) {
+        assert!(
+            first_chain * 10 >= too_long * 8,
+            "chain_too_long {first_chain} of {too_long}"
+        );
+    } else {
+        assert!(
+            first_chain > 0,
+            "chain_too_long {first_chain} of {too_long}"
+        );
+    }
     let max_chain = num(&rec, "/buckets/max");
     assert!(max_chain >= 52, "the walk saw the long chains: {rec}");
 
