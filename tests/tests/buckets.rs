@@ -339,6 +339,14 @@ fn a_full_table_reaches_the_chain_limit() {
             "chain_too_long {first_chain} of {too_long}"
         );
     }
+    // The record's walk may predate the fill (live walks are paced to 5 %
+    // of a core, and a walk in a slow guest took 0.2 s): wait for one after.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut rec = rec;
+    while num(&rec, "/buckets/entries") == 0 {
+        assert!(Instant::now() < deadline, "no walk after the fill: {rec}");
+        rec = ct.next_json(WAIT).expect("record");
+    }
     let max_chain = num(&rec, "/buckets/max");
     assert!(max_chain >= 52, "the walk saw the long chains: {rec}");
 
