@@ -96,19 +96,25 @@ pub fn walker_unavailable() -> bool {
     if kernel_at_least(5, 17) {
         return false;
     }
+    assert_refused_without_bpf_loop(&["buckets"]);
+    eprintln!("SKIPPED: no hash table walks before 5.17 (no bpf_loop); ctscope buckets says so");
+    true
+}
+
+/// Asserts that `ctscope ARGS` refuses for want of `bpf_loop`: exit status
+/// 2, and the reason on stderr.
+pub fn assert_refused_without_bpf_loop(args: &[&str]) {
     let out = Command::new(ctscope_bin())
-        .arg("buckets")
+        .args(args)
         .output()
-        .expect("running ctscope buckets");
+        .expect("run ctscope");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),
         Some(2),
-        "buckets without bpf_loop: {stderr}"
+        "ctscope {args:?} without bpf_loop: {stderr}"
     );
     assert!(stderr.contains("bpf_loop"), "the reason is given: {stderr}");
-    eprintln!("SKIPPED: no hash table walks before 5.17 (no bpf_loop); ctscope buckets says so");
-    true
 }
 
 /// The integration tests load eBPF programs and create namespaces.

@@ -10,7 +10,6 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
-    process::Command,
     time::Duration,
 };
 
@@ -47,17 +46,7 @@ fn holders_unavailable() -> bool {
     if !walker_unavailable() {
         return false;
     }
-    let out = Command::new(ctscope_bin())
-        .args(["holders", "--json"])
-        .output()
-        .expect("run ctscope");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "holders without bpf_loop: {stderr}"
-    );
-    assert!(stderr.contains("bpf_loop"), "the reason is given: {stderr}");
+    assert_refused_without_bpf_loop(&["holders", "--json"]);
     true
 }
 

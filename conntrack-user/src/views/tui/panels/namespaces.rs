@@ -67,60 +67,49 @@ pub fn draw(ui: &UiState, frame: &mut Frame, area: Rect, theme: Theme) {
     lines_in(frame, area, block, lines);
 }
 
+/// One namespace. A namespace that is gone keeps its counts until it is
+/// retired: all grey, no fill, and said in the name column.
 fn row(ns: &NsLine, name_w: usize, theme: Theme) -> Line<'static> {
-    if !ns.alive {
-        return departed(ns, name_w, theme);
-    }
-    let fill = ns.fill_pct.map_or("-".to_owned(), |p| format!("{p}%"));
+    let gone = !ns.alive;
+    let fill = match ns.fill_pct {
+        Some(p) if !gone => format!("{p}%"),
+        _ => "-".to_owned(),
+    };
     let level = ns
         .fill_pct
         .map_or(Level::Ok, |p| Level::of_fill(p as f64 / 100.0));
-    let fill_style = if level == Level::Ok {
+    let style = |live| if gone { theme.dim() } else { live };
+    let fill_style = style(if level == Level::Ok {
         theme.plain()
     } else {
         theme.level(level)
-    };
-    let drops_style = if ns.drops > 0 {
+    });
+    let drops_style = style(if ns.drops > 0 {
         theme.alert()
     } else {
         theme.plain()
-    };
+    });
     let mut spans = vec![
-        Span::raw(format!("{:<10} ", ns.inum)),
+        Span::styled(format!("{:<10} ", ns.inum), style(theme.plain())),
         Span::styled(
             format!("{:>7} ", ns.entries.map_or("-".to_owned(), short)),
-            theme.bold(),
+            style(theme.bold()),
         ),
         Span::styled(format!("{fill:>4} "), fill_style),
-        Span::raw(format!("{:>6} ", short(ns.alloc))),
+        Span::styled(format!("{:>6} ", short(ns.alloc)), style(theme.plain())),
         Span::styled(format!("{:>6}", short(ns.drops)), drops_style),
     ];
     if name_w >= 4 {
+        let name = ns.name.as_deref().unwrap_or("");
+        let name = match (gone, name.is_empty()) {
+            (false, _) => name.to_owned(),
+            (true, true) => "(gone)".to_owned(),
+            (true, false) => format!("{name} (gone)"),
+        };
         spans.push(Span::styled(
-            format!(" {}", fit(ns.name.as_deref().unwrap_or(""), name_w)),
+            format!(" {}", fit(&name, name_w)),
             theme.dim(),
         ));
     }
     Line::from(spans)
-}
-
-/// A namespace that is gone: its counts until it is retired, all grey, and
-/// said in the name column.
-fn departed(ns: &NsLine, name_w: usize, theme: Theme) -> Line<'static> {
-    let mut text = format!(
-        "{:<10} {:>7} {:>4} {:>6} {:>6}",
-        ns.inum,
-        ns.entries.map_or("-".to_owned(), short),
-        "-",
-        short(ns.alloc),
-        short(ns.drops)
-    );
-    if name_w >= 4 {
-        let name = match ns.name.as_deref() {
-            Some(n) if !n.is_empty() => format!("{n} (gone)"),
-            _ => "(gone)".to_owned(),
-        };
-        text.push_str(&format!(" {}", fit(&name, name_w)));
-    }
-    Line::styled(text, theme.dim())
 }
