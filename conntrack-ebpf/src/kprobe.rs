@@ -37,7 +37,7 @@ use conntrack_common::{
 use crate::{
     kernel::{self, conf, member, read},
     lifecycle,
-    maps::{NS_ALLOC, count, emit, netns_add, scratch, scratch_event, wanted},
+    maps::{NS_ALLOC, count, emit, netns_add, scratch, scratch_event, scratch_image, wanted},
 };
 
 /// `__nf_conntrack_alloc`'s `net` argument, kept for its return probe.
@@ -147,7 +147,7 @@ pub fn alloc_return(ctx: &RetProbeContext) {
     if wanted(setting::EVENTS_CT)
         && let Some(ev) = scratch_event(scratch::ALLOC)
     {
-        kernel::ct_event(ct, kind::ALLOC, ev);
+        kernel::ct_event(ct, kind::ALLOC, ev, scratch_image(scratch::ALLOC));
         ev.alloc_ts_ns = ev.ts_ns;
         emit(ev);
     }

@@ -6,7 +6,7 @@ use conntrack_common::{counter, kind, setting};
 
 use crate::{
     kernel,
-    maps::{NS_FREE, count, emit, netns_add, scratch_event, wanted},
+    maps::{NS_FREE, count, emit, netns_add, scratch_event, scratch_image, wanted},
 };
 
 /// Counts a free in the entry's namespace and sends the event if asked,
@@ -21,7 +21,7 @@ pub fn freed(ct: u64, slot: u32) {
     if wanted(setting::EVENTS_CT)
         && let Some(ev) = scratch_event(slot)
     {
-        kernel::ct_event(ct, kind::FREE, ev);
+        kernel::ct_event(ct, kind::FREE, ev, scratch_image(slot));
         emit(ev);
     }
 }

@@ -10,8 +10,8 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use conntrack_common::{
-    BucketEntries, Discovery, Event, HolderChunk, Located, MAX_SYSCTLS, NetnsCounters, NetnsList,
-    ResolveBatch, SysctlSlot, TableInfo, WalkChunk, counter, setting,
+    BucketEntries, CT_IMAGE, Discovery, Event, HolderChunk, Located, MAX_SYSCTLS, NetnsCounters,
+    NetnsList, ResolveBatch, SysctlSlot, TableInfo, WalkChunk, counter, setting,
 };
 
 use crate::kernel;
@@ -216,6 +216,21 @@ pub fn scratch_event(slot: u32) -> Option<&'static mut Event> {
     let ev = unsafe { &mut *p };
     *ev = Event::default();
     Some(ev)
+}
+
+/// Per-CPU copies of conntrack entries, by [`scratch`] slot like
+/// [`SCRATCH`]: the entry an event describes is read in one helper call
+/// (`kernel::ct_event`), and 512 bytes do not fit on the BPF stack.
+#[map]
+pub static IMAGES: PerCpuArray<[u8; CT_IMAGE]> = PerCpuArray::with_max_entries(scratch::COUNT, 0);
+
+/// This CPU's entry copy for a program (not zeroed: `CtImage::read`
+/// overwrites what it reads and nothing reads past that).
+#[inline(always)]
+pub fn scratch_image(slot: u32) -> Option<&'static mut [u8; CT_IMAGE]> {
+    let p = IMAGES.get_ptr_mut(slot)?;
+    // SAFETY: as in `scratch_event`.
+    Some(unsafe { &mut *p })
 }
 
 /// Index of the `alloc` field of `NetnsCounters` viewed as `[u64]` after

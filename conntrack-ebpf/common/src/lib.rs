@@ -160,6 +160,40 @@ pub struct Tuple {
     pub _pad: [u8; 2],
 }
 
+/// The tracepoint backend's record of a conntrack slab allocation in the
+/// `EVENTS` ring buffer: the address, time and CPU are all the probe can know
+/// (the entry is not initialised yet), so it sends 24 bytes instead of a
+/// whole [`Event`]. Every record is written to fresh ring memory (the ring
+/// cycles through megabytes, so its cache lines are cold): the full event
+/// cost ~500 ns per allocation, most of it cache misses on 136 bytes
+/// (docs/benchmarks.md). Userspace tells the two apart by the record's
+/// length and turns this one into an [`Event`] of [`kind::ALLOC`]
+/// ([`AllocRecord::event`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllocRecord {
+    /// Address of the conntrack entry.
+    pub ct: u64,
+    /// `bpf_ktime_get_ns()` at the allocation.
+    pub ts_ns: u64,
+    pub cpu: u32,
+    pub _pad: u32,
+}
+
+impl AllocRecord {
+    /// The allocation event this record stands for.
+    pub fn event(&self) -> Event {
+        Event {
+            ts_ns: self.ts_ns,
+            alloc_ts_ns: self.ts_ns,
+            ct: self.ct,
+            kind: kind::ALLOC,
+            cpu: self.cpu,
+            ..Event::default()
+        }
+    }
+}
+
 /// One record in the `EVENTS` ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -698,6 +732,7 @@ mod pod {
 // Layout checks: a change that introduces implicit padding fails here.
 const _: () = assert!(core::mem::size_of::<Tuple>() == 40);
 const _: () = assert!(core::mem::size_of::<Event>() == 128);
+const _: () = assert!(core::mem::size_of::<AllocRecord>() == 24);
 const _: () = assert!(core::mem::size_of::<NetnsCounters>() == 8 * (3 + cause::COUNT));
 const _: () = assert!(core::mem::size_of::<NetnsSample>() == 32);
 const _: () = assert!(core::mem::size_of::<NetnsList>() == 16 + 32 * MAX_NETNS_SAMPLED as usize);

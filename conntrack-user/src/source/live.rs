@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
-use conntrack_common::{ChainNode, Event, counter, setting};
+use conntrack_common::{AllocRecord, ChainNode, Event, counter, setting};
 use tokio::{
     io::unix::AsyncFd,
     sync::mpsc,
@@ -349,7 +349,16 @@ async fn drain(
     }
 }
 
+/// A ring record: an [`Event`], or the tracepoint backend's short
+/// [`AllocRecord`] of an allocation (told apart by length). `None` for a
+/// record of neither size, which the eBPF side never writes.
 fn parse_event(bytes: &[u8]) -> Option<Event> {
+    if bytes.len() == std::mem::size_of::<AllocRecord>() {
+        // SAFETY: AllocRecord is plain old data of this size; the read is
+        // unaligned-safe.
+        let rec = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<AllocRecord>()) };
+        return Some(rec.event());
+    }
     if bytes.len() < std::mem::size_of::<Event>() {
         return None;
     }
@@ -366,4 +375,45 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: ts is a valid timespec to write into.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use conntrack_common::{AllocRecord, Event, kind};
+
+    use super::parse_event;
+
+    fn bytes<T>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a plain-old-data value.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    #[test]
+    fn short_allocation_records_become_allocation_events() {
+        let rec = AllocRecord {
+            ct: 0xffff_8880_1234_5600,
+            ts_ns: 42,
+            cpu: 3,
+            _pad: 0,
+        };
+        let ev = parse_event(&bytes(&rec)).expect("a short record parses");
+        assert_eq!(ev.kind, kind::ALLOC);
+        assert_eq!(
+            (ev.ct, ev.ts_ns, ev.alloc_ts_ns, ev.cpu),
+            (rec.ct, 42, 42, 3)
+        );
+        assert_eq!(ev.flags, 0, "not complete: the resolver must read it");
+    }
+
+    #[test]
+    fn whole_events_parse_and_odd_sizes_do_not() {
+        let ev = Event {
+            kind: kind::FREE,
+            ct: 7,
+            ..Event::default()
+        };
+        assert_eq!(parse_event(&bytes(&ev)), Some(ev));
+        assert_eq!(parse_event(&[0u8; 16]), None);
+        assert_eq!(parse_event(&[0u8; 100]), None);
+    }
 }
