@@ -61,7 +61,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, kprobe, kretprobe, raw_tracepoint},
     programs::{BtfTracePointContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
-use conntrack_common::{AllocRecord, Event, cause, counter, flag, kind, setting};
+use conntrack_common::{AllocRecord, cause, counter, flag, kind, setting};
 
 use crate::{
     kernel::conf,
