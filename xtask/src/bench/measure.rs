@@ -62,6 +62,41 @@ pub fn slab_ops_per_sec(secs: f64) -> Result<f64> {
     Ok(rate)
 }
 
+/// The memory-latency limit of a table walk on this machine: `nodes`
+/// pointers chased in random order through a buffer of `nodes` * `stride`
+/// bytes (the table's footprint: a conntrack entry is ~256 bytes and holds
+/// two nodes), `lanes` chains side by side as the walker does. Nanoseconds
+/// per node: what the walk would cost if reading a node cost nothing but
+/// its cache (and TLB) miss.
+pub fn pointer_chase_ns(nodes: usize, stride: usize, lanes: usize) -> f64 {
+    let step = (stride / 8).max(1);
+    let nodes = nodes.max(lanes);
+    let mut mem = vec![0u64; nodes * step];
+    // A random cyclic order (xorshift Fisher-Yates), one node per stride.
+    let mut order: Vec<usize> = (0..nodes).collect();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in (1..nodes).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        order.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    for (i, &n) in order.iter().enumerate() {
+        mem[n * step] = (order[(i + 1) % nodes] * step) as u64;
+    }
+    let per_lane = nodes / lanes;
+    let mut at: Vec<usize> = (0..lanes).map(|l| order[l * per_lane] * step).collect();
+    let start = Instant::now();
+    for _ in 0..per_lane {
+        for a in at.iter_mut() {
+            *a = mem[*a] as usize;
+        }
+    }
+    let elapsed = start.elapsed();
+    std::hint::black_box(&at);
+    elapsed.as_nanos() as f64 / (per_lane * lanes) as f64
+}
+
 /// utime + stime of a process, in clock ticks.
 pub fn cpu_ticks(pid: u32) -> Result<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -193,6 +228,19 @@ impl Drop for SysctlRestore {
             if let Err(e) = fs::write(path, value) {
                 eprintln!("xtask: could not restore {path} to {value}: {e}");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pointer_chase_ns;
+
+    #[test]
+    fn the_pointer_chase_reports_a_time_per_node() {
+        for lanes in [1, 8] {
+            let ns = pointer_chase_ns(4096, 128, lanes);
+            assert!(ns.is_finite() && ns > 0.0, "{lanes} lanes: {ns}");
         }
     }
 }

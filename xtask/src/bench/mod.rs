@@ -510,6 +510,17 @@ impl Bench {
             listing.push(start.elapsed().as_secs_f64() * 1000.0);
             let _ = out;
         }
+        // The limit the walk is measured against: the same number of nodes
+        // chased through the same footprint in userspace (two nodes per
+        // ~256-byte entry), one chain at a time and eight side by side.
+        let nodes = 2 * entries.max(1) as usize;
+        let chase = |lanes| {
+            let runs: Vec<f64> = (0..3)
+                .map(|_| measure::pointer_chase_ns(nodes, 128, lanes))
+                .collect();
+            Stats::of(&runs)
+        };
+        let (chase1, chase8) = (chase(1), chase(8));
         let rss = self.rss_with_entries()?;
         let top_cpu = self.idle_cpu_in_tmux(&["top"])?;
         let serve_cpu = {
@@ -550,6 +561,20 @@ impl Bench {
                 70.0,
                 false,
             ),
+            Row::measured(
+                "4. table walk",
+                "memory-latency limit: the same nodes chased one chain at a time (userspace)",
+                chase1.median,
+                "ns per node",
+            )
+            .spread(chase1),
+            Row::measured(
+                "4. table walk",
+                "memory-latency limit: 8 chains side by side, as the walker's lanes (userspace)",
+                chase8.median,
+                "ns per node",
+            )
+            .spread(chase8),
             Row::measured("4. table walk", "conntrack -L | wc -l", l.median, "ms").spread(l),
             Row::goal(
                 "5. ctscope's own cost",
