@@ -338,8 +338,9 @@ pub fn nat_icmp_entry(ctx: &ProbeContext) {
 }
 
 /// `nf_nat_icmp_reply_translation` returns 0 when NAT cannot translate the
-/// ICMP error (not writable, bad checksum, or a redirect whose entry's NAT
-/// is not done or is done with a mapping), and 1 otherwise.
+/// ICMP error (not writable, bad checksum, a failed rewrite, or a redirect
+/// whose entry's NAT is not done or is done with a mapping), and 1
+/// otherwise.
 pub fn nat_icmp_return(ctx: &RetProbeContext) {
     let translated: u64 = ctx.ret();
     let Some(skb) = leave(&NAT_ICMP_SKB) else {
