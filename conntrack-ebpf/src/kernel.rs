@@ -305,6 +305,7 @@ pub fn classify(skb: u64, net: u64, location: u64, ev: &mut Event, chain_walk: b
         refused: None,
         insert: InsertEvidence::Unknown,
         chain: ChainVerdict::Unknown,
+        nat_refused: false,
         hook: ev.hook,
         proto: ev.tuple.proto,
         icmp_type: (ev.tuple.dport >> 8) as u8,
@@ -351,6 +352,7 @@ pub fn classify(skb: u64, net: u64, location: u64, ev: &mut Event, chain_walk: b
     // set IPS_CONFIRMED before the failing checks, so that bit alone does
     // not tell.
     let pprev: u64 = member(ct, conf!(ct_tuplehash) + conf!(hn_pprev)).unwrap_or(1);
+    let related = ctinfo == conf!(ip_ct_related) || ctinfo == conf!(ip_ct_related_reply);
     let src_nat = bit(status, conf!(ips_src_nat_done_bit));
     let dst_nat = bit(status, conf!(ips_dst_nat_done_bit));
     facts.attached = Attached::Entry(Entry {
@@ -359,9 +361,18 @@ pub fn classify(skb: u64, net: u64, location: u64, ev: &mut Event, chain_walk: b
         confirmed: confirmed && pprev != 0,
         linked: pprev != 0,
         dying: bit(status, conf!(ips_dying_bit)),
-        related: ctinfo == conf!(ip_ct_related) || ctinfo == conf!(ip_ct_related_reply),
+        related,
         nat_half_done: src_nat != dst_nat,
     });
+    // Only an ICMP error carries a RELATED entry into NAT's translation
+    // (nf_nat_ipv4_fn): other drops never look for NAT's refusal. One that
+    // NAT refused is located at the function that refused it.
+    if related && facts.freer == Freer::HookSlow && crate::kprobe::nat_refused(skb) {
+        facts.nat_refused = true;
+        if conf!(loc_nat_icmp) != 0 {
+            ev.location = conf!(loc_nat_icmp);
+        }
+    }
     if conntrack_common::classify::needs_chain(&facts) {
         facts.insert = crate::kprobe::insert_evidence(skb, ct);
     }

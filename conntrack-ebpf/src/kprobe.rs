@@ -13,6 +13,11 @@
 //! * `__nf_conntrack_hash_insert(ct, hash, reply_hash)` and `nf_ct_delete`:
 //!   bucket occupancy kept in `BUCKETS`.
 //! * `early_drop` return: how often early drop made room.
+//! * `nf_nat_icmp_reply_translation` (nf_nat) entry and return: 0 means NAT
+//!   refused an ICMP error and its hook returns `NF_DROP` (`nf_nat_ipv4_fn`,
+//!   net/netfilter/nf_nat_proto.c); the drop probe then knows the packet it
+//!   frees is NAT's drop and not a rule's. Called only for ICMP packets
+//!   that carry a RELATED entry (errors), never per packet of a flow.
 //!
 //! Entry and return probes are paired through per-CPU stacks of frames
 //! keyed by the current task (`conntrack_common::frames`, which says why
@@ -72,6 +77,16 @@ static REFUSED: PerCpuArray<Frames<u64>> = PerCpuArray::with_max_entries(1, 0);
 /// the drop probe, like [`REFUSED`].
 #[map]
 static FAILED: PerCpuArray<Frames<u64>> = PerCpuArray::with_max_entries(1, 0);
+
+/// `nf_nat_icmp_reply_translation`'s packet, kept for its return probe.
+#[map]
+static NAT_ICMP_SKB: PerCpuArray<Frames<u64>> = PerCpuArray::with_max_entries(1, 0);
+
+/// Packets NAT refused (`nf_nat_icmp_reply_translation` returned 0), keyed
+/// by the packet; for the drop probe, like [`FAILED`]. NAT's hook returns
+/// `NF_DROP` at once and `nf_hook_slow` frees the packet on this CPU.
+#[map]
+static NAT_REFUSED: PerCpuArray<Frames<u64>> = PerCpuArray::with_max_entries(1, 0);
 
 /// Keeps a call's state for its return probe: on this CPU's stack, under
 /// the current task.
@@ -314,6 +329,46 @@ pub fn early_drop_return(ctx: &RetProbeContext) {
     if freed & 0xff != 0 {
         count(counter::EARLY_DROP);
     }
+}
+
+/// `nf_nat_icmp_reply_translation(skb, ct, ctinfo, hooknum)` entry.
+pub fn nat_icmp_entry(ctx: &ProbeContext) {
+    let skb: u64 = ctx.arg(0).unwrap_or(0);
+    enter(&NAT_ICMP_SKB, skb);
+}
+
+/// `nf_nat_icmp_reply_translation` returns 0 when NAT cannot translate the
+/// ICMP error (not writable, bad checksum, a failed rewrite, or a redirect
+/// whose entry's NAT is not done or is done with a mapping), and 1
+/// otherwise.
+pub fn nat_icmp_return(ctx: &RetProbeContext) {
+    let translated: u64 = ctx.ret();
+    let Some(skb) = leave(&NAT_ICMP_SKB) else {
+        return;
+    };
+    // An int: only the low 32 bits are the return value.
+    if translated as u32 != 0 || skb == 0 {
+        return;
+    }
+    if let Some(r) = NAT_REFUSED.get_ptr_mut(0) {
+        // SAFETY: this CPU's value; see `enter`.
+        unsafe { (*r).push(skb, 0) };
+    }
+}
+
+/// kprobe backend: did NAT refuse this packet just before its drop
+/// (`nf_nat_icmp_reply_translation` returned 0 for it on this CPU)?
+/// Consumes the finding. False without the NAT probe, or when the kprobes
+/// were blind then (the drop keeps the cause it would have without it).
+#[inline(always)]
+pub fn nat_refused(skb: u64) -> bool {
+    if conf!(kp_hooks) & kprobe_hook::NAT_ICMP == 0 {
+        return false;
+    }
+    // SAFETY: this CPU's value; see `refused`.
+    NAT_REFUSED
+        .get_ptr_mut(0)
+        .is_some_and(|r| unsafe { (*r).take(skb) }.is_some())
 }
 
 /// kprobe backend: did `__nf_conntrack_alloc` refuse an entry in the

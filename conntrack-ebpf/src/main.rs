@@ -269,6 +269,20 @@ pub fn kp_early_drop_ret(ctx: RetProbeContext) -> u32 {
     0
 }
 
+/// `nf_nat_icmp_reply_translation` entry.
+#[kprobe]
+pub fn kp_nat_icmp(ctx: ProbeContext) -> u32 {
+    kprobe::nat_icmp_entry(&ctx);
+    0
+}
+
+/// `nf_nat_icmp_reply_translation` return.
+#[kretprobe]
+pub fn kp_nat_icmp_ret(ctx: RetProbeContext) -> u32 {
+    kprobe::nat_icmp_return(&ctx);
+    0
+}
+
 /// Lists the network namespaces and their live counts (netns.rs).
 #[raw_tracepoint(tracepoint = "ctscope_sample")]
 pub fn sample_netns(_ctx: RawTracePointContext) -> i32 {

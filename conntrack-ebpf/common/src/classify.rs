@@ -11,7 +11,7 @@
 //! net/netfilter/nf_tables_core.c (`nft_do_chain`),
 //! net/netfilter/nf_conntrack_core.c (`__nf_conntrack_alloc`,
 //! `__nf_conntrack_confirm`), net/netfilter/nf_nat_proto.c
-//! (`nf_nat_icmp_reply_translation`), net/ipv4/icmp.c (`icmp_glue_bits`,
+//! (`nf_nat_icmp_reply_translation`, `nf_nat_ipv4_fn`), net/ipv4/icmp.c (`icmp_glue_bits`,
 //! which attaches the offending packet's entry to an ICMP error).
 
 use crate::cause;
@@ -153,6 +153,13 @@ pub struct DropFacts {
     pub refused: Option<bool>,
     pub insert: InsertEvidence,
     pub chain: ChainVerdict,
+    /// kprobe backend: NAT's `nf_nat_icmp_reply_translation` returned 0
+    /// for this very packet (an ICMP error NAT cannot translate: "If NAT
+    /// isn't finished, assume it and drop", or an entry NATed, for a
+    /// redirect), so NAT's hook returned `NF_DROP` and `nf_hook_slow`
+    /// freed it. Before 6.7 nothing else tells this drop from an nftables
+    /// rule's. False where not probed.
+    pub nat_refused: bool,
     /// One of [`hook`].
     pub hook: u8,
     /// IP protocol number of the packet (0 when not parsed).
@@ -204,6 +211,12 @@ pub fn classify(f: &DropFacts) -> u8 {
     let from_rule = f.freer == Freer::NftChain;
     // Freed by neither netfilter core nor nftables: name the code.
     if f.freer == Freer::Elsewhere {
+        return cause::OTHER;
+    }
+    // NAT's hook refused the packet (seen by the kprobe backend): kernel
+    // code, whatever the kernel frees rule drops with, and never a failed
+    // insert (confirm runs after NAT, so it never saw this packet).
+    if f.freer == Freer::HookSlow && f.nat_refused {
         return cause::OTHER;
     }
     // A drop by a hook that is not an nftables rule (6.7 and later): with
@@ -301,6 +314,7 @@ pub fn needs_chain(f: &DropFacts) -> bool {
     match f.attached {
         Attached::Entry(e) => {
             f.freer == Freer::HookSlow
+                && !f.nat_refused
                 && f.insert == InsertEvidence::Unknown
                 && !e.dying
                 && may_be_insert_failure(&e, f)

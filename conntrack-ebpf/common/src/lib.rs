@@ -238,7 +238,9 @@ pub struct Event {
     /// unknown.
     pub netns_id: u64,
     /// Drops: the kernel address that freed the packet (`kfree_skb`'s
-    /// `location`); 0 if unknown.
+    /// `location`), or, when the kprobe backend saw NAT refuse it, the
+    /// address of the NAT function that did (`Config::loc_nat_icmp`); 0 if
+    /// unknown.
     pub location: u64,
 }
 
@@ -396,6 +398,10 @@ pub struct Config {
     /// there are skipped, and the drop probe must not trust their silence.
     pub bpf_prog_active: u64,
     pub current_kprobe: u64,
+    /// Address of `nf_nat_icmp_reply_translation` (kallsyms; 0 if nf_nat
+    /// is not loaded): the location a drop gets when the kprobe backend saw
+    /// that function refuse the packet (`kprobe_hook::NAT_ICMP`).
+    pub loc_nat_icmp: u64,
 
     /// Number of possible CPUs.
     pub ncpus: u32,
@@ -706,6 +712,9 @@ pub mod kprobe_hook {
     pub const DELETE: u32 = 16;
     /// `early_drop` return.
     pub const EARLY_DROP: u32 = 32;
+    /// `nf_nat_icmp_reply_translation` entry and return (nf_nat): NAT
+    /// refusing an ICMP error, which its hook then drops with `NF_DROP`.
+    pub const NAT_ICMP: u32 = 64;
 }
 
 #[cfg(feature = "user")]
@@ -741,7 +750,7 @@ const _: () = assert!(
 );
 const _: () = assert!(core::mem::size_of::<Discovery>() == 32);
 const _: () = assert!(core::mem::size_of::<SysctlSlot>() == 48);
-const _: () = assert!(core::mem::size_of::<Config>() == 11 * 8 + 78 * 4 + 24 * MAX_HOOK_CALLERS);
+const _: () = assert!(core::mem::size_of::<Config>() == 12 * 8 + 78 * 4 + 24 * MAX_HOOK_CALLERS);
 const _: () = assert!(core::mem::size_of::<WalkChunk>() == 32 + 2 * WALK_CHUNK as usize);
 const _: () = assert!(core::mem::size_of::<ChainNode>() == 72);
 const _: () =

@@ -53,6 +53,7 @@ pub fn gather(load: bool, backend: BackendRequest) -> MachineState {
         Ok(choice) => {
             s.backend = choice.backend.name().to_owned();
             s.backend_reason = choice.reason;
+            s.nat_probed = choice.hooks & conntrack_common::kprobe_hook::NAT_ICMP != 0;
         }
         Err(e) => {
             s.backend = "none".to_owned();

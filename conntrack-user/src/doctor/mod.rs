@@ -12,7 +12,10 @@ mod tests;
 pub use gather::gather;
 use serde::{Deserialize, Serialize};
 
-use crate::model::advice::{self, ChainFacts, Facts, NamespaceFill, Severity};
+use crate::{
+    model::advice::{self, ChainFacts, Facts, NamespaceFill, Severity},
+    probe::features::CauseProbes,
+};
 
 /// How nf_conntrack is present.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +49,11 @@ pub struct MachineState {
     /// The backend `--backend auto` picks, and why.
     pub backend: String,
     pub backend_reason: String,
+    /// The kprobe backend would probe NAT's ICMP translation
+    /// (`nf_nat_icmp_reply_translation` is in /proc/kallsyms: nf_nat is
+    /// loaded), which tells a NAT hook's drop from a rule's before 6.7.
+    #[serde(default)]
+    pub nat_probed: bool,
     /// What the kernel's eBPF side offers (issue 16); `None` without BTF.
     #[serde(default)]
     pub features: Option<crate::probe::features::KernelFeatures>,
@@ -404,7 +412,12 @@ fn features(s: &MachineState) -> Vec<Check> {
     if !lack.is_empty() {
         line.push_str(&format!("; missing: {}", names(lack)));
     }
-    let causes = f.cause_exactness(s.backend == "kprobe");
+    let probes = if s.backend == "kprobe" {
+        CauseProbes::Kprobe { nat: s.nat_probed }
+    } else {
+        CauseProbes::Tracepoint
+    };
+    let causes = f.cause_exactness(probes);
     let exact: Vec<&str> = causes
         .iter()
         .filter(|(_, why)| why.is_none())

@@ -272,10 +272,19 @@ fn the_exact_causes_depend_on_the_kernel_and_the_backend() {
     let mut debian = build_machine();
     debian.kernel = "6.1.0-57-amd64".into();
     debian.backend = "kprobe".into();
+    debian.nat_probed = true;
     debian.features = Some(KernelFeatures {
         nft_frees_own_drops: false,
         ..all
     });
+    let causes = find(&diagnose(&debian), "causes").message.clone();
+    assert_eq!(
+        causes,
+        "exact drop causes with the kprobe backend: table_full, invalid, insert_failed, \
+         chain_too_long, ruleset, other"
+    );
+    // nf_nat not loaded: its ICMP translation is not probed.
+    debian.nat_probed = false;
     let causes = find(&diagnose(&debian), "causes").message.clone();
     assert!(
         causes.starts_with(

@@ -107,7 +107,9 @@ pub struct DropRecord {
     pub zone: Option<u16>,
     pub mark: Option<u32>,
     pub truncated: bool,
-    /// The kernel address that freed the packet (0 if unknown).
+    /// The kernel address that freed the packet, or the NAT function that
+    /// refused it (kprobe backend; `conntrack_common::Event::location`); 0
+    /// if unknown.
     pub location: u64,
     /// The netfilter hook (`conntrack_common::classify::hook`; 0 unknown).
     pub hook: u8,

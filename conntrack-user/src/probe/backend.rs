@@ -3,7 +3,9 @@
 //! * `kprobe`: conntrack's own functions (`__nf_conntrack_alloc`,
 //!   `nf_conntrack_free`, `__nf_conntrack_confirm`, ...). Needs a kernel with
 //!   kprobes, which distribution kernels have; exact table-full and
-//!   confirm-failure attribution, no pending queue.
+//!   confirm-failure attribution, no pending queue; and, with nf_nat
+//!   loaded, NAT's refusal of an ICMP error (`nf_nat_icmp_reply_translation`)
+//!   told from a rule's drop before 6.7.
 //! * `tracepoint`: the slab and `kfree_skb` tracepoints only; works on
 //!   kernels without kprobes (such as the build machines').
 //!
@@ -55,7 +57,7 @@ pub struct Hook {
     pub without: &'static str,
 }
 
-pub const HOOKS: [Hook; 6] = [
+pub const HOOKS: [Hook; 7] = [
     Hook {
         bit: kprobe_hook::ALLOC,
         function: "__nf_conntrack_alloc",
@@ -91,6 +93,13 @@ pub const HOOKS: [Hook; 6] = [
         function: "early_drop",
         programs: &[("kp_early_drop_ret", true)],
         without: "early drops from the kernel's counter only",
+    },
+    Hook {
+        bit: kprobe_hook::NAT_ICMP,
+        function: "nf_nat_icmp_reply_translation",
+        programs: &[("kp_nat_icmp_ret", true), ("kp_nat_icmp", false)],
+        without: "an ICMP error NAT refuses is told from a rule's drop only since 6.7 \
+                  (nf_nat was not loaded when ctscope started)",
     },
 ];
 
@@ -303,20 +312,21 @@ mod tests {
         }
     }
 
-    const ALL: [&str; 6] = [
+    const ALL: [&str; 7] = [
         "__nf_conntrack_alloc",
         "nf_conntrack_free",
         "__nf_conntrack_confirm",
         "__nf_conntrack_hash_insert",
         "nf_ct_delete",
         "early_drop",
+        "nf_nat_icmp_reply_translation",
     ];
 
     #[test]
     fn auto_prefers_kprobes_when_everything_is_there() {
         let c = decide(BackendRequest::Auto, &offer(true, &ALL)).expect("choice");
         assert_eq!(c.backend, Backend::Kprobe);
-        assert_eq!(c.hooks, 0b11_1111);
+        assert_eq!(c.hooks, 0b111_1111);
         assert!(c.reason.contains("kprobes"), "{}", c.reason);
     }
 
@@ -374,6 +384,7 @@ mod tests {
              ffffffffc0a00d20 T nf_conntrack_free\t[nf_conntrack]\n\
              ffffffffc0a1c0a0 B nf_conntrack_max\t[nf_conntrack]\n\
              ffffffffc0a1c0a4 B nf_conntrack_htable_size\t[nf_conntrack]\n\
+             ffffffffc0b21a50 T nf_nat_icmp_reply_translation\t[nf_nat]\n\
              ffffffff81000000 T _stext\n",
         );
         assert_eq!(s.max_ptr, 0xffffffffc0a1c0a0);
@@ -386,5 +397,10 @@ mod tests {
         );
         assert_eq!(s.probe_target("early_drop"), "nf_conntrack:early_drop");
         assert!(!s.text.contains_key("_stext"));
+        // nf_nat's, when the module is loaded: a hook like conntrack's.
+        assert_eq!(
+            s.probe_target("nf_nat_icmp_reply_translation"),
+            "nf_nat_icmp_reply_translation"
+        );
     }
 }

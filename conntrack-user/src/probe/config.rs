@@ -222,6 +222,8 @@ pub fn add_symbols(config: &mut Config, syms: &Kallsyms) {
         config.loc_nft_lo = lo;
         config.loc_nft_hi = hi;
     }
+    // In nf_nat: listed only while the module is loaded.
+    config.loc_nat_icmp = syms.addr("nf_nat_icmp_reply_translation").unwrap_or(0);
 }
 
 #[cfg(test)]

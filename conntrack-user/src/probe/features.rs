@@ -34,6 +34,18 @@ pub struct KernelFeatures {
     pub nft_frees_own_drops: bool,
 }
 
+/// The probes a cause's exactness depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CauseProbes {
+    Tracepoint,
+    /// The kprobe backend; `nat`: NAT's ICMP translation
+    /// (`nf_nat_icmp_reply_translation`, in nf_nat) is probed, which needs
+    /// nf_nat loaded when ctscope starts.
+    Kprobe {
+        nat: bool,
+    },
+}
+
 impl KernelFeatures {
     pub fn from_btf(btf: &KernelBtf) -> Self {
         Self {
@@ -70,11 +82,14 @@ impl KernelFeatures {
         ]
     }
 
-    /// How exact each drop cause is on this kernel with this backend
-    /// (`kprobe`: the kprobe backend's hooks are attached): (cause,
-    /// `None` when exact, or what is not). The per-kernel table of
+    /// How exact each drop cause is on this kernel with these probes:
+    /// (cause, `None` when exact, or what is not). The per-kernel table of
     /// docs/drop-causes.md, as a pure function.
-    pub fn cause_exactness(&self, kprobe: bool) -> [(&'static str, Option<&'static str>); 6] {
+    pub fn cause_exactness(
+        &self,
+        probes: CauseProbes,
+    ) -> [(&'static str, Option<&'static str>); 6] {
+        let kprobe = probes != CauseProbes::Tracepoint;
         let table_full = None;
         let invalid = if self.cnet_count {
             None
@@ -100,15 +115,21 @@ impl KernelFeatures {
             Some("a reply-direction failure is inferred from the latest table walk")
         };
         // Before 6.7 nftables' rule drops and a NAT hook's drop are both
-        // freed by nf_hook_slow with nothing that tells them apart (the
-        // known miss of docs/drop-causes.md, on both backends).
-        let ruleset = match (self.nft_frees_own_drops, kprobe) {
+        // freed by nf_hook_slow; only the kprobe on NAT's ICMP translation
+        // tells them apart (the tracepoint backend's known miss,
+        // docs/drop-causes.md).
+        let ruleset = match (self.nft_frees_own_drops, probes) {
             (true, _) => None,
-            (false, true) => Some(
-                "a NAT hook's drop (an ICMP redirect through a NAT router) counts as ruleset \
-                 before 6.7",
+            (false, CauseProbes::Kprobe { nat: true }) if !self.cnet_count => Some(
+                "a rule's drop of a packet conntrack never saw counts as invalid (see invalid)",
             ),
-            (false, false) => Some(
+            (false, CauseProbes::Kprobe { nat: true }) => None,
+            (false, CauseProbes::Kprobe { nat: false }) => Some(
+                "nf_nat is not loaded, so its ICMP translation is not probed: if it is loaded \
+                 while ctscope runs, a NAT hook's drop (an ICMP redirect through a NAT router) \
+                 counts as ruleset before 6.7",
+            ),
+            (false, CauseProbes::Tracepoint) => Some(
                 "told from insert failures by the kernel's insert_failed counter; a NAT \
                  hook's drop (an ICMP redirect through a NAT router) counts as ruleset before 6.7",
             ),
@@ -175,36 +196,50 @@ mod tests {
 
     #[test]
     fn exactness_per_kernel() {
-        let exact = |f: &KernelFeatures, kprobe: bool| -> Vec<&str> {
-            f.cause_exactness(kprobe)
+        const KPROBE: CauseProbes = CauseProbes::Kprobe { nat: true };
+        const NO_NAT: CauseProbes = CauseProbes::Kprobe { nat: false };
+        const TP: CauseProbes = CauseProbes::Tracepoint;
+        let exact = |f: &KernelFeatures, probes: CauseProbes| -> Vec<&str> {
+            f.cause_exactness(probes)
                 .iter()
                 .filter(|(_, why)| why.is_none())
                 .map(|(c, _)| *c)
                 .collect()
         };
-        // 5.10, kprobe backend: table_full and insert_failed exact (a NAT
-        // hook's drop counts as ruleset before 6.7).
-        assert_eq!(exact(&BULLSEYE, true), ["table_full", "insert_failed"]);
+        // 5.10, kprobe backend: table_full and insert_failed exact; a
+        // rule's drop of a packet conntrack never saw counts as invalid.
+        assert_eq!(exact(&BULLSEYE, KPROBE), ["table_full", "insert_failed"]);
         assert!(BULLSEYE.tracepoint_counting().is_err());
-        let why = BULLSEYE.cause_exactness(true)[3].1.expect("chain");
+        let why = BULLSEYE.cause_exactness(KPROBE)[3].1.expect("chain");
         assert!(why.contains("no hash chain limit"), "{why}");
-        // 6.1 (everything but nftables' own frees), both backends.
+        let why = BULLSEYE.cause_exactness(KPROBE)[4].1.expect("ruleset");
+        assert!(why.contains("counts as invalid"), "{why}");
+        // 6.1 (everything but nftables' own frees): the kprobe backend
+        // with nf_nat loaded is exact; without it, or on the tracepoint
+        // backend, a NAT hook's drop counts as ruleset.
         let bookworm = KernelFeatures {
             nft_frees_own_drops: false,
             ..all()
         };
-        assert_eq!(exact(&bookworm, true).len(), 5);
+        assert_eq!(exact(&bookworm, KPROBE).len(), 6);
+        assert_eq!(exact(&bookworm, NO_NAT).len(), 5);
         assert!(
-            bookworm.cause_exactness(true)[4]
+            bookworm.cause_exactness(NO_NAT)[4]
+                .1
+                .is_some_and(|why| why.contains("NAT hook") && why.contains("nf_nat is not loaded"))
+        );
+        assert_eq!(exact(&bookworm, TP), ["table_full", "invalid", "other"]);
+        assert!(
+            bookworm.cause_exactness(TP)[4]
                 .1
                 .is_some_and(|why| why.contains("NAT hook"))
         );
-        assert_eq!(exact(&bookworm, false), ["table_full", "invalid", "other"]);
         // 6.18: only the insert-failure split needs the kprobes.
         assert_eq!(
-            exact(&all(), false),
+            exact(&all(), TP),
             ["table_full", "invalid", "ruleset", "other"]
         );
+        assert_eq!(exact(&all(), NO_NAT).len(), 6);
     }
 
     fn all() -> KernelFeatures {

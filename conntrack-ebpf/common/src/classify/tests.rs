@@ -40,6 +40,7 @@ fn base() -> DropFacts {
         refused: None,
         insert: InsertEvidence::Unknown,
         chain: ChainVerdict::Short,
+        nat_refused: false,
         hook: hook::POST_ROUTING,
         proto: 17,
         icmp_type: 0,
@@ -76,7 +77,7 @@ fn redirect(f: &mut DropFacts) {
     f.icmp_type = 5;
 }
 
-fn rows() -> [Row; 37] {
+fn rows() -> [Row; 43] {
     [
         // ---- no entry attached ----
         row(
@@ -346,6 +347,91 @@ fn rows() -> [Row; 37] {
                 });
             },
         ),
+        // ---- issue 17 before 6.7: nf_hook_slow frees rule drops too ----
+        // Without the NAT probe the redirect looks like a rule's drop
+        // (the known miss of the tracepoint backend, docs/drop-causes.md).
+        row(
+            "before 6.7, tracepoint: redirect with a confirmed entry (known miss)",
+            cause::RULESET,
+            |f| {
+                redirect(f);
+                f.nft_frees_own_drops = false;
+                f.attached = Attached::Entry(Entry {
+                    related: true,
+                    ..KNOWN
+                });
+            },
+        ),
+        row(
+            "before 6.7, tracepoint: redirect with its flow's new entry (known miss)",
+            cause::RULESET,
+            |f| {
+                redirect(f);
+                f.nft_frees_own_drops = false;
+                f.attached = Attached::Entry(Entry {
+                    related: true,
+                    nat_half_done: true,
+                    ..NEW
+                });
+            },
+        ),
+        // The kprobe backend saw nf_nat_icmp_reply_translation return 0
+        // for the packet: NAT's hook dropped it.
+        row(
+            "before 6.7, kprobe: NAT refused the redirect (confirmed entry)",
+            cause::OTHER,
+            |f| {
+                redirect(f);
+                f.nft_frees_own_drops = false;
+                f.nat_refused = true;
+                f.insert = InsertEvidence::NotFailed;
+                f.attached = Attached::Entry(Entry {
+                    related: true,
+                    ..KNOWN
+                });
+            },
+        ),
+        row(
+            "before 6.7, kprobe: NAT refused the redirect (new entry)",
+            cause::OTHER,
+            |f| {
+                redirect(f);
+                f.nft_frees_own_drops = false;
+                f.nat_refused = true;
+                f.hook = hook::LOCAL_OUT;
+                f.attached = Attached::Entry(Entry {
+                    related: true,
+                    nat_half_done: true,
+                    ..NEW
+                });
+            },
+        ),
+        row(
+            "since 6.7, kprobe: NAT refused the redirect",
+            cause::OTHER,
+            |f| {
+                redirect(f);
+                f.nat_refused = true;
+                f.attached = Attached::Entry(Entry {
+                    related: true,
+                    ..KNOWN
+                });
+            },
+        ),
+        // A rule's own drop stays the rule's, whatever NAT did before.
+        row(
+            "NAT refused, but freed by nft_do_chain",
+            cause::RULESET,
+            |f| {
+                redirect(f);
+                f.freer = Freer::NftChain;
+                f.nat_refused = true;
+                f.attached = Attached::Entry(Entry {
+                    related: true,
+                    ..KNOWN
+                });
+            },
+        ),
     ]
 }
 
@@ -466,6 +552,11 @@ fn the_chain_is_walked_only_when_it_decides() {
     let mut f = base();
     f.attached = Attached::Nothing;
     assert!(!needs_chain(&f));
+    // NAT refused the packet: no insert failure to tell apart.
+    let mut f = base();
+    f.nat_refused = true;
+    assert!(!needs_chain(&f));
+    assert_eq!(classify(&f), cause::OTHER);
 }
 
 /// What the probe skips reading must not change any row's cause: every row
