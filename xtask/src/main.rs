@@ -47,16 +47,16 @@ enum Cmd {
         /// Only integration tests whose name contains this.
         #[arg(long)]
         filter: Option<String>,
-        /// Skip the integration suite in qemu on Debian kernels (about 8
-        /// minutes for both kernels and both backends).
+        /// Skip the integration suite in qemu on Debian kernels (about 25
+        /// minutes for the four kernels, two guests at a time).
         #[arg(long)]
         no_vm: bool,
-        /// Build the static binaries first when target/dist/ is absent
-        /// (about 10 minutes from nothing), so the container and qemu-user
-        /// tests run instead of skipping. When target/dist/ exists it is
-        /// always brought up to date.
+        /// Do not build or refresh the static binaries of target/dist/ (4-10
+        /// minutes from nothing, seconds when nothing changed); the
+        /// container and qemu-user tests then skip if it is absent, and
+        /// the musl clippy is not run.
         #[arg(long)]
-        dist: bool,
+        no_dist: bool,
     },
     /// Static, stripped release binaries for x86_64 and aarch64 (musl)
     /// under target/dist/, with SHA256SUMS; installs the Rust targets, zig
@@ -167,25 +167,23 @@ fn run(cli: Cli) -> Result<()> {
             no_lint,
             filter,
             no_vm,
-            dist,
+            no_dist,
         } => {
             provision::toolchain()?;
             provision::test_tools()?;
             provision::manifest_tools(&root)?;
-            // tests/tests/{image,dist}.rs run the static binaries. They are
-            // not built by default (10 minutes from nothing), but when they
-            // exist they are refreshed (seconds when nothing changed, about
-            // 3.5 minutes after a change), so the tests never run stale ones.
-            if dist || root.join("target/dist").is_dir() {
+            // tests/tests/{image,dist}.rs run the static binaries: built or
+            // brought up to date first (seconds when nothing changed), so
+            // the tests never skip for want of them nor run stale ones.
+            if !no_dist {
                 dist::run(&root)?;
-            } else {
+            } else if !root.join("target/dist").is_dir() {
                 eprintln!(
-                    "xtask: target/dist/ is absent: the container and qemu-user tests \
-                     (tests/tests/image.rs, dist.rs) will skip; \
-                     `cargo xtask test --dist` builds the static binaries first"
+                    "xtask: --no-dist and no target/dist/: the container and qemu-user tests \
+                     (tests/tests/image.rs, dist.rs) will skip"
                 );
             }
-            test(no_lint, filter.as_deref())?;
+            test(no_lint, !no_dist, filter.as_deref())?;
             if no_vm {
                 return Ok(());
             }
@@ -239,7 +237,9 @@ fn run_ctscope(bin: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn test(no_lint: bool, filter: Option<&str>) -> Result<()> {
+/// `dist`: target/dist/ was just built, so the tests that run it must not
+/// skip (CTSCOPE_REQUIRE_DIST), and the musl build is linted.
+fn test(no_lint: bool, dist: bool, filter: Option<&str>) -> Result<()> {
     if !no_lint {
         cargo(&["fmt", "--all", "--", "--check"])?;
         cargo(&[
@@ -276,6 +276,20 @@ fn test(no_lint: bool, filter: Option<&str>) -> Result<()> {
         if !status.success() {
             bail!("clippy found problems in conntrack-ebpf");
         }
+        // The static binaries are musl builds: code under
+        // cfg(target_env = "musl") (libc's types differ there) is linted
+        // nowhere else.
+        if dist {
+            let triple = "x86_64-unknown-linux-musl";
+            let status = dist::zig_cargo(&workspace_root()?, "clippy", triple)
+                .args(["--release", "--package", "conntrack-user"])
+                .args(["--", "-D", "warnings"])
+                .status()
+                .context("running clippy for the musl target")?;
+            if !status.success() {
+                bail!("clippy found problems in conntrack-user built for {triple}");
+            }
+        }
     }
     if !provision::is_root() {
         bail!(
@@ -309,11 +323,12 @@ fn test(no_lint: bool, filter: Option<&str>) -> Result<()> {
     if let Some(f) = filter {
         args.push(f);
     }
-    let status = Command::new("cargo")
-        .args(&args)
-        .env("CTSCOPE_BIN", &bin)
-        .status()
-        .context("running the integration tests")?;
+    let mut cmd = Command::new("cargo");
+    cmd.args(&args).env("CTSCOPE_BIN", &bin);
+    if dist {
+        cmd.env("CTSCOPE_REQUIRE_DIST", "1");
+    }
+    let status = cmd.status().context("running the integration tests")?;
     if !status.success() {
         bail!("integration tests failed");
     }
