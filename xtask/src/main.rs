@@ -172,18 +172,13 @@ fn run(cli: Cli) -> Result<()> {
             provision::toolchain()?;
             provision::test_tools()?;
             provision::manifest_tools(&root)?;
-            // tests/tests/{image,dist}.rs run the static binaries: built or
-            // brought up to date first (seconds when nothing changed), so
-            // the tests never skip for want of them nor run stale ones.
-            if !no_dist {
-                dist::run(&root)?;
-            } else if !root.join("target/dist").is_dir() {
+            if no_dist && !root.join("target/dist").is_dir() {
                 eprintln!(
                     "xtask: --no-dist and no target/dist/: the container and qemu-user tests \
                      (tests/tests/image.rs, dist.rs) will skip"
                 );
             }
-            test(no_lint, !no_dist, filter.as_deref())?;
+            test(&root, no_lint, !no_dist, filter.as_deref())?;
             if no_vm {
                 return Ok(());
             }
@@ -237,9 +232,12 @@ fn run_ctscope(bin: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `dist`: target/dist/ was just built, so the tests that run it must not
-/// skip (CTSCOPE_REQUIRE_DIST), and the musl build is linted.
-fn test(no_lint: bool, dist: bool, filter: Option<&str>) -> Result<()> {
+/// `dist`: build or refresh target/dist/ after the lints (4-5 minutes
+/// from nothing on a quiet 2-core machine, seconds when nothing changed),
+/// lint its musl build, and make the tests that run it fail rather than
+/// skip when it is missing (CTSCOPE_REQUIRE_DIST): tests/tests/image.rs
+/// and dist.rs.
+fn test(root: &Path, no_lint: bool, dist: bool, filter: Option<&str>) -> Result<()> {
     if !no_lint {
         cargo(&["fmt", "--all", "--", "--check"])?;
         cargo(&[
@@ -276,19 +274,23 @@ fn test(no_lint: bool, dist: bool, filter: Option<&str>) -> Result<()> {
         if !status.success() {
             bail!("clippy found problems in conntrack-ebpf");
         }
+    }
+    if dist {
+        dist::run(root)?;
+    }
+    if dist && !no_lint {
         // The static binaries are musl builds: code under
         // cfg(target_env = "musl") (libc's types differ there) is linted
-        // nowhere else.
-        if dist {
-            let triple = "x86_64-unknown-linux-musl";
-            let status = dist::zig_cargo(&workspace_root()?, "clippy", triple)
-                .args(["--release", "--package", "conntrack-user"])
-                .args(["--", "-D", "warnings"])
-                .status()
-                .context("running clippy for the musl target")?;
-            if !status.success() {
-                bail!("clippy found problems in conntrack-user built for {triple}");
-            }
+        // nowhere else. About a minute from nothing (its dependencies are
+        // checked for that target).
+        let triple = "x86_64-unknown-linux-musl";
+        let status = dist::zig_cargo(root, "clippy", triple)
+            .args(["--release", "--package", "conntrack-user"])
+            .args(["--", "-D", "warnings"])
+            .status()
+            .context("running clippy for the musl target")?;
+        if !status.success() {
+            bail!("clippy found problems in conntrack-user built for {triple}");
         }
     }
     if !provision::is_root() {
@@ -311,7 +313,7 @@ fn test(no_lint: bool, dist: bool, filter: Option<&str>) -> Result<()> {
     ])?;
     // The release binary is what users run; the tests drive it.
     build_release()?;
-    let bin = workspace_root()?.join("target/release/ctscope");
+    let bin = root.join("target/release/ctscope");
     let mut args = vec![
         "test",
         "--package",

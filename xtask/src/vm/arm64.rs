@@ -152,10 +152,12 @@ pub(super) fn copy_userland(userland: &Path, stage: &Path) -> Result<()> {
     fs::copy(userland.join("bin/busybox"), stage.join("bin/busybox"))
         .context("copying the arm64 busybox")?;
     for tool in TOOLS {
+        // The program itself, not a link to it: the packages' links are
+        // absolute (/sbin/ip -> /bin/ip), and would lead to this machine's.
         let path = ["sbin", "bin", "usr/sbin", "usr/bin"]
             .iter()
             .map(|d| userland.join(d).join(tool))
-            .find(|p| p.is_file())
+            .find(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
             .with_context(|| format!("no `{tool}` in the arm64 packages"))?;
         fs::copy(&path, stage.join("sbin").join(tool))
             .with_context(|| format!("copying {}", path.display()))?;
