@@ -12,6 +12,7 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    time::Instant,
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -37,6 +38,7 @@ const PACKAGES: [&str; 7] = [
 /// userland. Without `filter` only the executable of the kernel's default
 /// test is built (the guest runs nothing else).
 pub(super) fn build(root: &Path, filter: Option<&str>) -> Result<Built> {
+    let started = Instant::now();
     provision::dist_tools(root, &[TRIPLE])?;
     let ctscope = dist::build(root, TRIPLE)?;
     let mut cmd = dist::zig_cargo(root, "zigbuild", TRIPLE);
@@ -56,12 +58,17 @@ pub(super) fn build(root: &Path, filter: Option<&str>) -> Result<Built> {
     if tests.is_empty() {
         bail!("cargo reported no aarch64 integration test executables");
     }
-    Ok(Built {
+    let built = Built {
         ctscope,
         tests,
         userland: Some(userland(root)?),
         runner: which("qemu-aarch64-static").or_else(|| which("qemu-aarch64")),
-    })
+    };
+    eprintln!(
+        "xtask: aarch64 ctscope, tests and userland ready in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(built)
 }
 
 /// The unpacked arm64 packages (fetched on first use).
