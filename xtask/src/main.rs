@@ -47,7 +47,7 @@ enum Cmd {
         /// Only integration tests whose name contains this.
         #[arg(long)]
         filter: Option<String>,
-        /// Skip the integration suite in qemu on Debian kernels (about 25
+        /// Skip the integration suite in qemu on Debian kernels (about 21
         /// minutes for the four kernels, two guests at a time).
         #[arg(long)]
         no_vm: bool,
