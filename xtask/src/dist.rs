@@ -88,23 +88,40 @@ pub fn run(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// One release build for `triple`; returns the binary's path.
-fn build(root: &Path, triple: &str) -> Result<PathBuf> {
+/// `cargo-zigbuild SUBCOMMAND --target TRIPLE` (`zigbuild` is `cargo
+/// build`; `clippy` is cargo-zigbuild's too), with the settings every build
+/// for that target shares.
+pub fn zig_cargo(root: &Path, subcommand: &str, triple: &str) -> Command {
     // Strip through the target's own rustflags: with `--target`, these do not
     // reach build scripts and proc macros, so the host artifacts that
-    // `cargo xtask build` shares stay fresh.
+    // `cargo xtask build` shares stay fresh. Everything built for the
+    // target (the vm-test's cross-built tests too) must use the same flags,
+    // or each build would rebuild the other's dependencies.
     let rustflags_var = format!(
         "CARGO_TARGET_{}_RUSTFLAGS",
         triple.to_uppercase().replace('-', "_")
     );
-    let status = Command::new("cargo")
-        .args(["zigbuild", "--release", "--package", "conntrack-user"])
-        .args(["--bin", "ctscope", "--target", triple])
+    let mut cmd = Command::new("cargo-zigbuild");
+    cmd.args([subcommand, "--target", triple])
         .env(rustflags_var, "-Cstrip=symbols")
         // cargo-zigbuild runs `python3 -m ziglang`: the pinned copy.
-        .env("PYTHONPATH", provision::ziglang_dir(root))
+        .env("PYTHONPATH", provision::ziglang_dir(root));
+    cmd
+}
+
+/// One release build of ctscope for `triple` (its Rust target and zig must
+/// be installed: [`provision::dist_tools`]); returns the binary's path.
+pub fn build(root: &Path, triple: &str) -> Result<PathBuf> {
+    let status = zig_cargo(root, "zigbuild", triple)
+        .args([
+            "--release",
+            "--package",
+            "conntrack-user",
+            "--bin",
+            "ctscope",
+        ])
         .status()
-        .context("running cargo zigbuild")?;
+        .context("running cargo-zigbuild")?;
     if !status.success() {
         bail!("building ctscope for {triple} failed ({status})");
     }

@@ -47,16 +47,16 @@ enum Cmd {
         /// Only integration tests whose name contains this.
         #[arg(long)]
         filter: Option<String>,
-        /// Skip the integration suite in qemu on Debian kernels (about 8
-        /// minutes for both kernels and both backends).
+        /// Skip the integration suite in qemu on Debian kernels (about 21
+        /// minutes for the four kernels, two guests at a time).
         #[arg(long)]
         no_vm: bool,
-        /// Build the static binaries first when target/dist/ is absent
-        /// (about 10 minutes from nothing), so the container and qemu-user
-        /// tests run instead of skipping. When target/dist/ exists it is
-        /// always brought up to date.
+        /// Do not build or refresh the static binaries of target/dist/ (4-10
+        /// minutes from nothing, seconds when nothing changed); the
+        /// container and qemu-user tests then skip if it is absent, and
+        /// the musl clippy is not run.
         #[arg(long)]
-        dist: bool,
+        no_dist: bool,
     },
     /// Static, stripped release binaries for x86_64 and aarch64 (musl)
     /// under target/dist/, with SHA256SUMS; installs the Rust targets, zig
@@ -167,25 +167,18 @@ fn run(cli: Cli) -> Result<()> {
             no_lint,
             filter,
             no_vm,
-            dist,
+            no_dist,
         } => {
             provision::toolchain()?;
             provision::test_tools()?;
             provision::manifest_tools(&root)?;
-            // tests/tests/{image,dist}.rs run the static binaries. They are
-            // not built by default (10 minutes from nothing), but when they
-            // exist they are refreshed (seconds when nothing changed, about
-            // 3.5 minutes after a change), so the tests never run stale ones.
-            if dist || root.join("target/dist").is_dir() {
-                dist::run(&root)?;
-            } else {
+            if no_dist && !root.join("target/dist").is_dir() {
                 eprintln!(
-                    "xtask: target/dist/ is absent: the container and qemu-user tests \
-                     (tests/tests/image.rs, dist.rs) will skip; \
-                     `cargo xtask test --dist` builds the static binaries first"
+                    "xtask: --no-dist and no target/dist/: the container and qemu-user tests \
+                     (tests/tests/image.rs, dist.rs) will skip"
                 );
             }
-            test(no_lint, filter.as_deref())?;
+            test(&root, no_lint, !no_dist, filter.as_deref())?;
             if no_vm {
                 return Ok(());
             }
@@ -239,7 +232,12 @@ fn run_ctscope(bin: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn test(no_lint: bool, filter: Option<&str>) -> Result<()> {
+/// `dist`: build or refresh target/dist/ after the lints (4-5 minutes
+/// from nothing on a quiet 2-core machine, seconds when nothing changed),
+/// lint its musl build, and make the tests that run it fail rather than
+/// skip when it is missing (CTSCOPE_REQUIRE_DIST): tests/tests/image.rs
+/// and dist.rs.
+fn test(root: &Path, no_lint: bool, dist: bool, filter: Option<&str>) -> Result<()> {
     if !no_lint {
         cargo(&["fmt", "--all", "--", "--check"])?;
         cargo(&[
@@ -277,6 +275,24 @@ fn test(no_lint: bool, filter: Option<&str>) -> Result<()> {
             bail!("clippy found problems in conntrack-ebpf");
         }
     }
+    if dist {
+        dist::run(root)?;
+    }
+    if dist && !no_lint {
+        // The static binaries are musl builds: code under
+        // cfg(target_env = "musl") (libc's types differ there) is linted
+        // nowhere else. About a minute from nothing (its dependencies are
+        // checked for that target).
+        let triple = "x86_64-unknown-linux-musl";
+        let status = dist::zig_cargo(root, "clippy", triple)
+            .args(["--release", "--package", "conntrack-user"])
+            .args(["--", "-D", "warnings"])
+            .status()
+            .context("running clippy for the musl target")?;
+        if !status.success() {
+            bail!("clippy found problems in conntrack-user built for {triple}");
+        }
+    }
     if !provision::is_root() {
         bail!(
             "the tests load eBPF programs and change network namespaces: \
@@ -297,7 +313,7 @@ fn test(no_lint: bool, filter: Option<&str>) -> Result<()> {
     ])?;
     // The release binary is what users run; the tests drive it.
     build_release()?;
-    let bin = workspace_root()?.join("target/release/ctscope");
+    let bin = root.join("target/release/ctscope");
     let mut args = vec![
         "test",
         "--package",
@@ -309,11 +325,12 @@ fn test(no_lint: bool, filter: Option<&str>) -> Result<()> {
     if let Some(f) = filter {
         args.push(f);
     }
-    let status = Command::new("cargo")
-        .args(&args)
-        .env("CTSCOPE_BIN", &bin)
-        .status()
-        .context("running the integration tests")?;
+    let mut cmd = Command::new("cargo");
+    cmd.args(&args).env("CTSCOPE_BIN", &bin);
+    if dist {
+        cmd.env("CTSCOPE_REQUIRE_DIST", "1");
+    }
+    let status = cmd.status().context("running the integration tests")?;
     if !status.success() {
         bail!("integration tests failed");
     }

@@ -24,7 +24,7 @@ const LLVM_PACKAGES: [&str; 4] = [
 /// `ctscope serve`, podman to build and run the container image (with runc:
 /// crun refuses hosts whose cgroup v2 hierarchy holds controllers next to
 /// v1, as this build machine's does).
-const TEST_PACKAGES: [(&str, &str); 8] = [
+const TEST_PACKAGES: [(&str, &str); 10] = [
     ("nft", "nftables"),
     ("conntrack", "conntrack"),
     ("ip", "iproute2"),
@@ -33,6 +33,10 @@ const TEST_PACKAGES: [(&str, &str); 8] = [
     ("prometheus", "prometheus"),
     ("podman", "podman"),
     ("runc", "runc"),
+    // tests/tests/dist.rs: the aarch64 binary under qemu-user, and `file`'s
+    // word on its linkage.
+    ("qemu-aarch64-static", "qemu-user-static"),
+    ("file", "file"),
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

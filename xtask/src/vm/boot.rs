@@ -12,11 +12,22 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use super::{Image, Outcome};
+use super::{Arch, Image, Outcome};
 
-/// The guest's kernel command line: an oops anywhere panics, and a panic
-/// stops the guest at once, so the harness sees it instead of a hang.
-const APPEND: &str = "console=ttyS0 quiet panic=-1 oops=panic";
+/// The guest's kernel command line after its console: an oops anywhere
+/// panics, and a panic stops the guest at once, so the harness sees it
+/// instead of a hang.
+const APPEND: &str = "quiet panic=-1 oops=panic";
+
+/// The qemu program, its machine arguments and the guest's serial console.
+fn machine(arch: Arch) -> (&'static str, &'static [&'static str], &'static str) {
+    match arch {
+        Arch::Amd64 => ("qemu-system-x86_64", &[], "ttyS0"),
+        // `virt`: the generic board Debian's arm64 kernel boots on, its
+        // serial port a PL011.
+        Arch::Arm64 => ("qemu-system-aarch64", &["-M", "virt"], "ttyAMA0"),
+    }
+}
 
 /// One boot of a kernel: how many vCPUs, and which test executables its
 /// /init runs (passed on the kernel command line, so every boot of a kernel
@@ -69,7 +80,10 @@ pub(super) fn boot_and_run(
         "xtask: booting {} under software emulation (qemu TCG), {} vCPUs",
         image.release, spec.vcpus
     );
-    let mut child = Command::new("qemu-system-x86_64")
+    let (qemu, machine_args, console) = machine(image.arch);
+    let append = format!("console={console} {APPEND}{}", spec.cmdline());
+    let mut child = Command::new(qemu)
+        .args(machine_args)
         // One host thread runs both vCPUs. With multi-threaded TCG the 6.12
         // guests died of "Oops: int3" at a tracepoint's static branch just
         // patched back (kmem_cache_alloc, kfree_skb): a vCPU ran stale code
@@ -83,14 +97,14 @@ pub(super) fn boot_and_run(
         .arg(initrd)
         .arg("-append")
         .arg(match resume {
-            Some(at) => format!("{APPEND}{} ctscope.resume={at}", spec.cmdline()),
-            None => format!("{APPEND}{}", spec.cmdline()),
+            Some(at) => format!("{append} ctscope.resume={at}"),
+            None => append,
         })
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .context("starting qemu-system-x86_64")?;
+        .with_context(|| format!("starting {qemu}"))?;
     let stdout = child.stdout.take().context("qemu stdout")?;
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
@@ -235,6 +249,8 @@ pub(super) fn find_panic(console: &str) -> Option<Panic> {
             .any(|r| t.starts_with(r) || t.contains(&format!(" {r}")));
         let wanted = report
             || t.starts_with("RIP: 0010:")
+            // arm64's program counter line.
+            || t.starts_with("pc : ")
             || t.starts_with("Comm:")
             || (t.starts_with("CPU: ") && t.contains("Comm:"))
             || t.starts_with("Kernel panic - not syncing");

@@ -10,12 +10,18 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{Image, MISSING_TOOLS, MODULES, TOOLS, VmOptions, sh, which};
+use super::{Arch, Image, MISSING_TOOLS, MODULES, TOOLS, arm64, sh, which};
 
 /// The release binary and the integration test executables.
 pub(super) struct Built {
     pub(super) ctscope: PathBuf,
     pub(super) tests: Vec<(String, PathBuf)>,
+    /// For another CPU than this machine's: the unpacked Debian packages
+    /// busybox, the tools and their libraries come from (arm64.rs), and the
+    /// qemu-user that runs its executables here, if installed. `None`: this
+    /// machine's own.
+    pub(super) userland: Option<PathBuf>,
+    pub(super) runner: Option<PathBuf>,
 }
 
 pub(super) fn build(root: &Path) -> Result<Built> {
@@ -41,6 +47,8 @@ pub(super) fn build(root: &Path) -> Result<Built> {
     Ok(Built {
         ctscope: root.join("target/release/ctscope"),
         tests,
+        userland: None,
+        runner: None,
     })
 }
 
@@ -71,7 +79,7 @@ pub(super) fn build_initrd(
     root: &Path,
     image: &Image,
     built: &Built,
-    opts: &VmOptions,
+    filter: Option<&str>,
     backends: &[&str],
 ) -> Result<PathBuf> {
     let stage = image.dir.join("initrd");
@@ -84,24 +92,35 @@ pub(super) fn build_initrd(
     std::os::unix::fs::symlink("../run", stage.join("var/run"))?;
     fs::write(stage.join("etc/passwd"), "root:x:0:0::/:/bin/sh\n")?;
 
-    let busybox = which("busybox").context("busybox is not installed")?;
-    fs::copy(&busybox, stage.join("bin/busybox"))?;
     let mut libs = BTreeSet::new();
-    for tool in TOOLS {
-        let Some(path) = which(tool) else {
-            bail!("`{tool}` is not installed on this machine; `cargo xtask provision` installs it");
-        };
-        fs::copy(&path, stage.join("sbin").join(tool))?;
-        libs.extend(libraries(&path)?);
+    match &built.userland {
+        // Another CPU's: the unpacked packages' programs and every library
+        // they ship (ctscope and the tests are static there).
+        Some(userland) => arm64::copy_userland(userland, &stage)?,
+        None => {
+            let busybox = which("busybox").context("busybox is not installed")?;
+            fs::copy(&busybox, stage.join("bin/busybox"))?;
+            for tool in TOOLS {
+                let Some(path) = which(tool) else {
+                    bail!(
+                        "`{tool}` is not installed on this machine; `cargo xtask provision` installs it"
+                    );
+                };
+                fs::copy(&path, stage.join("sbin").join(tool))?;
+                libs.extend(libraries(&path)?);
+            }
+            libs.extend(libraries(&built.ctscope)?);
+            for (_, exe) in &built.tests {
+                libs.extend(libraries(exe)?);
+            }
+        }
     }
     for link in ["modprobe", "insmod", "lsmod", "depmod"] {
         std::os::unix::fs::symlink("kmod", stage.join("sbin").join(link))?;
     }
     copy_stripped(&built.ctscope, &stage.join("t/ctscope"))?;
-    libs.extend(libraries(&built.ctscope)?);
     for (name, exe) in &built.tests {
         copy_stripped(exe, &stage.join("t").join(name))?;
-        libs.extend(libraries(exe)?);
     }
     for lib in libs {
         let dest = stage.join(lib.strip_prefix("/").unwrap_or(&lib));
@@ -122,7 +141,7 @@ pub(super) fn build_initrd(
     let tests: Vec<&str> = built.tests.iter().map(|(n, _)| n.as_str()).collect();
     fs::write(
         stage.join("init"),
-        init_script(&image.release, &tests, opts, backends),
+        init_script(&image.release, image.arch, &tests, filter, backends),
     )?;
     set_executable(&stage.join("init"))?;
 
@@ -275,12 +294,20 @@ pub(super) fn copy_modules(image: &Image, stage: &Path) -> Result<()> {
 /// test executable once per backend, print markers, power off.
 pub(super) fn init_script(
     release: &str,
+    arch: Arch,
     tests: &[&str],
-    opts: &VmOptions,
+    filter: Option<&str>,
     backends: &[&str],
 ) -> String {
     let backends = backends.join(" ");
-    let filter = opts.filter.clone().unwrap_or_default();
+    let filter = filter.unwrap_or_default();
+    // The tests' waits, stretched for a guest emulating another CPU
+    // (tests/src/lib.rs, CTSCOPE_TEST_SLOWDOWN): ctscope takes about a
+    // minute to attach there.
+    let slowdown = match arch {
+        Arch::Amd64 => 1,
+        Arch::Arm64 => 8,
+    };
     let modules = MODULES.join(" ");
     let tests = tests.join(" ");
     format!(
@@ -300,6 +327,7 @@ ip link set lo up
 echo "CTSCOPE-VM-KERNEL $(uname -r) (packaged {release}) cpus=$(nproc)"
 for m in {modules}; do modprobe $m || echo "CTSCOPE-VM-MODPROBE-FAILED $m"; done
 export CTSCOPE_BIN=/t/ctscope CTSCOPE_VM_MISSING_TOOLS={MISSING_TOOLS} RUST_BACKTRACE=1
+export CTSCOPE_TEST_SLOWDOWN={slowdown}
 # After a guest kernel panic the harness boots again with
 # ctscope.resume=BACKEND/TEST: skip what ran before that executable.
 resume=$(sed -n 's/.*ctscope\.resume=\([^ ]*\).*/\1/p' /proc/cmdline)

@@ -1,10 +1,12 @@
 //! Debian kernel packages: the newest of a series, fetched with apt-get download
 //! and unpacked once under target/vm/.
 //!
-//! Bookworm's kernels come through the machine's own apt sources. Other
-//! suites (bullseye's 5.10) come through a private apt configuration under
-//! target/vm/apt-SUITE/: its own sources list, package lists, status file
-//! and cache, so the machine's sources and lists are never touched.
+//! Bookworm's amd64 kernels come through the machine's own apt sources.
+//! Other suites (bullseye's 5.10) and other architectures (bookworm's arm64
+//! kernel and userland) come through a private apt configuration under
+//! target/vm/apt-SUITE[-ARCH]/: its own sources list, package lists, status
+//! file, cache and architecture, so the machine's sources, lists and dpkg
+//! architectures are never touched.
 
 use std::{
     fs,
@@ -14,13 +16,14 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use super::{KernelSel, sh};
+use super::{Arch, KernelSel, sh};
 
 /// An unpacked kernel package.
 pub(super) struct Image {
     pub(super) dir: PathBuf,
     pub(super) tree: PathBuf,
     pub(super) release: String,
+    pub(super) arch: Arch,
 }
 
 pub(super) fn fetch_kernel(root: &Path, kernel: KernelSel) -> Result<Image> {
@@ -32,7 +35,7 @@ pub(super) fn fetch_kernel(root: &Path, kernel: KernelSel) -> Result<Image> {
         eprintln!("xtask: downloading {package}");
         let mut download = Command::new("apt-get");
         if let Some(suite) = kernel.suite() {
-            download.args(private_apt(root, suite)?);
+            download.args(private_apt(root, suite, kernel.arch())?);
         }
         sh(
             download
@@ -58,13 +61,18 @@ pub(super) fn fetch_kernel(root: &Path, kernel: KernelSel) -> Result<Image> {
         .flatten()
         .find_map(|e| e.file_name().to_str().map(str::to_owned))
         .context("the kernel package has no lib/modules/<release>")?;
-    Ok(Image { dir, tree, release })
+    Ok(Image {
+        dir,
+        tree,
+        release,
+        arch: kernel.arch(),
+    })
 }
 
 /// The newest image package matching the kernel's pattern.
 pub(super) fn newest_package(root: &Path, kernel: KernelSel) -> Result<String> {
     let private = match kernel.suite() {
-        Some(suite) => private_apt(root, suite)?,
+        Some(suite) => private_apt(root, suite, kernel.arch())?,
         None => Vec::new(),
     };
     let search = || -> Result<Vec<String>> {
@@ -99,11 +107,17 @@ pub(super) fn newest_package(root: &Path, kernel: KernelSel) -> Result<String> {
 }
 
 /// `apt-get`/`apt-cache` options that make apt read and write only a
-/// private configuration for `suite` under target/vm/apt-SUITE/ (created on
-/// first use): sources list, lists, status and cache. The signatures are
-/// checked against debian-archive-keyring, which has every suite's key.
-pub(super) fn private_apt(root: &Path, suite: &str) -> Result<Vec<String>> {
-    let dir = root.join("target/vm").join(format!("apt-{suite}"));
+/// private configuration for `suite` and `arch` under target/vm/apt-SUITE/
+/// (apt-SUITE-ARCH/ for another architecture than amd64; created on first
+/// use): sources list, lists, status, cache and architecture. The
+/// signatures are checked against debian-archive-keyring, which has every
+/// suite's key.
+pub(super) fn private_apt(root: &Path, suite: &str, arch: Arch) -> Result<Vec<String>> {
+    let name = match arch {
+        Arch::Amd64 => format!("apt-{suite}"),
+        other => format!("apt-{suite}-{}", other.deb()),
+    };
+    let dir = root.join("target/vm").join(name);
     for sub in ["lists/partial", "cache/archives/partial", "etc/parts"] {
         fs::create_dir_all(dir.join(sub))?;
     }
@@ -120,6 +134,13 @@ pub(super) fn private_apt(root: &Path, suite: &str) -> Result<Vec<String>> {
     args.extend(opt("Dir::State::Lists", &dir.join("lists")));
     args.extend(opt("Dir::State::status", &status));
     args.extend(opt("Dir::Cache", &dir.join("cache")));
+    // Packages of this architecture only, whatever this machine's is.
+    args.extend([
+        "-o".to_owned(),
+        format!("APT::Architecture={}", arch.deb()),
+        "-o".to_owned(),
+        format!("APT::Architectures={}", arch.deb()),
+    ]);
     // Only the package indexes: no translations, no AppStream metadata.
     args.extend(["-o".to_owned(), "Acquire::Languages=none".to_owned()]);
     args.extend([

@@ -10,8 +10,15 @@
 //! backend (the tracepoint backend only where the kernel allows it). The
 //! guest prints markers on the serial console; this side reads them and
 //! reports pass/fail per kernel and backend. Two kernels' guests run at a
-//! time, so `--kernel all` (three kernels) takes about as long as the
-//! longest pair in sequence: within `.ci/run`'s hour.
+//! time, so `--kernel all` takes about as long as the longest pair in
+//! sequence: within `.ci/run`'s hour.
+//!
+//! One kernel is arm64 (arm64.rs): Debian's arm64 kernel in
+//! qemu-system-aarch64, with the aarch64 static ctscope of `cargo xtask
+//! dist`, test executables cross-built the same way, and an arm64 userland
+//! (busybox and the tools the tests drive) from Debian's arm64 packages.
+//! Emulating another CPU is several times slower again, so that guest runs
+//! one test unless `--filter` asks for others ([`KernelSel::default_test`]).
 
 use std::{
     collections::VecDeque,
@@ -24,6 +31,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+mod arm64;
 mod boot;
 mod initrd;
 mod kernel;
@@ -45,8 +53,30 @@ pub enum KernelSel {
     /// Debian 12's backports kernel (linux-image-6.12.N+deb12-amd64).
     #[value(name = "debian-6.12")]
     Debian612,
+    /// Debian 12's arm64 kernel (linux-image-6.1.0-N-arm64) in
+    /// qemu-system-aarch64, running the aarch64 static binary; one stats
+    /// test unless `--filter` is given.
+    #[value(name = "debian-arm64-6.1")]
+    Arm64Debian61,
     /// Every kernel above.
     All,
+}
+
+/// The CPU a guest emulates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    Amd64,
+    Arm64,
+}
+
+impl Arch {
+    /// Debian's name of the architecture.
+    pub fn deb(self) -> &'static str {
+        match self {
+            Self::Amd64 => "amd64",
+            Self::Arm64 => "arm64",
+        }
+    }
 }
 
 impl KernelSel {
@@ -54,7 +84,15 @@ impl KernelSel {
         match self {
             // Longest first: with two guests at a time, 5.10 (one backend)
             // follows whichever of the two finishes first.
-            Self::All => vec![Self::Debian612, Self::Debian61, Self::Debian510],
+            // arm64 last: its one test (about 2 minutes, and as much again
+            // to cross-build and fetch the first time) fits beside 5.10 in
+            // the time 6.12 takes longer than 6.1, when a core would idle.
+            Self::All => vec![
+                Self::Debian612,
+                Self::Debian61,
+                Self::Debian510,
+                Self::Arm64Debian61,
+            ],
             k => vec![k],
         }
     }
@@ -64,6 +102,7 @@ impl KernelSel {
             Self::Debian510 => "debian-5.10",
             Self::Debian61 => "debian-6.1",
             Self::Debian612 => "debian-6.12",
+            Self::Arm64Debian61 => "debian-arm64-6.1",
             Self::All => "all",
         }
     }
@@ -73,6 +112,7 @@ impl KernelSel {
         match self {
             Self::Debian510 => r"^linux-image-5\.10\.0-[0-9]+-amd64$",
             Self::Debian61 => r"^linux-image-6\.1\.0-[0-9]+-amd64$",
+            Self::Arm64Debian61 => r"^linux-image-6\.1\.0-[0-9]+-arm64$",
             Self::Debian612 | Self::All => r"^linux-image-6\.12\.[0-9]+\+deb12-amd64$",
         }
     }
@@ -82,6 +122,28 @@ impl KernelSel {
     fn suite(self) -> Option<&'static str> {
         match self {
             Self::Debian510 => Some("bullseye"),
+            // The machine's sources are amd64 only.
+            Self::Arm64Debian61 => Some("bookworm"),
+            _ => None,
+        }
+    }
+
+    fn arch(self) -> Arch {
+        match self {
+            Self::Arm64Debian61 => Arch::Arm64,
+            _ => Arch::Amd64,
+        }
+    }
+
+    /// The one test the guest runs when no `--filter` is given, as
+    /// (executable, exact test name), for a guest too slow for the suite:
+    /// an arm64 guest on an x86_64 host runs some 5-10 times slower than
+    /// an amd64 one, and ctscope takes about a minute to attach there. This
+    /// test loads the programs, attaches them and compares exact per
+    /// namespace allocation counts with the kernel's, the core of ctscope.
+    fn default_test(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Self::Arm64Debian61 => Some(("stats", "allocations_are_counted_exactly_per_namespace")),
             _ => None,
         }
     }
@@ -191,17 +253,24 @@ fn boot_plan(tests: &[&str], matches: impl Fn(&str) -> bool) -> Vec<Boot> {
 }
 
 /// Whether a test executable has a test whose name contains `filter`
-/// (`--list` runs nothing, and needs no root).
-fn lists_tests(exe: &Path, filter: Option<&str>) -> bool {
+/// (`--list` runs nothing, and needs no root). An executable for another
+/// CPU is listed through `runner` (qemu-user), and counts as matching when
+/// there is none.
+fn lists_tests(exe: &Path, filter: Option<&str>, runner: Option<&Path>) -> bool {
     let Some(filter) = filter else { return true };
-    Command::new(exe)
-        .args(["--list", filter])
-        .output()
-        .map_or(true, |o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .any(|l| l.ends_with(": test"))
-        })
+    let mut cmd = match runner {
+        Some(runner) => {
+            let mut c = Command::new(runner);
+            c.arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    cmd.args(["--list", filter]).output().map_or(true, |o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .any(|l| l.ends_with(": test"))
+    })
 }
 
 /// One (kernel, backend) outcome.
@@ -229,17 +298,25 @@ struct KernelRun {
 }
 
 pub fn run(root: &Path, opts: &VmOptions) -> Result<()> {
+    let kernels = opts.kernel.expand();
+    let wants = |arch: Arch| kernels.iter().any(|k| k.arch() == arch);
     for tool in ["qemu-system-x86_64", "busybox", "cpio"] {
         if !on_path(tool) {
             crate::provision::apt_install(&["qemu-system-x86", "busybox-static", "cpio", "kmod"])?;
             break;
         }
     }
-    let tests = build(root)?;
+    if wants(Arch::Arm64) && !on_path("qemu-system-aarch64") {
+        crate::provision::apt_install(&["qemu-system-arm"])?;
+    }
+    let amd64 = if wants(Arch::Amd64) {
+        Some(build(root)?)
+    } else {
+        None
+    };
     // The kernels' guests run PARALLEL_GUESTS at a time, each kernel's
     // whole run (fetch, initramfs, boots) on one worker thread; results
     // are reported in the order of the kernel list.
-    let kernels = opts.kernel.expand();
     let queue = Mutex::new((0..kernels.len()).collect::<VecDeque<usize>>());
     let results: Mutex<Vec<(usize, Result<KernelRun>)>> = Mutex::new(Vec::new());
     let wall = Instant::now();
@@ -249,7 +326,17 @@ pub fn run(root: &Path, opts: &VmOptions) -> Result<()> {
                 loop {
                     let next = queue.lock().ok().and_then(|mut q| q.pop_front());
                     let Some(i) = next else { break };
-                    let run = run_kernel(root, kernels[i], &tests, opts);
+                    // The arm64 pieces are built by the worker that boots
+                    // them (one kernel uses them), so that the build runs
+                    // beside a guest instead of before all of them.
+                    let run = match kernels[i].arch() {
+                        Arch::Amd64 => amd64
+                            .as_ref()
+                            .context("nothing was built for amd64")
+                            .and_then(|built| run_kernel(root, kernels[i], built, opts)),
+                        Arch::Arm64 => arm64::build(root, opts.filter.as_deref())
+                            .and_then(|built| run_kernel(root, kernels[i], &built, opts)),
+                    };
                     if let Ok(mut r) = results.lock() {
                         r.push((i, run));
                     }
@@ -370,15 +457,21 @@ fn run_kernel(
     }
     let started = Instant::now();
     let image = fetch_kernel(root, kernel)?;
-    let initrd = build_initrd(root, &image, tests, opts, &backends)?;
+    // `--filter` as given, or the one test of a slow guest; a filter is
+    // passed to the test executables word for word.
+    let filter = match (&opts.filter, kernel.default_test()) {
+        (Some(f), _) => Some(f.clone()),
+        (None, Some((_, name))) => Some(format!("--exact {name}")),
+        (None, None) => None,
+    };
+    let initrd = build_initrd(root, &image, tests, filter.as_deref(), &backends)?;
     let prepared = started.elapsed();
     let boot = Instant::now();
     let names: Vec<&str> = tests.tests.iter().map(|(n, _)| n.as_str()).collect();
     let plan = boot_plan(&names, |name| {
-        tests
-            .tests
-            .iter()
-            .any(|(n, exe)| n == name && lists_tests(exe, opts.filter.as_deref()))
+        tests.tests.iter().any(|(n, exe)| {
+            n == name && lists_tests(exe, opts.filter.as_deref(), tests.runner.as_deref())
+        })
     });
     for spec in &plan {
         let mut resume: Option<String> = None;
@@ -499,7 +592,7 @@ mod tests {
     fn all_kernels_include_bullseye_through_a_private_apt_configuration() {
         let all = KernelSel::All.expand();
         assert!(all.contains(&KernelSel::Debian510), "{all:?}");
-        assert_eq!(all.len(), 3);
+        assert_eq!(all.len(), 4);
         assert_eq!(KernelSel::Debian510.suite(), Some("bullseye"));
         assert_eq!(
             KernelSel::Debian61.suite(),
@@ -513,6 +606,8 @@ mod tests {
             "{list}"
         );
         assert!(list.contains("signed-by=/usr/share/keyrings/"), "{list}");
+        assert_eq!(KernelSel::Arm64Debian61.suite(), Some("bookworm"));
+        assert_eq!(KernelSel::Arm64Debian61.arch(), Arch::Arm64);
         assert!(KernelSel::Debian510.no_tracepoint_backend().is_some());
         assert!(KernelSel::Debian612.no_tracepoint_backend().is_none());
     }
