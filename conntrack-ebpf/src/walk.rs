@@ -449,7 +449,12 @@ fn list_visit(l: &mut Listing) -> i64 {
     {
         // SAFETY: map value pointer from a successful lookup.
         let out = unsafe { &mut *out };
-        let i = (l.listed & (MAX_BUCKET_ENTRIES - 1)) as usize;
+        // Read again (volatile) so that the mask stays: LLVM drops it after
+        // the bound check above, and the 5.10 verifier does not carry that
+        // check's range to the index ("unbounded memory access").
+        // SAFETY: a read of our own field.
+        let listed = unsafe { core::ptr::read_volatile(&raw const l.listed) };
+        let i = (listed & (MAX_BUCKET_ENTRIES - 1)) as usize;
         describe(next, &mut out.nodes[i]);
         l.listed += 1;
     }

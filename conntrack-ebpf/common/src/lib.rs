@@ -521,9 +521,9 @@ pub const MAX_BUCKET_ENTRIES: u32 = 128;
 /// without `bpf_loop`): the verifier follows a bounded loop step by step,
 /// so a pass must stay far below its limits; userspace runs passes until
 /// the chunk is done.
-pub const WALK_PASS_STEPS: u32 = 64;
+pub const WALK_PASS_STEPS: u32 = 8;
 /// Nodes of one pass of `walk_bucket_bounded` (each may copy an entry).
-pub const LIST_PASS_STEPS: u32 = 32;
+pub const LIST_PASS_STEPS: u32 = 8;
 
 /// Output of one `walk_chunk` run: chain lengths of buckets
 /// `start .. start + done`.
