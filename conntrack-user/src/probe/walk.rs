@@ -212,7 +212,10 @@ impl TableWalker {
         };
         if kernel.bounded && !seq_file && !from_symbol {
             return Err(ProbeError::Unsupported(format!(
-                "without the bpf_loop helper (Linux 5.17 and later) the hash table is found                  through kallsyms' nf_conntrack_hash (a data symbol, listed with                  CONFIG_KALLSYMS_ALL{}) or the iterator of /proc/net/nf_conntrack (whose                  offsets need nf_conntrack's BTF), and neither is available here",
+                "without the bpf_loop helper (Linux 5.17 and later) the hash table is found \
+                 through kallsyms' nf_conntrack_hash (a data symbol, listed with \
+                 CONFIG_KALLSYMS_ALL{}) or the iterator of /proc/net/nf_conntrack (whose \
+                 offsets need nf_conntrack's BTF), and neither is available here",
                 if locate == Locate::Auto {
                     ""
                 } else {
