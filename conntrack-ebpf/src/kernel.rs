@@ -4,8 +4,8 @@
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::{
-    bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
-    bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes, generated::bpf_loop,
+    bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel_buf,
+    bpf_probe_read_kernel_str_bytes, generated::bpf_loop,
 };
 use conntrack_common::{
     CT_IMAGE, ChainNode, Config, Discovery, Event, MAX_SYSCTLS, SysctlSlot, Tuple,
@@ -34,10 +34,30 @@ pub(crate) use conf;
 const ABSENT: u32 = u32::MAX;
 
 /// `bpf_probe_read_kernel` of a `T` at a kernel address.
+///
+/// The destination starts zeroed (the helper zeroes it on failure too):
+/// with an uninitialised one, LLVM may read the slot on the failure path
+/// as well and discard the value (`unwrap_or`), which verifiers before
+/// about 5.19 refuse ("invalid read from stack"; seen on 5.10).
 #[inline(always)]
 pub fn read<T>(addr: u64) -> Result<T, i32> {
-    // SAFETY: bpf_probe_read_kernel validates the address and fails cleanly.
-    unsafe { bpf_probe_read_kernel(addr as *const T) }
+    let mut v = core::mem::MaybeUninit::<T>::zeroed();
+    // SAFETY: the destination is `size_of::<T>()` bytes of our stack; the
+    // helper validates the source and fails cleanly.
+    let ret = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            v.as_mut_ptr() as *mut c_void,
+            core::mem::size_of::<T>() as u32,
+            addr as *const c_void,
+        )
+    };
+    if ret == 0 {
+        // SAFETY: zeroed, then written by the helper: initialised for the
+        // plain-data types read here.
+        Ok(unsafe { v.assume_init() })
+    } else {
+        Err(ret as i32)
+    }
 }
 
 /// Reads a member at `base + off`, or `None` when the member is absent.

@@ -3,6 +3,8 @@
 //! CONFIG_KALLSYMS_ALL. Both locators are attached only while userspace
 //! looks for the table, and only propose an address: userspace accepts it
 //! after a walk in which every chain ended in its own marker (walk.rs).
+//! Where kallsyms lists it (and the entry locator, a `bpf_loop`, cannot
+//! load), `locate_sym` reads the pointer instead.
 
 use core::ffi::c_void;
 
@@ -51,6 +53,34 @@ pub fn locate_seq(ptr: u64) {
         entry: 0,
         size,
         how: located::SEQ_FILE,
+    });
+}
+
+/// Reads the table's address from the `nf_conntrack_hash` pointer at
+/// `hash_sym` and its size from `nf_conntrack_htable_size` at `size_sym`
+/// (0: unknown), both from kallsyms. Userspace validates the address with
+/// a walk, as for the other locators.
+pub fn locate_sym(hash_sym: u64, size_sym: u64) {
+    if hash_sym == 0 {
+        return;
+    }
+    let Ok(hash) = read::<u64>(hash_sym) else {
+        return;
+    };
+    let size = if size_sym == 0 {
+        0
+    } else {
+        read::<u32>(size_sym).unwrap_or(0)
+    };
+    // Kernel addresses are in the upper half; heads are 8-byte aligned.
+    if hash >> 63 == 0 || hash & 7 != 0 {
+        return;
+    }
+    record(Located {
+        base: hash,
+        entry: 0,
+        size,
+        how: located::SYMBOL,
     });
 }
 

@@ -24,7 +24,10 @@
 //! * `walk_chunk`, `walk_bucket` — run from userspace: chain lengths of a
 //!   range of hash buckets, and the entries on one chain (walk.rs);
 //! * `locate_seq`, `locate_skb` — attached briefly to find the hash table
-//!   (`nf_conntrack_hash`, not in kallsyms either; locate.rs).
+//!   (`nf_conntrack_hash`, not in kallsyms either; locate.rs); `locate_sym`
+//!   reads it where kallsyms lists it;
+//! * legacy.rs — the twins of some of these for kernels without
+//!   `bpf_loop` or drop reasons.
 //!
 //! When an interrupt lands while a probe runs and the softirq run on its
 //! way out hits the same hook, the kernel skips the nested run
@@ -339,6 +342,15 @@ pub fn walk_bucket(ctx: RawTracePointContext) -> i32 {
 pub fn locate_seq(ctx: BtfTracePointContext) -> i32 {
     // kfree(call_site, ptr): `const void *`, read with a helper (6.1).
     locate::locate_seq(lifecycle::void_arg(&ctx, 1));
+    0
+}
+
+/// Reads the table's address from `nf_conntrack_hash` at `arg(0)` and its
+/// size from `nf_conntrack_htable_size` at `arg(1)` (kallsyms addresses;
+/// run with BPF_PROG_TEST_RUN).
+#[raw_tracepoint(tracepoint = "ctscope_locate")]
+pub fn locate_sym(ctx: RawTracePointContext) -> i32 {
+    locate::locate_sym(ctx.arg(0), ctx.arg(1));
     0
 }
 

@@ -70,6 +70,12 @@ pub static HOLDERS_OUT: Array<HolderChunk> = Array::with_max_entries(1, 0);
 #[map]
 pub static LOCATED: Array<Located> = Array::with_max_entries(1, 0);
 
+/// What the latest pass of a bounded program (legacy.rs) says next: the
+/// raw tracepoint macro of aya-ebpf 0.2 returns 0 whatever the function
+/// returns, so a test run's return value cannot carry it.
+#[map]
+pub static PASS_RESULT: Array<u32> = Array::with_max_entries(1, 0);
+
 /// The hash table as userspace last validated it, for the drop probe.
 #[map]
 pub static TABLE: Array<TableInfo> = Array::with_max_entries(1, 0);

@@ -23,8 +23,10 @@ use aya_ebpf::helpers::{
     bpf_jiffies64, bpf_ktime_get_ns,
     generated::{bpf_loop, bpf_probe_read_kernel},
 };
+use aya_ebpf::{macros::map, maps::Array};
 use conntrack_common::{
-    CHAIN_CAP, ChainNode, MAX_BUCKET_ENTRIES, TableInfo, WALK_CHUNK, classify::ChainVerdict,
+    CHAIN_CAP, ChainNode, LIST_PASS_STEPS, MAX_BUCKET_ENTRIES, TableInfo, WALK_CHUNK,
+    WALK_PASS_STEPS, classify::ChainVerdict,
 };
 
 use crate::{
@@ -79,7 +81,8 @@ const IDLE: u32 = u32::MAX;
 /// A lane that has not had its first bucket yet.
 const NEW: u32 = u32::MAX - 1;
 
-/// State of one chunk walk, on the stack for `bpf_loop`.
+/// State of one chunk walk: on the stack for `bpf_loop`, in `WALK_STATE`
+/// between the passes of the bounded walk.
 #[repr(C)]
 struct Chunk {
     base: u64,
@@ -181,14 +184,21 @@ fn refill(c: &mut Chunk, i: u32) {
     }
 }
 
-/// One read for one lane: a bucket head or the next node. Returns 1 to stop.
+/// One `bpf_loop` iteration: lanes take turns.
 extern "C" fn chunk_step(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: bpf_loop passes back the pointer to our stack struct.
     let c = unsafe { &mut *(ctx as *mut Chunk) };
+    chunk_visit(c, (index as usize) & (LANES - 1))
+}
+
+/// One read for one lane: a bucket head or the next node. Returns 1 to
+/// stop. The per-node logic of both walks: `walk_chunk`'s `bpf_loop` and
+/// the bounded loop of kernels without it (`walk_chunk_bounded`).
+#[inline(always)]
+fn chunk_visit(c: &mut Chunk, lane: usize) -> i64 {
     if c.busy == 0 {
         return 1;
     }
-    let lane = (index as usize) & (LANES - 1);
     let l = c.lanes[lane];
     if l.i == IDLE {
         return 0;
@@ -244,15 +254,11 @@ extern "C" fn chunk_step(index: u64, ctx: *mut c_void) -> i64 {
     0
 }
 
-/// Walks buckets `start .. start + count` (at most [`WALK_CHUNK`]) of the
-/// table at `base` and writes their chain lengths to `WALK_OUT`. Lanes take
-/// buckets in order, so when the iteration budget runs out every bucket
-/// below the lowest one still in a lane is complete: that is `done`.
-/// With `holders`, each entry is also recorded (holders.rs).
-pub fn walk_chunk(base: u64, size: u32, start: u32, count: u32, holders: bool) {
-    let Some(out) = WALK_OUT.get_ptr_mut(0) else {
-        return;
-    };
+/// Resets `WALK_OUT` for a chunk run; returns the buckets to walk, or
+/// `None` when there are none (nothing readable, or past the end).
+#[inline(always)]
+fn chunk_begin(base: u64, size: u32, start: u32, count: u32) -> Option<u32> {
+    let out = WALK_OUT.get_ptr_mut(0)?;
     // SAFETY: map value pointer from a successful lookup.
     let out = unsafe { &mut *out };
     out.start = start;
@@ -263,36 +269,46 @@ pub fn walk_chunk(base: u64, size: u32, start: u32, count: u32, holders: bool) {
     out.truncated = 0;
     let count = count.min(WALK_CHUNK).min(size.saturating_sub(start));
     if base == 0 || count == 0 {
-        return;
+        return None;
     }
-    let mut c = Chunk {
-        base,
-        start,
-        count,
-        next: 0,
-        busy: LANES as u32,
-        batch_start: 0,
-        batch_len: 0,
-        lanes: [Lane {
-            node: 0,
-            have: 0,
-            i: NEW,
-            len: 0,
-            tries: 0,
-            _pad: 0,
-        }; LANES],
-        gather: Gather::new(holders),
-    };
-    // SAFETY: chunk_step has the bpf_loop callback signature and `c`
-    // outlives the call.
-    unsafe {
-        bpf_loop(
-            CHUNK_BUDGET,
-            chunk_step as *mut c_void,
-            &raw mut c as *mut c_void,
-            0,
-        )
-    };
+    Some(count)
+}
+
+impl Chunk {
+    /// A chunk walk with `lanes` (at most [`LANES`]) chains at a time.
+    #[inline(always)]
+    fn new(base: u64, start: u32, count: u32, holders: bool, lanes: u32) -> Self {
+        let mut c = Chunk {
+            base,
+            start,
+            count,
+            next: 0,
+            busy: lanes,
+            batch_start: 0,
+            batch_len: 0,
+            lanes: [Lane {
+                node: 0,
+                have: 0,
+                i: NEW,
+                len: 0,
+                tries: 0,
+                _pad: 0,
+            }; LANES],
+            gather: Gather::new(holders),
+        };
+        for (n, l) in c.lanes.iter_mut().enumerate() {
+            if n as u32 >= lanes {
+                l.i = IDLE;
+            }
+        }
+        c
+    }
+}
+
+/// Publishes how far the chunk got: lanes take buckets in order, so every
+/// bucket below the lowest one still in a lane is complete: that is `done`.
+#[inline(always)]
+fn chunk_end(c: &Chunk) {
     c.gather.finish();
     let mut done = c.next;
     for l in c.lanes {
@@ -304,6 +320,77 @@ pub fn walk_chunk(base: u64, size: u32, start: u32, count: u32, holders: bool) {
         // SAFETY: map value pointer from a successful lookup.
         unsafe { (*out).done = done };
     }
+}
+
+/// Walks buckets `start .. start + count` (at most [`WALK_CHUNK`]) of the
+/// table at `base` and writes their chain lengths to `WALK_OUT`. When the
+/// iteration budget runs out, `done` says how far it got.
+/// With `holders`, each entry is also recorded (holders.rs).
+pub fn walk_chunk(base: u64, size: u32, start: u32, count: u32, holders: bool) {
+    let Some(count) = chunk_begin(base, size, start, count) else {
+        return;
+    };
+    let mut c = Chunk::new(base, start, count, holders, LANES as u32);
+    // SAFETY: chunk_step has the bpf_loop callback signature and `c`
+    // outlives the call.
+    unsafe {
+        bpf_loop(
+            CHUNK_BUDGET,
+            chunk_step as *mut c_void,
+            &raw mut c as *mut c_void,
+            0,
+        )
+    };
+    chunk_end(&c);
+}
+
+/// Chains walked side by side by the bounded walk: each lane's steps are
+/// verified one by one, so fewer lanes keep the program small.
+const BOUNDED_LANES: usize = 2;
+
+/// The bounded walk's chunk between passes (no `bpf_loop`: the state
+/// cannot live on the stack of one run).
+#[map]
+static WALK_STATE: Array<Chunk> = Array::with_max_entries(1, 0);
+
+/// `walk_chunk` for kernels without `bpf_loop` (before 5.17): the same
+/// steps ([`chunk_visit`]) in bounded loops of [`WALK_PASS_STEPS`], one
+/// pass per test run, with the chunk's state kept in `WALK_STATE` between
+/// passes. `resume` 0 starts the chunk, 1 continues it. Each pass
+/// publishes `done` as `walk_chunk` does. Returns 1 while lanes still have
+/// buckets (another pass is needed), else 0.
+///
+/// Between passes no RCU read lock is held, so a node a lane stopped at
+/// may be freed (or the table resized) before the next pass: reads stay
+/// safe (`bpf_probe_read_kernel`), and a chain that left its bucket ends
+/// in another bucket's marker and is walked again, as within one run.
+pub fn walk_chunk_bounded(
+    base: u64,
+    size: u32,
+    start: u32,
+    count: u32,
+    holders: bool,
+    resume: bool,
+) -> i32 {
+    let Some(c) = WALK_STATE.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: map value pointer from a successful lookup; test runs of
+    // this program do not overlap (userspace runs them one at a time).
+    let c = unsafe { &mut *c };
+    if !resume {
+        let Some(count) = chunk_begin(base, size, start, count) else {
+            return 0;
+        };
+        *c = Chunk::new(base, start, count, holders, BOUNDED_LANES as u32);
+    }
+    for i in 0..WALK_PASS_STEPS {
+        if chunk_visit(c, (i as usize) & (BOUNDED_LANES - 1)) != 0 {
+            break;
+        }
+    }
+    chunk_end(c);
+    (c.busy != 0) as i32
 }
 
 /// State of a one-bucket walk that lists the entries.
@@ -335,7 +422,13 @@ fn describe(node: u64, n: &mut ChainNode) {
 
 extern "C" fn list_step(_index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: bpf_loop passes back the pointer to our stack struct.
-    let l = unsafe { &mut *(ctx as *mut Listing) };
+    list_visit(unsafe { &mut *(ctx as *mut Listing) })
+}
+
+/// One node of a listing; returns 1 to stop. Shared by `walk_bucket` and
+/// `walk_bucket_bounded`.
+#[inline(always)]
+fn list_visit(l: &mut Listing) -> i64 {
     let addr = if l.node == 0 {
         head(l.base, l.bucket)
     } else {
@@ -356,7 +449,12 @@ extern "C" fn list_step(_index: u64, ctx: *mut c_void) -> i64 {
     {
         // SAFETY: map value pointer from a successful lookup.
         let out = unsafe { &mut *out };
-        let i = (l.listed & (MAX_BUCKET_ENTRIES - 1)) as usize;
+        // Read again (volatile) so that the mask stays: LLVM drops it after
+        // the bound check above, and the 5.10 verifier does not carry that
+        // check's range to the index ("unbounded memory access").
+        // SAFETY: a read of our own field.
+        let listed = unsafe { core::ptr::read_volatile(&raw const l.listed) };
+        let i = (listed & (MAX_BUCKET_ENTRIES - 1)) as usize;
         describe(next, &mut out.nodes[i]);
         l.listed += 1;
     }
@@ -365,10 +463,12 @@ extern "C" fn list_step(_index: u64, ctx: *mut c_void) -> i64 {
     (l.len >= CHAIN_CAP) as i64
 }
 
-/// Lists the entries on the chain of `bucket` into `BUCKET_OUT`.
-pub fn walk_bucket(base: u64, size: u32, bucket: u32) {
+/// Resets `BUCKET_OUT` for a listing; false when there is nothing to
+/// walk (`base` 0 is how userspace reads the clocks alone).
+#[inline(always)]
+fn bucket_begin(base: u64, size: u32, bucket: u32) -> bool {
     let Some(out) = BUCKET_OUT.get_ptr_mut(0) else {
-        return;
+        return false;
     };
     // SAFETY: map value pointer from a successful lookup.
     let out = unsafe { &mut *out };
@@ -379,17 +479,40 @@ pub fn walk_bucket(base: u64, size: u32, bucket: u32) {
     out.len = 0;
     out.listed = 0;
     out.verified = 0;
-    if base == 0 || bucket >= size {
+    base != 0 && bucket < size
+}
+
+#[inline(always)]
+fn bucket_end(l: &Listing) {
+    if let Some(out) = BUCKET_OUT.get_ptr_mut(0) {
+        // SAFETY: map value pointer from a successful lookup.
+        let out = unsafe { &mut *out };
+        out.len = l.len;
+        out.listed = l.listed;
+        out.verified = l.verified;
+    }
+}
+
+impl Listing {
+    #[inline(always)]
+    fn new(base: u64, bucket: u32) -> Self {
+        Listing {
+            base,
+            node: 0,
+            bucket,
+            len: 0,
+            listed: 0,
+            verified: 0,
+        }
+    }
+}
+
+/// Lists the entries on the chain of `bucket` into `BUCKET_OUT`.
+pub fn walk_bucket(base: u64, size: u32, bucket: u32) {
+    if !bucket_begin(base, size, bucket) {
         return;
     }
-    let mut l = Listing {
-        base,
-        node: 0,
-        bucket,
-        len: 0,
-        listed: 0,
-        verified: 0,
-    };
+    let mut l = Listing::new(base, bucket);
     // SAFETY: callback signature and context as bpf_loop requires.
     unsafe {
         bpf_loop(
@@ -399,9 +522,38 @@ pub fn walk_bucket(base: u64, size: u32, bucket: u32) {
             0,
         )
     };
-    out.len = l.len;
-    out.listed = l.listed;
-    out.verified = l.verified;
+    bucket_end(&l);
+}
+
+/// The bounded listing between passes.
+#[map]
+static LIST_STATE: Array<Listing> = Array::with_max_entries(1, 0);
+
+/// `walk_bucket` for kernels without `bpf_loop`: [`list_visit`] in bounded
+/// loops of [`LIST_PASS_STEPS`], one pass per test run (`resume` as in
+/// [`walk_chunk_bounded`]). Returns 1 while the chain goes on, else 0.
+pub fn walk_bucket_bounded(base: u64, size: u32, bucket: u32, resume: bool) -> i32 {
+    let Some(l) = LIST_STATE.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: map value pointer from a successful lookup; test runs do not
+    // overlap.
+    let l = unsafe { &mut *l };
+    if !resume {
+        if !bucket_begin(base, size, bucket) {
+            return 0;
+        }
+        *l = Listing::new(base, bucket);
+    }
+    let mut more = 1;
+    for _ in 0..LIST_PASS_STEPS {
+        if list_visit(l) != 0 {
+            more = 0;
+            break;
+        }
+    }
+    bucket_end(l);
+    more
 }
 
 /// State of the bounded walk the drop probe makes.

@@ -39,9 +39,10 @@ fn idle_connections(ns: &Netns) -> (TcpListener, Vec<TcpStream>, Vec<TcpStream>)
     (listener, clients, servers)
 }
 
-/// Before 5.17 (no bpf_loop) there is no table walk, so no holders:
-/// `ctscope holders` must refuse with the reason (status 2, naming
-/// bpf_loop), and the test says SKIPPED. Never a silent pass.
+/// Without a table walker (no bpf_loop and no nf_conntrack_hash in
+/// kallsyms) there are no holders: `ctscope holders` must refuse with the
+/// reason (status 2, naming bpf_loop), and the test says SKIPPED. Never a
+/// silent pass.
 fn holders_unavailable() -> bool {
     if !walker_unavailable() {
         return false;

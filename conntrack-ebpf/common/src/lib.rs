@@ -557,6 +557,13 @@ pub const WALK_CHUNK: u32 = 16384;
 pub const CHAIN_CAP: u32 = 65535;
 /// Entries `walk_bucket` lists from one chain at most.
 pub const MAX_BUCKET_ENTRIES: u32 = 128;
+/// Steps (one read each) of one pass of `walk_chunk_bounded` (kernels
+/// without `bpf_loop`): the verifier follows a bounded loop step by step,
+/// so a pass must stay far below its limits; userspace runs passes until
+/// the chunk is done.
+pub const WALK_PASS_STEPS: u32 = 8;
+/// Nodes of one pass of `walk_bucket_bounded` (each may copy an entry).
+pub const LIST_PASS_STEPS: u32 = 8;
 
 /// Output of one `walk_chunk` run: chain lengths of buckets
 /// `start .. start + done`.
@@ -683,6 +690,10 @@ pub mod located {
     /// From a live entry: its chain's marker gives the bucket, `pprev`
     /// leads back to the bucket head.
     pub const ENTRY: u32 = 2;
+    /// From the `nf_conntrack_hash` pointer, whose address kallsyms lists
+    /// on kernels with CONFIG_KALLSYMS_ALL (how kernels without `bpf_loop`,
+    /// which have no entry locator, find it).
+    pub const SYMBOL: u32 = 3;
 }
 
 /// A candidate address of the hash table, written by the locator probes.

@@ -245,6 +245,10 @@ pub struct KernelSymbols {
     /// `bpf_loop` they replace the sysctl discovery program. 0 if absent.
     pub max_ptr: u64,
     pub size_ptr: u64,
+    /// `nf_conntrack_hash` (the pointer to the hash table), listed with
+    /// data symbols: how kernels without `bpf_loop` (no entry locator)
+    /// find the table. 0 if absent.
+    pub hash_ptr: u64,
 }
 
 impl KernelSymbols {
@@ -273,6 +277,8 @@ impl KernelSymbols {
                 out.max_ptr = value();
             } else if data && name == "nf_conntrack_htable_size" {
                 out.size_ptr = value();
+            } else if data && name == "nf_conntrack_hash" {
+                out.hash_ptr = value();
             } else if matches!(kind, "t" | "T") && HOOKS.iter().any(|h| h.function == name) {
                 let module = f
                     .next()
@@ -385,10 +391,13 @@ mod tests {
              ffffffffc0a1c0a0 B nf_conntrack_max\t[nf_conntrack]\n\
              ffffffffc0a1c0a4 B nf_conntrack_htable_size\t[nf_conntrack]\n\
              ffffffffc0b21a50 T nf_nat_icmp_reply_translation\t[nf_nat]\n\
+             ffffffffc0a1b040 D nf_conntrack_hash\t[nf_conntrack]\n\
+             ffffffffc0a1b048 t nf_conntrack_hash_check_insert\t[nf_conntrack]\n\
              ffffffff81000000 T _stext\n",
         );
         assert_eq!(s.max_ptr, 0xffffffffc0a1c0a0);
         assert_eq!(s.size_ptr, 0xffffffffc0a1c0a4);
+        assert_eq!(s.hash_ptr, 0xffffffffc0a1b040);
         assert_eq!(s.per_cpu_offset, 0xffffffff82a1b2c0);
         assert_eq!((s.bpf_prog_active, s.current_kprobe), (0x2e0c8, 0x2d4a0));
         assert_eq!(

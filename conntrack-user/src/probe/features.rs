@@ -14,9 +14,12 @@ pub struct KernelFeatures {
     /// (`ct_drop_loc`).
     pub drop_reasons: bool,
     /// The `bpf_loop` helper (5.17+). Without it, the namespace sample
-    /// runs as a bounded loop (`sample_netns_bounded`), and the start-up
-    /// discovery programs, the hash table walker and its locator (all
-    /// `bpf_loop`) do not load.
+    /// and the hash table walk run as bounded loops in passes
+    /// (`sample_netns_bounded`, `walk_chunk_bounded`,
+    /// `walk_bucket_bounded`), the table is found through kallsyms'
+    /// `nf_conntrack_hash`, and the start-up discovery programs, the entry
+    /// locator and the drop probe's chain walk (all `bpf_loop`) do not
+    /// load.
     pub bpf_loop: bool,
     /// `kmem_cache_alloc`/`kmem_cache_free` pass the `kmem_cache` (6.1+):
     /// the tracepoint backend needs it to tell conntrack's slab objects
@@ -110,7 +113,10 @@ impl KernelFeatures {
         } else if kprobe {
             None
         } else if !self.bpf_loop {
-            Some("no table walks without bpf_loop: counted as insert_failed")
+            Some(
+                "the drop probe walks no chain without bpf_loop (5.15-5.16): counted as \
+                 insert_failed",
+            )
         } else {
             Some("a reply-direction failure is inferred from the latest table walk")
         };

@@ -132,8 +132,8 @@ pub struct Probes {
     /// Whether the allocation probe may be attached at all: the tracepoint
     /// backend counting (the kprobe backend has its own).
     alloc_hook: Option<&'static str>,
-    /// `None` when the walker could not be loaded on this kernel: live
-    /// runs go on without bucket walks (and without chain_too_long).
+    /// `Err` when the walker could not be loaded on this kernel: live runs
+    /// go on without bucket walks (and without chain_too_long).
     walker: Result<TableWalker, String>,
     /// The namespace sampler loaded: `sample_netns`, or its bounded-loop
     /// twin on kernels without `bpf_loop`.
@@ -289,15 +289,19 @@ impl Probes {
         let netns_list = Array::try_from(take_map(&mut ebpf, "NETNS_LIST")?)?;
         let resolve = Array::try_from(take_map(&mut ebpf, "RESOLVE")?)?;
         let settings = Array::try_from(take_map(&mut ebpf, "SETTINGS")?)?;
-        let walker = if !feats.bpf_loop {
-            Err(ProbeError::Unsupported(
-                "the hash table walker needs the bpf_loop helper (Linux 5.17 and later), \
-                 which this kernel lacks"
-                    .into(),
-            ))
-        } else {
-            TableWalker::new(&mut ebpf, &aya_btf, &cfg, opts.locate)
-        };
+        // Without bpf_loop (before 5.17) the walker runs its bounded-loop
+        // programs in passes and finds the table through kallsyms.
+        let walker = TableWalker::new(
+            &mut ebpf,
+            &aya_btf,
+            &cfg,
+            opts.locate,
+            walk::WalkKernel {
+                bounded: !feats.bpf_loop,
+                hash_sym: kernel_syms.hash_ptr,
+                size_sym: kernel_syms.size_ptr,
+            },
+        );
         let walker = match walker {
             Ok(mut walker) => {
                 if opts.hot() {
@@ -410,17 +414,17 @@ impl Probes {
         }
         // The bounded sampler (no bpf_loop) goes in passes: 1 asks for
         // another, 2 for a fresh start (a namespace it stopped at left the
-        // list between passes), 0 says done.
+        // list between passes), 0 says done (in `PASS_RESULT`: the test
+        // run's return value is always 0).
         const PASSES: u32 =
             conntrack_common::MAX_NETNS_SAMPLED / conntrack_common::NETNS_PASS_STEPS + 2;
         'sample: for _ in 0..3 {
             let mut opts = RawTracePointRunOptions::new();
             for _ in 0..PASSES {
-                let ret = prog
-                    .test_run(opts)
-                    .map_err(|source| ProbeError::Program { name, source })?
-                    .return_value;
-                match ret {
+                let prog: &mut RawTracePoint = program(&mut self.ebpf, name)?;
+                prog.test_run(opts)
+                    .map_err(|source| ProbeError::Program { name, source })?;
+                match pass_result(&self.ebpf)? {
                     1 => {
                         opts = RawTracePointRunOptions::new();
                         opts.args[0] = 1;
@@ -625,6 +629,16 @@ fn procname(slot: &SysctlSlot) -> &str {
         .position(|b| *b == 0)
         .unwrap_or(slot.procname.len());
     std::str::from_utf8(&slot.procname[..end]).unwrap_or("")
+}
+
+/// What the latest pass of a bounded program asked for next
+/// (`PASS_RESULT`, conntrack-ebpf legacy.rs).
+pub(crate) fn pass_result(ebpf: &Ebpf) -> Result<u32, ProbeError> {
+    let map: Array<_, u32> = Array::try_from(
+        ebpf.map("PASS_RESULT")
+            .ok_or(ProbeError::MissingMap("PASS_RESULT"))?,
+    )?;
+    Ok(map.get(&0, 0)?)
 }
 
 pub(crate) fn program<'a, T>(

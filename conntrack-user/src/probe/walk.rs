@@ -8,6 +8,10 @@
 //! opens and closes itself (exact, works on an empty table, needs
 //! CONFIG_NF_CONNTRACK_PROCFS), else a live entry carried by a packet (its
 //! chain's nulls marker gives the bucket, `pprev` leads back to the head).
+//! Kernels without `bpf_loop` (before 5.17) run the bounded-loop twins of
+//! both programs in passes, and find the table from kallsyms'
+//! `nf_conntrack_hash` (or the /proc iterator where nf_conntrack's BTF
+//! gives its offsets): the entry locator is a `bpf_loop` too.
 //! An address is used only after a walk in which every chain ended in its
 //! own bucket's marker; a change of `nf_conntrack_buckets` (a resize moves
 //! every entry to a new array) or a walk that fails that check makes the
@@ -24,8 +28,8 @@ use aya::{
     programs::{BtfTracePoint, RawTracePoint, RawTracePointRunOptions, TestRun as _},
 };
 use conntrack_common::{
-    BucketEntries, ChainNode, Config, HolderChunk, Located, TableInfo, WALK_CHUNK, WalkChunk,
-    located,
+    BucketEntries, CHAIN_CAP, ChainNode, Config, HolderChunk, LIST_PASS_STEPS, Located, TableInfo,
+    WALK_CHUNK, WALK_PASS_STEPS, WalkChunk, located,
 };
 
 mod entries;
@@ -52,6 +56,25 @@ pub const ENTRY_WAIT: Duration = Duration::from_secs(3);
 const LIST_TRIES: usize = 3;
 /// Slices of the heat strip.
 pub const HEAT_SLICES: usize = 64;
+/// Passes of the bounded chunk walk at most: as many steps as one
+/// `walk_chunk` run's `bpf_loop` budget (conntrack-ebpf walk.rs).
+const CHUNK_PASSES: u32 = (1 << 20) / WALK_PASS_STEPS;
+/// Passes of the bounded listing at most: the whole chain cap.
+const LIST_PASSES: u32 = CHAIN_CAP / LIST_PASS_STEPS + 2;
+/// `Config` offsets the kernel has no BTF for (`config::ABSENT`).
+const ABSENT: u32 = u32::MAX;
+
+/// What selects the walker's programs and locators on this kernel.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WalkKernel {
+    /// No `bpf_loop` (before 5.17): the bounded-loop programs, run in
+    /// passes, and no entry locator.
+    pub bounded: bool,
+    /// Addresses of `nf_conntrack_hash` and `nf_conntrack_htable_size`
+    /// from kallsyms (data symbols, CONFIG_KALLSYMS_ALL); 0 if absent.
+    pub hash_sym: u64,
+    pub size_sym: u64,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalkError {
@@ -136,6 +159,16 @@ pub struct TableWalker {
     entry_wait: Duration,
     /// The entry locator, while it is attached.
     skb_link: Option<aya::programs::tp_btf::BtfTracePointLinkId>,
+    /// The walk and listing programs: `walk_chunk`/`walk_bucket`, or their
+    /// bounded twins, which go in passes (`bounded`).
+    chunk_prog: &'static str,
+    bucket_prog: &'static str,
+    bounded: bool,
+    /// kallsyms' `nf_conntrack_hash` and `nf_conntrack_htable_size`, used
+    /// by `locate_sym` when `from_symbol`.
+    from_symbol: bool,
+    hash_sym: u64,
+    size_sym: u64,
 }
 
 impl TableWalker {
@@ -145,16 +178,69 @@ impl TableWalker {
         btf: &aya::Btf,
         cfg: &Config,
         locate: Locate,
+        kernel: WalkKernel,
     ) -> Result<Self, ProbeError> {
-        for name in ["walk_chunk", "walk_bucket"] {
+        let (chunk_prog, bucket_prog) = if kernel.bounded {
+            ("walk_chunk_bounded", "walk_bucket_bounded")
+        } else {
+            ("walk_chunk", "walk_bucket")
+        };
+        for name in [chunk_prog, bucket_prog] {
             let p: &mut RawTracePoint = program(ebpf, name)?;
             p.load()
                 .map_err(|source| ProbeError::Program { name, source })?;
         }
-        for (name, tp) in [("locate_seq", "kfree"), ("locate_skb", "consume_skb")] {
+        let proc_file = std::path::Path::new("/proc/net/nf_conntrack").exists();
+        let (seq_file, from_entries, from_symbol) = if kernel.bounded {
+            // The entry locator follows chains with bpf_loop; the iterator
+            // needs `struct ct_iter_state` from nf_conntrack's BTF (none on
+            // 5.10, where modules publish no BTF).
+            (
+                locate != Locate::Entry
+                    && proc_file
+                    && cfg.iter_hash != ABSENT
+                    && cfg.iter_size != ABSENT,
+                false,
+                locate == Locate::Auto && kernel.hash_sym != 0,
+            )
+        } else {
+            (
+                locate != Locate::Entry && proc_file,
+                locate != Locate::Proc,
+                false,
+            )
+        };
+        if kernel.bounded && !seq_file && !from_symbol {
+            return Err(ProbeError::Unsupported(format!(
+                "without the bpf_loop helper (Linux 5.17 and later) the hash table is found \
+                 through kallsyms' nf_conntrack_hash (a data symbol, listed with \
+                 CONFIG_KALLSYMS_ALL{}) or the iterator of /proc/net/nf_conntrack (whose \
+                 offsets need nf_conntrack's BTF), and neither is available here",
+                if locate == Locate::Auto {
+                    ""
+                } else {
+                    "; only with --locate auto"
+                }
+            )));
+        }
+        let mut locators = Vec::new();
+        if seq_file || !kernel.bounded {
+            locators.push(("locate_seq", "kfree"));
+        }
+        if !kernel.bounded {
+            locators.push(("locate_skb", "consume_skb"));
+        }
+        for (name, tp) in locators {
             let p: &mut BtfTracePoint = program(ebpf, name)?;
             p.load(tp, btf)
                 .map_err(|source| ProbeError::Program { name, source })?;
+        }
+        if from_symbol {
+            let p: &mut RawTracePoint = program(ebpf, "locate_sym")?;
+            p.load().map_err(|source| ProbeError::Program {
+                name: "locate_sym",
+                source,
+            })?;
         }
         Ok(Self {
             walk_out: Array::try_from(take_map(ebpf, "WALK_OUT")?)?,
@@ -168,12 +254,17 @@ impl TableWalker {
             hz: None,
             tcp_states: tcp_state_names(),
             chain_min: cfg.chain_min,
-            seq_file: locate != Locate::Entry
-                && std::path::Path::new("/proc/net/nf_conntrack").exists(),
-            from_entries: locate != Locate::Proc,
+            seq_file,
+            from_entries,
             relocations: 0,
             entry_wait: ENTRY_WAIT,
             skb_link: None,
+            chunk_prog,
+            bucket_prog,
+            bounded: kernel.bounded,
+            from_symbol,
+            hash_sym: kernel.hash_sym,
+            size_sym: kernel.size_sym,
         })
     }
 
@@ -268,23 +359,19 @@ impl TableWalker {
             ..Pass::default()
         };
         let hz = self.hz.unwrap_or(0);
-        let prog: &mut RawTracePoint = program(ebpf, "walk_chunk")?;
         let mut start = 0u32;
         while start < table.size {
             let count = WALK_CHUNK.min(table.size - start);
-            let mut opts = RawTracePointRunOptions::new();
-            opts.args[..5].copy_from_slice(&[
+            let cpu0 = thread_cpu_ns();
+            let args = [
                 table.base,
                 u64::from(table.size),
                 u64::from(start),
                 u64::from(count),
                 u64::from(pass.holders.is_some()),
-            ]);
-            let cpu0 = thread_cpu_ns();
-            prog.test_run(opts).map_err(|source| WalkError::Run {
-                name: "walk_chunk",
-                source,
-            })?;
+            ];
+            let (name, passes) = (self.chunk_prog, self.passes(CHUNK_PASSES));
+            run_passes(ebpf, name, &args, passes)?;
             let chunk = self.walk_out.get(&0, 0)?;
             let mut done = chunk.done.min(count);
             if chunk.start != start || done == 0 {
@@ -349,6 +436,7 @@ impl TableWalker {
             warnings: Vec::new(),
             located_by: match table.how {
                 located::SEQ_FILE => "seq_file",
+                located::SYMBOL => "kallsyms",
                 _ => "entry",
             }
             .to_owned(),
@@ -394,14 +482,15 @@ impl TableWalker {
         size: u32,
         bucket: u32,
     ) -> Result<BucketEntries, WalkError> {
-        let prog: &mut RawTracePoint = program(ebpf, "walk_bucket")?;
-        let mut opts = RawTracePointRunOptions::new();
-        opts.args[..3].copy_from_slice(&[base, u64::from(size), u64::from(bucket)]);
-        prog.test_run(opts).map_err(|source| WalkError::Run {
-            name: "walk_bucket",
-            source,
-        })?;
+        let args = [base, u64::from(size), u64::from(bucket)];
+        run_passes(ebpf, self.bucket_prog, &args, self.passes(LIST_PASSES))?;
         Ok(self.bucket_out.get(&0, 0)?)
+    }
+
+    /// Test runs of one walk: one for a `bpf_loop` program, up to `bounded`
+    /// for a bounded one.
+    fn passes(&self, bounded: u32) -> u32 {
+        if self.bounded { bounded } else { 1 }
     }
 
     fn entry(&self, n: &ChainNode, jiffies: u64, hz: u32) -> ChainEntry {
@@ -443,6 +532,32 @@ impl TableWalker {
         let rate = b.jiffies.saturating_sub(a.jiffies) as f64 / secs.max(1e-3);
         Ok(nearest_hz(rate))
     }
+}
+
+/// Runs program `name` with `args`, then, while it asks for another pass
+/// (a bounded program writes 1 to `PASS_RESULT`) and fewer than `passes`
+/// runs were made, again with one more argument, 1: resume where the last
+/// pass stopped.
+fn run_passes(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    args: &[u64],
+    passes: u32,
+) -> Result<(), WalkError> {
+    let mut resume = 0;
+    for _ in 0..passes {
+        let mut opts = RawTracePointRunOptions::new();
+        opts.args[..args.len()].copy_from_slice(args);
+        opts.args[args.len()] = resume;
+        let prog: &mut RawTracePoint = program(ebpf, name)?;
+        prog.test_run(opts)
+            .map_err(|source| WalkError::Run { name, source })?;
+        if passes == 1 || super::pass_result(ebpf)? != 1 {
+            break;
+        }
+        resume = 1;
+    }
+    Ok(())
 }
 
 fn buckets_sysctl() -> Result<u32, WalkError> {

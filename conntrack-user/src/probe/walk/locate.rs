@@ -1,6 +1,7 @@
-//! The two ways [`TableWalker`] finds a candidate address of the table: the
-//! iterator of /proc/net/nf_conntrack, else a live entry (see the eBPF side,
-//! conntrack-ebpf/src/locate.rs). A candidate is only used after a walk
+//! The ways [`TableWalker`] finds a candidate address of the table: the
+//! iterator of /proc/net/nf_conntrack, else (kernels without `bpf_loop`)
+//! the `nf_conntrack_hash` pointer kallsyms lists, else a live entry (see
+//! the eBPF side, conntrack-ebpf/src/locate.rs). A candidate is only used after a walk
 //! validates it.
 
 use std::{
@@ -13,7 +14,7 @@ use std::{
 use aya::{
     Ebpf,
     maps::{Array, MapData},
-    programs::BtfTracePoint,
+    programs::{BtfTracePoint, RawTracePoint, RawTracePointRunOptions, TestRun as _},
 };
 use conntrack_common::{Located, located, setting};
 
@@ -22,7 +23,7 @@ use crate::probe::{ProbeError, program};
 
 impl TableWalker {
     /// Finds a candidate address: the iterator of /proc/net/nf_conntrack,
-    /// else a live entry.
+    /// else kallsyms' `nf_conntrack_hash`, else a live entry.
     pub(super) fn locate(
         &mut self,
         ebpf: &mut Ebpf,
@@ -42,6 +43,26 @@ impl TableWalker {
             let _read = result?;
             let found = self.located.get(&0, 0)?;
             if found.how == located::SEQ_FILE && found.size == size {
+                return Ok(Some(Table {
+                    base: found.base,
+                    size,
+                    how: found.how,
+                }));
+            }
+        }
+        if self.from_symbol {
+            self.located.set(0, Located::default(), 0)?;
+            let prog: &mut RawTracePoint = program(ebpf, "locate_sym")?;
+            let mut opts = RawTracePointRunOptions::new();
+            opts.args[..2].copy_from_slice(&[self.hash_sym, self.size_sym]);
+            prog.test_run(opts).map_err(|source| WalkError::Run {
+                name: "locate_sym",
+                source,
+            })?;
+            let found = self.located.get(&0, 0)?;
+            // The size read with it, where kallsyms lists that too, must be
+            // the sysctl's (a resize in between: the next walk finds out).
+            if found.how == located::SYMBOL && (found.size == size || self.size_sym == 0) {
                 return Ok(Some(Table {
                     base: found.base,
                     size,
