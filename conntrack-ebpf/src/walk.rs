@@ -81,8 +81,7 @@ const IDLE: u32 = u32::MAX;
 /// A lane that has not had its first bucket yet.
 const NEW: u32 = u32::MAX - 1;
 
-/// State of one chunk walk: on the stack for `bpf_loop`, in `WALK_STATE`
-/// between the passes of the bounded walk.
+/// State of one chunk walk, in `WALK_STATE`.
 #[repr(C)]
 struct Chunk {
     base: u64,
@@ -96,6 +95,10 @@ struct Chunk {
     batch_start: u32,
     batch_len: u32,
     lanes: [Lane; LANES],
+    /// Each lane's next value as `read_ahead` found it at the start of the
+    /// round (`walk_chunk` only; the bounded walk leaves it 0); 0: not
+    /// read, unreadable or NULL, and the lane's step reads itself.
+    ahead: [u64; LANES],
     /// Holders recording (holders.rs); off for a plain walk.
     gather: Gather,
 }
@@ -184,11 +187,48 @@ fn refill(c: &mut Chunk, i: u32) {
     }
 }
 
-/// One `bpf_loop` iteration: lanes take turns.
+/// One `bpf_loop` iteration: lanes take turns; at lane 0's turn, every
+/// lane's next read is made ahead ([`read_ahead`]).
 extern "C" fn chunk_step(index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: bpf_loop passes back the pointer to our stack struct.
-    let c = unsafe { &mut *(ctx as *mut Chunk) };
-    chunk_visit(c, (index as usize) & (LANES - 1))
+    // SAFETY: bpf_loop passes back the pointer to our stack slot, which
+    // holds the pointer to the chunk in `WALK_STATE`.
+    let c = unsafe { &mut **(ctx as *mut *mut Chunk) };
+    let lane = (index as usize) & (LANES - 1);
+    if lane == 0 {
+        read_ahead(c);
+    }
+    chunk_visit(c, lane)
+}
+
+/// Reads the next value of every lane into `ahead`, back to back, before
+/// any of them is used, so the CPU overlaps their cache misses. Made one per
+/// step, between a few hundred instructions of `bpf_loop`'s call and a
+/// lane's bookkeeping, they were mostly waited for one at a time (perf: the
+/// walk's time was in `copy_from_kernel_nofault`). No branch on what was
+/// read: a lane without a chain reads address 0, which fails and leaves 0
+/// (the helper zeroes its destination on failure).
+#[inline(always)]
+fn read_ahead(c: &mut Chunk) {
+    let hn_next = conf!(hn_next) as u64;
+    for lane in 0..LANES {
+        let l = c.lanes[lane];
+        let addr = if l.i >= NEW {
+            0
+        } else if l.node == 0 {
+            head(c.base, c.start + l.i)
+        } else {
+            l.node + hn_next
+        };
+        // SAFETY: the destination is this lane's slot of `ahead`; the
+        // helper checks the source.
+        unsafe {
+            bpf_probe_read_kernel(
+                (&raw mut c.ahead[lane]).cast::<c_void>(),
+                8,
+                addr as *const c_void,
+            )
+        };
+    }
 }
 
 /// One read for one lane: a bucket head or the next node. Returns 1 to
@@ -213,9 +253,12 @@ fn chunk_visit(c: &mut Chunk, lane: usize) -> i64 {
     } else {
         l.node + conf!(hn_next) as u64
     };
+    let ahead = c.ahead[lane];
     let value = if l.have != 0 {
         c.lanes[lane].have = 0;
         Ok(l.have)
+    } else if ahead != 0 {
+        Ok(ahead)
     } else {
         read::<u64>(addr)
     };
@@ -294,6 +337,7 @@ impl Chunk {
                 tries: 0,
                 _pad: 0,
             }; LANES],
+            ahead: [0; LANES],
             gather: Gather::new(holders),
         };
         for (n, l) in c.lanes.iter_mut().enumerate() {
@@ -330,26 +374,38 @@ pub fn walk_chunk(base: u64, size: u32, start: u32, count: u32, holders: bool) {
     let Some(count) = chunk_begin(base, size, start, count) else {
         return;
     };
-    let mut c = Chunk::new(base, start, count, holders, LANES as u32);
-    // SAFETY: chunk_step has the bpf_loop callback signature and `c`
-    // outlives the call.
+    // The chunk lives in a map value, not on the stack: the verifier tracks
+    // stack contents exactly and followed each combination of the lanes'
+    // states (~0.4 s and ~270 MB of kernel memory charged to ctscope's
+    // cgroup at every start, more than a container's limit), while map
+    // contents are unknown values to it (13 ms, 16 MB).
+    let Some(mut cp) = WALK_STATE.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: map value pointer from a successful lookup; test runs of the
+    // walker do not overlap (userspace runs them one at a time).
+    let c = unsafe { &mut *cp };
+    *c = Chunk::new(base, start, count, holders, LANES as u32);
+    // SAFETY: chunk_step has the bpf_loop callback signature and `cp`
+    // outlives the call (bpf_loop's context must be on the stack).
     unsafe {
         bpf_loop(
             CHUNK_BUDGET,
             chunk_step as *mut c_void,
-            &raw mut c as *mut c_void,
+            &raw mut cp as *mut c_void,
             0,
         )
     };
-    chunk_end(&c);
+    // SAFETY: as above.
+    chunk_end(unsafe { &*cp });
 }
 
 /// Chains walked side by side by the bounded walk: each lane's steps are
 /// verified one by one, so fewer lanes keep the program small.
 const BOUNDED_LANES: usize = 2;
 
-/// The bounded walk's chunk between passes (no `bpf_loop`: the state
-/// cannot live on the stack of one run).
+/// The chunk being walked: `walk_chunk`'s for the length of its run, the
+/// bounded walk's between its passes.
 #[map]
 static WALK_STATE: Array<Chunk> = Array::with_max_entries(1, 0);
 
