@@ -226,14 +226,16 @@ fn assert_causes(rec: &Value, ns: &Netns, kernel: &HashMap<&str, u64>) {
     // every CPU a few drops get a wrong cause (insert failures as ruleset on
     // 6.1 or other on 6.12, refusals as invalid) when conntrack's kprobes were
     // skipped on a CPU; 6.1 does not even count those skips in probe_misses.
-    // Measured here: up to 1 % (5 of 602, 15 of 1,600). Pinned, and said on
-    // every run: at most the misses or 2 % of the drops. The tracepoint
-    // backend gives no drop a wrong cause.
+    // Measured: up to 3.6 % (6 of 168 on 6.12; 37 and 41 of 1,600 refusals
+    // as invalid on 6.1 and 5.10, 4 of 180 on 6.12 in one CI run, where the
+    // old pin of 2 % failed once on each kernel and only reruns passed).
+    // Pinned, and said on every run: at most the misses or 5 % of the drops.
+    // The tracepoint backend gives no drop a wrong cause.
     let kprobe = expected_backend() == "kprobe";
     let total = k("drop") + k("insert_failed") + k("invalid");
     let other = num(rec, "/totals/drop_other");
     let budget = if kprobe {
-        misses.max(total / 50)
+        misses.max(total * 5 / 100)
     } else {
         misses
     };
