@@ -42,9 +42,15 @@ pub fn draw(ui: &UiState, frame: &mut Frame, area: Rect, theme: Theme) {
     let [counts, body] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(inner);
     frame.render_widget(cause_line(d, inner.width as usize, theme), counts);
     let offset = ui.scroll[Panel::Drops.index()];
-    if body.width >= 76 {
+    // The list keeps its source and TCP-flag columns (a SYN must show as
+    // one) before the top destinations get a column beside it: side by side
+    // only when the list still has LIST_MIN columns, else stacked.
+    if body.width >= LIST_MIN + TOP_MIN {
+        let top_w = (body.width * 36 / 100)
+            .min(body.width - LIST_MIN)
+            .max(TOP_MIN);
         let [latest, top] =
-            Layout::horizontal([Constraint::Percentage(64), Constraint::Min(0)]).areas(body);
+            Layout::horizontal([Constraint::Min(0), Constraint::Length(top_w)]).areas(body);
         draw_latest(d, offset, ui, frame, latest, theme);
         draw_top(d, offset, frame, top, theme);
     } else if body.height >= 9 {
@@ -106,6 +112,12 @@ fn cause_line(d: &DropsView, width: usize, theme: Theme) -> Line<'static> {
     }
     Line::from(spans)
 }
+
+/// Columns the drop list needs to show the source and the TCP flags
+/// (`Columns::for_width`).
+const LIST_MIN: u16 = 72;
+/// The narrowest top-destinations column worth drawing beside the list.
+const TOP_MIN: u16 = 30;
 
 struct Columns {
     src: bool,
