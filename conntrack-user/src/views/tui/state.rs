@@ -287,7 +287,17 @@ impl UiState {
             KeyCode::Home | KeyCode::Char('g') => self.scroll_by(isize::MIN),
             KeyCode::End | KeyCode::Char('G') => self.scroll_by(isize::MAX),
             KeyCode::Char('s') => self.cycle_sort(),
-            KeyCode::Char('/') => self.editing = Some(self.filter.text.clone()),
+            // The prompt opens with the current filter and a space after
+            // it, so what is typed is a further term (issue 18 item 8: typed
+            // straight after `netns:N`, `cause table_full` became part of
+            // the namespace's number).
+            KeyCode::Char('/') => {
+                let mut text = self.filter.text.clone();
+                if !text.is_empty() {
+                    text.push(' ');
+                }
+                self.editing = Some(text);
+            }
             KeyCode::Char('r') if self.replay.is_some() => {
                 self.say("this is a recording already: r records live capture (ctscope top)");
             }
@@ -372,6 +382,7 @@ impl UiState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::drops::Cause;
 
     fn key(code: KeyCode) -> KeyEvent {
         KeyEvent::new(code, KeyModifiers::NONE)
@@ -440,7 +451,19 @@ mod tests {
         assert_eq!(ui.filter.drops.port, Some(443));
 
         ui.on_key(key(KeyCode::Char('/')));
-        typed(&mut ui, " host nope");
+        assert_eq!(
+            ui.editing.as_deref(),
+            Some("port:443 "),
+            "the current filter, then room for another term"
+        );
+        typed(&mut ui, "cause table_full");
+        ui.on_key(key(KeyCode::Enter));
+        assert_eq!(ui.editing, None);
+        assert_eq!(ui.filter.drops.port, Some(443), "{:?}", ui.filter);
+        assert_eq!(ui.filter.drops.causes, [Cause::TableFull]);
+
+        ui.on_key(key(KeyCode::Char('/')));
+        typed(&mut ui, "host nope");
         ui.on_key(key(KeyCode::Enter));
         assert!(ui.editing.is_some(), "a bad filter stays open");
         assert!(ui.status.as_ref().is_some_and(|s| s.text.contains("nope")));
