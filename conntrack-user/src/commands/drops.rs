@@ -17,7 +17,7 @@ use crate::{
     event::Message,
     model::{Model, RunInfo},
     probe::ProbeOptions,
-    source::live::{LiveOptions, LiveSource},
+    source::live::{LiveOptions, LiveSource, WALK_BUDGET},
     views::drops::{SummaryInput, json, line, summary_json, summary_text},
 };
 
@@ -44,6 +44,7 @@ pub async fn run(args: &DropsArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
             // The drop probe needs the table only to tell chain_too_long.
             buckets: None,
             holders: false,
+            walk_budget: WALK_BUDGET,
         },
         tx,
     )

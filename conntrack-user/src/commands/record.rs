@@ -22,7 +22,7 @@ use super::signals::Signals;
 use crate::{
     cli::{ProbeArgs, RecordArgs},
     probe::ProbeOptions,
-    source::live::{LiveOptions, LiveSource},
+    source::live::{LiveOptions, LiveSource, RECORD_WALK_BUDGET},
     trace::{
         TraceWriter, WriterOptions,
         recorder::{Progress, Recorder},
@@ -52,6 +52,7 @@ pub async fn run(args: &RecordArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
             // Snapshots carry the chain-length histogram.
             buckets: Some(0),
             holders: true,
+            walk_budget: RECORD_WALK_BUDGET,
         },
         tx,
     )

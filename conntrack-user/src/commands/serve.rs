@@ -25,7 +25,7 @@ use crate::{
     kernel::netns::own_netns_inode,
     model::{Model, RunInfo},
     probe::EBPF_BUILD_ID,
-    source::live::{LiveOptions, LiveSource},
+    source::live::{LiveOptions, LiveSource, WALK_BUDGET},
     views::metrics::{CONTENT_TYPE, render},
 };
 
@@ -70,6 +70,7 @@ pub async fn run(args: &ServeArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
             // The chain-length histogram metrics.
             buckets: Some(0),
             holders: true,
+            walk_budget: WALK_BUDGET,
         },
         tx,
     )

@@ -13,7 +13,7 @@ use crate::{
     cli::{ProbeArgs, StatsArgs},
     model::{Model, RunInfo},
     probe::ProbeOptions,
-    source::live::{LiveOptions, LiveSource},
+    source::live::{LiveOptions, LiveSource, WALK_BUDGET},
     views::stats::{
         BUCKETS_HEADER, TABLE_HEADER, bucket_columns, json_line, mismatch_warning, table_row,
     },
@@ -46,6 +46,7 @@ pub async fn run_until(
             // The stats record carries the summary only.
             buckets: args.buckets.then_some(0),
             holders: false,
+            walk_budget: WALK_BUDGET,
         },
         tx,
     )

@@ -18,7 +18,7 @@ use super::{
 use crate::{
     cli::{ProbeArgs, StatsArgs, TopArgs},
     model::{Model, RunInfo},
-    source::live::{LiveOptions, LiveSource},
+    source::live::{LiveOptions, LiveSource, WALK_BUDGET},
     views::tui::{
         UiState,
         filter::Filter,
@@ -91,6 +91,7 @@ pub async fn run_live(
             // The buckets panel: histogram, heat strip, longest chain.
             buckets: Some(0),
             holders: true,
+            walk_budget: WALK_BUDGET,
         },
         kernel_tx,
     )

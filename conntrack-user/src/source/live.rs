@@ -46,7 +46,12 @@ const TRACK_TABLE_EVERY: Duration = Duration::from_secs(5);
 /// walk that took `t`, the next waits at least `t / WALK_BUDGET` (a 1M-entry
 /// table walked in ~0.35 s is then walked every ~7 s, a 10k-entry one at
 /// every sample). Between walks the model keeps the latest one.
-const WALK_BUDGET: f64 = 0.05;
+pub const WALK_BUDGET: f64 = 0.05;
+/// The walks' share while recording: `record` already spends most of its CPU
+/// completing and writing every allocation event, and a trace's bucket and
+/// holder snapshots are studied later, not watched (a 262k-entry table is
+/// then walked every ~3 s, a 1M-entry one every ~15 s).
+pub const RECORD_WALK_BUDGET: f64 = 0.02;
 
 #[derive(Clone, Debug)]
 pub struct LiveOptions {
@@ -61,6 +66,9 @@ pub struct LiveOptions {
     /// Those walks also find who holds the table (`BucketWalk::holders`);
     /// their cost counts in the walks' budget.
     pub holders: bool,
+    /// Share of one core the walks may take ([`WALK_BUDGET`] or
+    /// [`RECORD_WALK_BUDGET`]).
+    pub walk_budget: f64,
 }
 
 enum Control {
@@ -89,7 +97,11 @@ impl LiveSource {
         let info = probes.info.clone();
         // Find the hash table before anything is counted, so the drop probe
         // can tell chain-too-long failures from the first packet on.
-        let mut walker = WalkState::default();
+        let mut walker = WalkState {
+            failing: false,
+            not_before: None,
+            budget: opts.walk_budget.clamp(0.001, 1.0),
+        };
         if let Some(walk) = walker.walk(&mut probes, opts.buckets.unwrap_or(0), opts.holders)
             && opts.buckets.is_some()
         {
@@ -229,14 +241,15 @@ async fn run(
     }
 }
 
-/// Runs hash table walks, no more often than [`WALK_BUDGET`] allows, and
+/// Runs hash table walks, no more often than the walk budget allows, and
 /// reports a failing walker once, not every interval: counting goes on
 /// without it.
-#[derive(Default)]
 struct WalkState {
     failing: bool,
     /// No walk before this instant.
     not_before: Option<std::time::Instant>,
+    /// Share of one core the walks may take.
+    budget: f64,
 }
 
 impl WalkState {
@@ -250,7 +263,7 @@ impl WalkState {
         // BPF_PROG_TEST_RUN runs the walk on this thread; with holders, the
         // decoding and counting too, so the pacing below includes them.
         let result = tokio::task::block_in_place(|| probes.walk_buckets_with(top, holders));
-        self.not_before = Some(start + start.elapsed().div_f64(WALK_BUDGET));
+        self.not_before = Some(start + start.elapsed().div_f64(self.budget));
         match result {
             Ok(walk) => {
                 self.failing = false;

@@ -151,8 +151,24 @@ pub fn encode_frame(
     ts_ns: u64,
     payload: &[u8],
 ) {
-    let start = out.len();
     out.reserve(FRAME_HEADER_LEN + payload.len());
+    encode_frame_header(out, rtype, flags, seq, ts_ns, payload);
+    out.put_slice(payload);
+}
+
+/// Appends the header of a frame carrying `payload` (its CRC covers the
+/// payload) but not the payload: the writer sends a large payload to the
+/// file from where it was encoded instead of copying it behind the header.
+pub fn encode_frame_header(
+    out: &mut BytesMut,
+    rtype: u8,
+    flags: u8,
+    seq: u32,
+    ts_ns: u64,
+    payload: &[u8],
+) {
+    let start = out.len();
+    out.reserve(FRAME_HEADER_LEN);
     out.put_slice(&FRAME_MARKER);
     // Payloads are bounded by the writer (event batches, JSON snapshots).
     out.put_u32_le(u32::try_from(payload.len()).unwrap_or(u32::MAX));
@@ -163,7 +179,6 @@ pub fn encode_frame(
     out.put_u64_le(ts_ns);
     let crc = crc32(&[&out[start + 4..start + 24], payload]);
     out.put_u32_le(crc);
-    out.put_slice(payload);
 }
 
 /// The first frame of every file: what was recorded, where and how.

@@ -15,8 +15,8 @@ use zstd::zstd_safe::{self, CCtx, CParameter, InBuffer, OutBuffer, zstd_sys::ZST
 use super::{
     TraceError,
     format::{
-        self, EVENT_LEN, End, FRAME_HEADER_LEN, Header, Lost, Snapshot, encode_event, encode_frame,
-        encode_preamble, fflag, rtype,
+        self, EVENT_LEN, End, FRAME_HEADER_LEN, Header, Lost, Snapshot, encode_event,
+        encode_frame_header, encode_preamble, fflag, rtype,
     },
 };
 use crate::{event::Sample, fsutil, model::buckets::BucketWalk, source::live::monotonic_ns};
@@ -250,10 +250,13 @@ impl TraceWriter {
         payload: &[u8],
     ) -> Result<(), TraceError> {
         self.frame.clear();
-        encode_frame(&mut self.frame, rtype, flags, self.seq, ts_ns, payload);
+        encode_frame_header(&mut self.frame, rtype, flags, self.seq, ts_ns, payload);
         self.seq = self.seq.wrapping_add(1);
         self.totals.frames += 1;
-        let r = self.sink.write(&self.frame);
+        let r = self
+            .sink
+            .write(&self.frame)
+            .and_then(|()| self.sink.write(payload));
         self.totals.bytes = self.done_bytes + self.sink.size();
         r.map_err(|e| self.io_err(e))
     }
