@@ -198,9 +198,20 @@ pub fn ct_published(ct: u64) -> bool {
 #[inline(always)]
 pub fn ct_event(ct: u64, kind: u8, ev: &mut Event, raw: Option<&mut [u8; CT_IMAGE]>) {
     let image = raw.and_then(|raw| CtImage::read(ct, raw));
+    // From the one copy, or (an entry larger than the copy) field by field.
     let (status, net): (u64, u64) = match &image {
-        Some(img) => (img.get(conf!(ct_status)).unwrap_or(0), img.net()),
-        None => (member(ct, conf!(ct_status)).unwrap_or(0), ct_net(ct)),
+        Some(img) => {
+            ev.mark = img.get(conf!(ct_mark)).unwrap_or(0);
+            ev.zone = img.get(conf!(ct_zone)).unwrap_or(0);
+            img.tuple(&mut ev.tuple);
+            (img.get(conf!(ct_status)).unwrap_or(0), img.net())
+        }
+        None => {
+            ev.mark = member(ct, conf!(ct_mark)).unwrap_or(0);
+            ev.zone = member(ct, conf!(ct_zone)).unwrap_or(0);
+            ct_tuple(ct, &mut ev.tuple);
+            (member(ct, conf!(ct_status)).unwrap_or(0), ct_net(ct))
+        }
     };
     ev.flags = flag::HAS_CT;
     if status & (1 << (conf!(ips_confirmed_bit) & 63)) != 0 {
@@ -217,18 +228,6 @@ pub fn ct_event(ct: u64, kind: u8, ev: &mut Event, raw: Option<&mut [u8; CT_IMAG
     ev.ct = ct;
     ev.kind = kind;
     ev.status = status as u32;
-    match &image {
-        Some(img) => {
-            ev.mark = img.get(conf!(ct_mark)).unwrap_or(0);
-            ev.zone = img.get(conf!(ct_zone)).unwrap_or(0);
-            img.tuple(&mut ev.tuple);
-        }
-        None => {
-            ev.mark = member(ct, conf!(ct_mark)).unwrap_or(0);
-            ev.zone = member(ct, conf!(ct_zone)).unwrap_or(0);
-            ct_tuple(ct, &mut ev.tuple);
-        }
-    }
 }
 
 /// The network namespace a dropped packet belongs to, and its interface.

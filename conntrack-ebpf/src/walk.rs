@@ -209,16 +209,9 @@ extern "C" fn chunk_step(index: u64, ctx: *mut c_void) -> i64 {
 /// (the helper zeroes its destination on failure).
 #[inline(always)]
 fn read_ahead(c: &mut Chunk) {
-    let hn_next = conf!(hn_next) as u64;
     for lane in 0..LANES {
         let l = c.lanes[lane];
-        let addr = if l.i >= NEW {
-            0
-        } else if l.node == 0 {
-            head(c.base, c.start + l.i)
-        } else {
-            l.node + hn_next
-        };
+        let addr = if l.i >= NEW { 0 } else { next_addr(c, &l) };
         // SAFETY: the destination is this lane's slot of `ahead`; the
         // helper checks the source.
         unsafe {
@@ -228,6 +221,17 @@ fn read_ahead(c: &mut Chunk) {
                 addr as *const c_void,
             )
         };
+    }
+}
+
+/// Where a lane (with a bucket) reads next: its bucket's head, or the
+/// `next` link of its current node.
+#[inline(always)]
+fn next_addr(c: &Chunk, l: &Lane) -> u64 {
+    if l.node == 0 {
+        head(c.base, c.start + l.i)
+    } else {
+        l.node + conf!(hn_next) as u64
     }
 }
 
@@ -248,11 +252,7 @@ fn chunk_visit(c: &mut Chunk, lane: usize) -> i64 {
         return 0;
     }
     let bucket = c.start + l.i;
-    let addr = if l.node == 0 {
-        head(c.base, bucket)
-    } else {
-        l.node + conf!(hn_next) as u64
-    };
+    let addr = next_addr(c, &l);
     let ahead = c.ahead[lane];
     let value = if l.have != 0 {
         c.lanes[lane].have = 0;

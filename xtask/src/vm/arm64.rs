@@ -11,13 +11,13 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     time::Instant,
 };
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{Arch, KernelSel, TOOLS, initrd::Built, initrd::test_executables, kernel, sh, which};
+use super::{Arch, KernelSel, TOOLS, initrd::Built, initrd::build_tests, kernel, sh, which};
 use crate::{dist, provision};
 
 const TRIPLE: &str = "aarch64-unknown-linux-musl";
@@ -42,22 +42,12 @@ pub(super) fn build(root: &Path, filter: Option<&str>) -> Result<Built> {
     provision::dist_tools(root, &[TRIPLE])?;
     let ctscope = dist::build(root, TRIPLE)?;
     let mut cmd = dist::zig_cargo(root, "zigbuild", TRIPLE);
-    cmd.args(["--package", "ctscope-integration", "--message-format=json"]);
+    cmd.args(["--package", "ctscope-integration"]);
     match (filter, KernelSel::Arm64Debian61.default_test()) {
         (None, Some((exe, _))) => cmd.args(["--test", exe]),
         _ => cmd.arg("--tests"),
     };
-    let out = cmd
-        .stderr(Stdio::inherit())
-        .output()
-        .context("cross-building the integration tests for aarch64")?;
-    if !out.status.success() {
-        bail!("cross-building the integration tests for aarch64 failed");
-    }
-    let tests = test_executables(&String::from_utf8_lossy(&out.stdout));
-    if tests.is_empty() {
-        bail!("cargo reported no aarch64 integration test executables");
-    }
+    let tests = build_tests(cmd, "the integration tests for aarch64")?;
     let built = Built {
         ctscope,
         tests,

@@ -26,30 +26,32 @@ pub(super) struct Built {
 
 pub(super) fn build(root: &Path) -> Result<Built> {
     crate::build_release()?;
-    let out = Command::new("cargo")
-        .args([
-            "test",
-            "--no-run",
-            "--package",
-            "ctscope-integration",
-            "--message-format=json",
-        ])
-        .stderr(Stdio::inherit())
-        .output()
-        .context("building the integration tests")?;
-    if !out.status.success() {
-        bail!("building the integration tests failed");
-    }
-    let tests = test_executables(&String::from_utf8_lossy(&out.stdout));
-    if tests.is_empty() {
-        bail!("cargo reported no integration test executables");
-    }
+    let mut cmd = Command::new("cargo");
+    cmd.args(["test", "--no-run", "--package", "ctscope-integration"]);
     Ok(Built {
         ctscope: root.join("target/release/ctscope"),
-        tests,
+        tests: build_tests(cmd, "the integration tests")?,
         userland: None,
         runner: None,
     })
+}
+
+/// Runs `cmd`, a cargo build of the integration tests, with JSON messages
+/// and returns the test executables it reported (at least one).
+pub(super) fn build_tests(mut cmd: Command, what: &str) -> Result<Vec<(String, PathBuf)>> {
+    let out = cmd
+        .arg("--message-format=json")
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("building {what}"))?;
+    if !out.status.success() {
+        bail!("building {what} failed");
+    }
+    let tests = test_executables(&String::from_utf8_lossy(&out.stdout));
+    if tests.is_empty() {
+        bail!("cargo reported no executables for {what}");
+    }
+    Ok(tests)
 }
 
 /// (test target name, executable) of every test target in cargo's JSON
