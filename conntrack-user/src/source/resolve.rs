@@ -23,7 +23,7 @@ use std::{
     hash::{BuildHasherDefault, Hasher},
 };
 
-use conntrack_common::{ChainNode, Event, RESOLVE_BATCH, flag, kind};
+use conntrack_common::{AllocRecord, ChainNode, Event, RESOLVE_BATCH, flag, kind};
 
 /// Allocations younger than this may still be inside `__nf_conntrack_alloc`.
 pub const MIN_AGE_NS: u64 = 1_000_000;
@@ -55,9 +55,12 @@ enum State {
     Done,
 }
 
+/// A held allocation: what its short record carried (an allocation event
+/// still to be completed never holds more), 24 bytes instead of a whole
+/// event copied in and out of the queue.
 #[derive(Clone, Debug)]
 struct Slot {
-    ev: Event,
+    rec: AllocRecord,
     state: State,
 }
 
@@ -119,7 +122,7 @@ impl AllocResolver {
         let state = std::mem::replace(&mut slot.state, State::Done);
         match state {
             State::Done => None,
-            _ => Some((slot.ev, state)),
+            _ => Some((slot.rec.event(), state)),
         }
     }
 
@@ -148,7 +151,12 @@ impl AllocResolver {
                 kind::ALLOC => {
                     let seq = self.head + self.queue.len() as u64;
                     self.queue.push_back(Slot {
-                        ev,
+                        rec: AllocRecord {
+                            ct: ev.ct,
+                            ts_ns: ev.ts_ns,
+                            cpu: ev.cpu,
+                            _pad: 0,
+                        },
                         state: State::Waiting { tries: 0 },
                     });
                     // A second allocation of the address without a free in
@@ -186,7 +194,7 @@ impl AllocResolver {
         let aged = self
             .queue
             .iter()
-            .position(|s| s.ev.ts_ns + MIN_AGE_NS > now_ns)
+            .position(|s| s.rec.ts_ns + MIN_AGE_NS > now_ns)
             .unwrap_or(self.queue.len());
         let mut due: Vec<(u64, u64)> = Vec::new();
         for i in 0..aged {
@@ -195,11 +203,11 @@ impl AllocResolver {
             match slot.state {
                 State::Read { at, key, node } if at + GRACE_NS <= now_ns => {
                     slot.state = State::Done;
-                    let ev = slot.ev;
+                    let ev = slot.rec.event();
                     self.index.remove(&ev.ct);
                     out.push(from_read(ev, key, &node));
                 }
-                State::Waiting { .. } => due.push((slot.ev.ct, seq)),
+                State::Waiting { .. } => due.push((slot.rec.ct, seq)),
                 _ => {}
             }
         }
@@ -213,11 +221,11 @@ impl AllocResolver {
                 let State::Waiting { tries } = slot.state else {
                     continue;
                 };
-                if node.ct == ct && at >= slot.ev.ts_ns {
+                if node.ct == ct && at >= slot.rec.ts_ns {
                     slot.state = State::Read { at, key, node };
                 } else if tries + 1 >= MAX_TRIES {
                     slot.state = State::Done;
-                    let ev = slot.ev;
+                    let ev = slot.rec.event();
                     self.index.remove(&ct);
                     out.push(self.unresolved(ev));
                 } else {
@@ -238,7 +246,7 @@ impl AllocResolver {
             .iter()
             .enumerate()
             .filter(|(_, s)| matches!(s.state, State::Waiting { .. }))
-            .map(|(i, s)| (s.ev.ct, self.head + i as u64))
+            .map(|(i, s)| (s.rec.ct, self.head + i as u64))
             .collect();
         for chunk in due.chunks(RESOLVE_BATCH as usize) {
             let cts: Vec<u64> = chunk.iter().map(|(ct, _)| *ct).collect();
@@ -249,7 +257,7 @@ impl AllocResolver {
                 if let Some(slot) = self.slot(seq)
                     && matches!(slot.state, State::Waiting { .. })
                     && node.ct == ct
-                    && at >= slot.ev.ts_ns
+                    && at >= slot.rec.ts_ns
                 {
                     slot.state = State::Read { at, key, node };
                 }
@@ -258,8 +266,8 @@ impl AllocResolver {
         let mut out: Vec<Event> = Vec::with_capacity(self.index.len());
         for slot in std::mem::take(&mut self.queue) {
             match slot.state {
-                State::Read { key, node, .. } => out.push(from_read(slot.ev, key, &node)),
-                State::Waiting { .. } => out.push(self.unresolved(slot.ev)),
+                State::Read { key, node, .. } => out.push(from_read(slot.rec.event(), key, &node)),
+                State::Waiting { .. } => out.push(self.unresolved(slot.rec.event())),
                 State::Done => {}
             }
         }
@@ -390,6 +398,15 @@ mod tests {
         assert_eq!(out[0].flags, flag::HAS_CT, "not confirmed when allocated");
         assert_eq!(out[1].kind, kind::FREE);
         assert!(r.is_empty());
+        // What the short record carried comes back whole: address, times, CPU.
+        let mut held = alloc(0xb0, 3 * MS);
+        held.cpu = 1;
+        assert!(r.push(vec![held]).is_empty());
+        let out = r.push(vec![free(0xb0, 4 * MS, 7, 4026532000, 53)]);
+        assert_eq!(
+            (out[0].ct, out[0].ts_ns, out[0].alloc_ts_ns, out[0].cpu),
+            (0xb0, 3 * MS, 3 * MS, 1)
+        );
     }
 
     #[test]
