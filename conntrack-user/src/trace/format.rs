@@ -142,23 +142,10 @@ impl FrameHeader {
     }
 }
 
-/// Appends one whole frame to `out`.
-pub fn encode_frame(
-    out: &mut BytesMut,
-    rtype: u8,
-    flags: u8,
-    seq: u32,
-    ts_ns: u64,
-    payload: &[u8],
-) {
-    out.reserve(FRAME_HEADER_LEN + payload.len());
-    encode_frame_header(out, rtype, flags, seq, ts_ns, payload);
-    out.put_slice(payload);
-}
-
 /// Appends the header of a frame carrying `payload` (its CRC covers the
-/// payload) but not the payload: the writer sends a large payload to the
-/// file from where it was encoded instead of copying it behind the header.
+/// payload) but not the payload, which follows it in the file: the writer
+/// sends a large payload from where it was encoded instead of copying it
+/// behind the header.
 pub fn encode_frame_header(
     out: &mut BytesMut,
     rtype: u8,

@@ -701,9 +701,11 @@ fn write_part(path: &Path, part: u32, next: &str) {
         ..header()
     };
     let json = serde_json::to_vec(&h).expect("header");
-    format::encode_frame(&mut buf, format::rtype::HEADER, 0, 0, 1, &json);
+    format::encode_frame_header(&mut buf, format::rtype::HEADER, 0, 0, 1, &json);
+    buf.extend_from_slice(&json);
     let snap = serde_json::to_vec(&Snapshot::from(&sample(1, 0))).expect("snapshot");
-    format::encode_frame(&mut buf, format::rtype::SNAPSHOT, 0, 1, 2, &snap);
+    format::encode_frame_header(&mut buf, format::rtype::SNAPSHOT, 0, 1, 2, &snap);
+    buf.extend_from_slice(&snap);
     let end = super::End {
         reason: "rotated".into(),
         next_part: Some(next.into()),
@@ -711,7 +713,8 @@ fn write_part(path: &Path, part: u32, next: &str) {
         ..super::End::default()
     };
     let json = serde_json::to_vec(&end).expect("end");
-    format::encode_frame(&mut buf, format::rtype::END, 0, 2, 3, &json);
+    format::encode_frame_header(&mut buf, format::rtype::END, 0, 2, 3, &json);
+    buf.extend_from_slice(&json);
     std::fs::write(path, &buf).expect("write part");
 }
 
