@@ -6,7 +6,7 @@
 use crate::model::{
     Interval, Model, NetnsRow,
     advice::{self, ChainFacts, Facts, Finding, NamespaceFill},
-    drops::{Cause, DropRecord, proto_name},
+    drops::{Cause, DropRecord, Tally, proto_name},
     holders::HolderRow,
 };
 
@@ -123,7 +123,9 @@ pub struct DropLine {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DropsView {
     pub lines: Vec<DropLine>,
-    pub top_dst: Vec<(String, u64)>,
+    /// Exact counts, or upper bounds once more destinations were dropped
+    /// than are kept (`Tally`).
+    pub top_dst: Vec<(String, Tally)>,
     /// What `top_dst` counts over.
     pub top_scope: String,
     /// Exact drops per cause since start (the in-kernel counters).
@@ -438,19 +440,27 @@ fn drops(model: &Model, latest: &Interval, ui: &UiState, named: &[u32]) -> Drops
         for d in &matching {
             *counts.entry(d.dst_endpoint().to_string()).or_default() += 1;
         }
-        let mut v: Vec<(String, u64)> = counts.into_iter().collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let mut v: Vec<(String, Tally)> = counts
+            .into_iter()
+            .map(|(k, n)| (k, Tally::exact(n)))
+            .collect();
+        v.sort_by(|a, b| b.1.count.cmp(&a.1.count).then_with(|| a.0.cmp(&b.0)));
         v.truncate(TOP_DESTINATIONS);
         (v, format!("last {} matching", matching.len()))
     } else {
-        let v = model
+        let v: Vec<(String, Tally)> = model
             .drops
             .top_dst
-            .top(TOP_DESTINATIONS)
+            .top_tallies(TOP_DESTINATIONS)
             .into_iter()
-            .map(|(e, n)| (e.to_string(), n))
+            .map(|(e, t)| (e.to_string(), t))
             .collect();
-        (v, "since start".to_owned())
+        let scope = if v.iter().all(|(_, t)| t.is_exact()) {
+            "since start"
+        } else {
+            "since start; ≤ at most"
+        };
+        (v, scope.to_owned())
     };
     let mut lines: Vec<&DropRecord> = matching.into_iter().take(DROP_LINES).collect();
     match ui.drop_sort {

@@ -832,3 +832,46 @@ fn demo_header_names_the_load() {
         "{header}"
     );
 }
+
+/// Issue 18 item 6: a destination dropped once showed `2` among the top
+/// destinations once more destinations had been dropped than are kept
+/// (each new one takes the place of one counted once). Every count shown
+/// is now the true count, or marked as a bound that holds it.
+#[test]
+fn top_destinations_never_show_a_bound_as_a_count() {
+    let s = Scenario {
+        max: 1000,
+        buckets: 1024,
+        tcp_timeout: 21_600,
+    };
+    let mut screen = Screen::new(false);
+    screen.feed(s.sample(0, &[Ns::new(TEST_NS, 10)]));
+    // 5,000 destinations dropped once each: more than the 4,096 kept.
+    let events: Vec<Event> = (0..5000u16)
+        .map(|i| {
+            let dst = [127, 1, (i >> 8) as u8, i as u8];
+            drop_event(0.5, cause::TABLE_FULL, dst, 46_000 + i, TEST_NS)
+        })
+        .collect();
+    screen.feed(Message::Events(events));
+    screen.feed(s.sample(
+        1,
+        &[Ns {
+            table_full: 5000,
+            ..Ns::new(TEST_NS, 10)
+        }],
+    ));
+    screen.ui.refresh(&screen.model);
+    let top = &screen.ui.view.drops.top_dst;
+    assert!(!top.is_empty());
+    for (dst, t) in top {
+        assert!(
+            t.count == 1 || !t.is_exact(),
+            "{dst} shown as exactly {} for one drop",
+            t.count
+        );
+    }
+    assert!(screen.ui.view.drops.top_scope.contains('≤'));
+    let shown = text(&screen.draw(160, 50));
+    assert!(shown.contains("≤2"), "{shown}");
+}

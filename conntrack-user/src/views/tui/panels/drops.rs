@@ -228,7 +228,7 @@ fn draw_top(d: &DropsView, offset: usize, frame: &mut Frame, area: Rect, theme: 
         let name_w = width.saturating_sub(count_w + 1);
         lines.push(Line::from(vec![
             Span::raw(format!("{:<name_w$} ", fit(dst, name_w))),
-            Span::styled(format!("{:>count_w$}", thousands(*n)), theme.bold()),
+            Span::styled(format!("{:>count_w$}", n.text(thousands)), theme.bold()),
         ]));
     }
     frame.render_widget(Paragraph::new(lines), area);
