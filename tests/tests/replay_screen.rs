@@ -93,7 +93,8 @@ fn top_destinations(screen: &str) -> Vec<(String, String)> {
             let (row, _) = l.rsplit_once('│')?;
             let mut words = row.rsplit(' ').filter(|w| !w.is_empty());
             let count = words.next()?;
-            let endpoint = words.next()?;
+            // Side by side, the column's own rule is glued to it.
+            let endpoint = words.next()?.trim_start_matches('│');
             let is_count = count
                 .trim_start_matches('≤')
                 .chars()

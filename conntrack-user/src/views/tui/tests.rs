@@ -948,3 +948,24 @@ fn drop_figures_are_of_the_sample_and_of_the_filtered_namespace() {
     assert_eq!(d.by_cause[0], (crate::model::drops::Cause::TableFull, 7));
     assert_eq!(d.lines.len(), 7);
 }
+
+/// Issue 18 item 9: the top destinations continued the drop list's rows
+/// with nothing between them. They are in their own block: a rule above
+/// them when stacked, beside them when side by side.
+#[test]
+fn top_destinations_have_their_own_block() {
+    let stacked = text(&dropping().draw(120, 40));
+    let lines: Vec<&str> = stacked.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains("TOP DESTINATIONS"))
+        .expect("top destinations");
+    assert!(lines[at - 1].contains("││──────"), "{stacked}");
+    let side = text(&dropping().draw(200, 50));
+    assert!(side.contains("FLG │TOP DESTINATIONS"), "{side}");
+    assert!(
+        side.lines()
+            .any(|l| l.contains("→ 10.9.8.7:22") && l.contains("S   │127.0.0.1:5300")),
+        "{side}"
+    );
+}
