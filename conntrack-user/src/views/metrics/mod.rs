@@ -237,8 +237,12 @@ fn netns(reg: &mut Registry, i: &crate::model::Interval) {
         // The name as an info series (join on netns_id), so the counters'
         // series do not change identity when a name appears or goes.
         if let Some(name) = &row.name {
-            info.get_or_create(&vec![ns.clone(), id.clone(), ("name".to_owned(), name.clone())])
-                .set(1);
+            info.get_or_create(&vec![
+                ns.clone(),
+                id.clone(),
+                ("name".to_owned(), name.clone()),
+            ])
+            .set(1);
         }
         if let Some(e) = row.entries {
             entries

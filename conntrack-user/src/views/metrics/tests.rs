@@ -248,7 +248,10 @@ fn named_namespaces_have_an_info_series() {
     m.latest = Some(latest);
     let text = render(&m, 1, &[]);
     assert_eq!(
-        value(&text, "ctscope_netns_info{netns=\"1000\",netns_id=\"1000\",name=\"blue\"}"),
+        value(
+            &text,
+            "ctscope_netns_info{netns=\"1000\",netns_id=\"1000\",name=\"blue\"}"
+        ),
         Some(1.0),
         "{text}"
     );
