@@ -128,7 +128,8 @@ pub struct DropsView {
     pub top_dst: Vec<(String, Tally)>,
     /// What `top_dst` counts over.
     pub top_scope: String,
-    /// Exact drops per cause since start (the in-kernel counters).
+    /// Exact drops per cause since start (the in-kernel counters at the
+    /// latest sample), of the namespaces the filter selects.
     pub by_cause: Vec<(Cause, u64)>,
     pub early_drop: u64,
     /// Per-packet detail received (the kernel may sample under a flood).
