@@ -226,6 +226,12 @@ fn r_records_a_trace_of_the_traffic_while_top_runs() {
     tmux.key("/");
     tmux.type_text(&format!("netns {}", ns.inum));
     tmux.key("Enter");
+    // Traffic before the recording: on screen, not in the trace's counts.
+    const BEFORE: u16 = 50;
+    udp_flows(&ns, BEFORE, 20_000, false).expect("udp");
+    tmux.wait_for("the allocations before", Duration::from_secs(15), |s| {
+        screen_netns_row(s, ns.inum).is_some_and(|row| row.get(3) == Some(&BEFORE.to_string()))
+    });
 
     // The recording starts at its first snapshot; the footer says so.
     tmux.key("r");
@@ -240,7 +246,10 @@ fn r_records_a_trace_of_the_traffic_while_top_runs() {
     let screen = tmux.wait_for(
         "the namespace's allocations",
         Duration::from_secs(15),
-        |s| screen_netns_row(s, ns.inum).is_some_and(|row| row.get(3) == Some(&FLOWS.to_string())),
+        |s| {
+            screen_netns_row(s, ns.inum)
+                .is_some_and(|row| row.get(3) == Some(&(BEFORE + FLOWS).to_string()))
+        },
     );
     assert!(footer(&screen).contains("● REC ctscope-"), "{screen}");
     tmux.wait_for(
@@ -271,6 +280,21 @@ fn r_records_a_trace_of_the_traffic_while_top_runs() {
 
     // A normal trace: every flow is one allocation of the namespace.
     assert_eq!(allocations_in(file, ns.inum), usize::from(FLOWS));
+    // Its snapshots count from the recording's start, not from ctscope's
+    // (issue 18 item 12): the namespace's allocations are the recorded ones.
+    let snapshots: Vec<serde_json::Value> =
+        ctscope_ok(&["export", file, "--format", "jsonl", "--kind", "snapshots"])
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+    let first = snapshots.first().expect("a snapshot");
+    assert_eq!(num(first, "/counters/alloc"), 0, "{first}");
+    let last = snapshots.last().expect("a snapshot");
+    let row = last["netns"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["inum"] == ns.inum))
+        .expect("the namespace in the last snapshot");
+    assert_eq!(num(row, "/alloc"), u64::from(FLOWS), "{row}");
     let info: serde_json::Value =
         serde_json::from_str(&ctscope_ok(&["info", file, "--json"])).expect("info json");
     assert_eq!(info["end_reason"], "stopped", "{info}");

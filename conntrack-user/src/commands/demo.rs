@@ -49,12 +49,8 @@ pub async fn run(args: &DemoArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
         filter: Filter::parse(&format!("netns {netns}")).ok(),
         greeting: Some(greeting(&plan, netns, squeeze.is_some())),
         on_ready: Some(go),
-        on_tick: Some(Box::new(companion(
-            &plan,
-            netns,
-            args.squeeze,
-            progress.clone(),
-        ))),
+        on_tick: Some(Box::new(companion(&plan, netns, args.squeeze))),
+        on_sample: Some(Box::new(load_figures(progress.clone()))),
     };
     let shown = top::run_live(&args.top, probe, extras, app).await;
     let report = load.stop(&progress).await;
@@ -150,28 +146,40 @@ pub fn greeting(plan: &LoadPlan, netns: u32, squeezed: bool) -> String {
     format!("demo: {rate} in netns {netns}, shown alone (/ changes it); q ends it{hint}")
 }
 
-/// What the header shows of the load, refreshed on every tick; ends the
+/// What the header shows of the load, set on the first tick; ends the
 /// view once the demo's --duration has passed.
 fn companion(
     plan: &LoadPlan,
     netns: u32,
     squeezed: Option<u64>,
-    progress: Arc<Progress>,
 ) -> impl FnMut(&mut UiState) -> Option<String> + Send + 'static {
     let started = Instant::now();
     let (kind, rate, duration) = (plan.kind.name(), plan.rate, plan.duration);
     move |ui: &mut UiState| {
-        ui.demo = Some(DemoView {
+        ui.demo.get_or_insert(DemoView {
             kind,
             rate,
             netns,
             squeezed,
-            sent: progress.sent.load(Ordering::Relaxed),
-            refused: progress.refused.load(Ordering::Relaxed),
+            sent: 0,
+            refused: 0,
         });
         duration
             .filter(|d| started.elapsed() >= *d)
             .map(|d| format!("the demo ran its {}", text::duration(d)))
+    }
+}
+
+/// The flows sent and refused, read as each sample is applied: the
+/// refused sends are the namespace's table-full drops, and read on every
+/// tick they ran up to an interval ahead of the drop counts beside them
+/// (`863 refused` over `full 183`: issue 18).
+fn load_figures(progress: Arc<Progress>) -> impl FnMut(&mut UiState) + Send + 'static {
+    move |ui: &mut UiState| {
+        if let Some(d) = &mut ui.demo {
+            d.sent = progress.sent.load(Ordering::Relaxed);
+            d.refused = progress.refused.load(Ordering::Relaxed);
+        }
     }
 }
 
@@ -259,12 +267,39 @@ mod tests {
         progress.sent.store(1234, Ordering::Relaxed);
         let mut p = plan(&args(2000, Some(300)));
         let mut ui = UiState::default();
-        let mut tick = companion(&p, 7, Some(300), progress.clone());
+        let mut tick = companion(&p, 7, Some(300));
+        let mut sampled = load_figures(progress.clone());
         assert_eq!(tick(&mut ui), None, "no duration: until q");
+        sampled(&mut ui);
         let view = ui.demo.clone().expect("demo view");
         assert_eq!((view.sent, view.squeezed, view.netns), (1234, Some(300), 7));
         p.duration = Some(Duration::ZERO);
-        let mut tick = companion(&p, 7, None, progress);
+        let mut tick = companion(&p, 7, None);
         assert!(tick(&mut ui).is_some_and(|why| why.contains("ran its")));
+    }
+
+    /// Issue 18: `863 refused` stood over `full 183`: the flows were read
+    /// on every tick, the kernel's drop counts at each sample. They are
+    /// now read with the sample, and ticks leave them alone.
+    #[test]
+    fn sent_and_refused_are_read_with_the_sample_not_on_ticks() {
+        let progress = Arc::new(Progress::default());
+        let p = plan(&args(2000, Some(300)));
+        let mut ui = UiState::default();
+        let mut tick = companion(&p, 7, Some(300));
+        let mut sampled = load_figures(progress.clone());
+        tick(&mut ui);
+        progress.refused.store(183, Ordering::Relaxed);
+        sampled(&mut ui);
+        // The load goes on between samples; ticks redraw the header.
+        progress.refused.store(863, Ordering::Relaxed);
+        progress.sent.store(40, Ordering::Relaxed);
+        tick(&mut ui);
+        tick(&mut ui);
+        let view = ui.demo.clone().expect("demo view");
+        assert_eq!((view.refused, view.sent), (183, 0), "as of the sample");
+        sampled(&mut ui);
+        let view = ui.demo.clone().expect("demo view");
+        assert_eq!((view.refused, view.sent), (863, 40));
     }
 }

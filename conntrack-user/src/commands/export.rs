@@ -10,8 +10,8 @@ use crate::{
     trace::{
         Item, Record, Trace,
         export::{
-            EventRow, LOST_CSV_HEADER, lost_csv, lost_json, snapshot_csv, snapshot_csv_header,
-            snapshot_json,
+            Baseline, EventRow, LOST_CSV_HEADER, lost_csv, lost_json, snapshot_csv,
+            snapshot_csv_header, snapshot_json,
         },
     },
 };
@@ -70,6 +70,8 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
         writeln!(out, "{line}")?;
     }
     let mut damaged = 0;
+    // Snapshot counters count from the trace's first snapshot.
+    let mut baseline = Baseline::default();
     let result = (|| -> anyhow::Result<()> {
         while let Some(item) = trace.next_item()? {
             let frame = match item {
@@ -96,6 +98,7 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
                     }
                 }
                 Record::Snapshot(s) if snapshots => {
+                    let s = baseline.rebase(&s);
                     if csv {
                         writeln!(out, "{}", snapshot_csv(&header, &s))?;
                     } else {

@@ -242,8 +242,13 @@ impl<'a> LiveRecorder<'a> {
     fn start(&mut self) -> anyhow::Result<String> {
         let path = free_name(&self.dir, SystemTime::now());
         let filter = EventFilter::default();
-        let header =
-            session::live_header(&self.live.info, self.sample_every, self.ring_bytes, &filter);
+        let header = session::live_header(
+            &self.live.info,
+            self.sample_every,
+            self.ring_bytes,
+            super::top::read_objsize(),
+            &filter,
+        );
         // Creating the file writes its header: a few hundred bytes, the
         // only write on this thread.
         let writer = TraceWriter::create(&path, header, WriterOptions::default())?;

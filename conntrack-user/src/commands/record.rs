@@ -57,7 +57,13 @@ pub async fn run(args: &RecordArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
         tx,
     )
     .await?;
-    let header = session::live_header(&live.info, args.interval, ring_bytes, &filter);
+    let header = session::live_header(
+        &live.info,
+        args.interval,
+        ring_bytes,
+        super::top::read_objsize(),
+        &filter,
+    );
     let writer_opts = WriterOptions {
         compress: args.compress,
         max_size: args.max_size,

@@ -16,7 +16,7 @@ use crate::{
     cli::{ReplayArgs, Speed},
     model::Model,
     source::replay::{ReplayOptions, ReplaySource, ReplaySummary},
-    trace::summary::summarize,
+    trace::{Header, summary::summarize},
     views::{
         stats::json_line,
         tui::{
@@ -103,12 +103,7 @@ async fn on_screen(args: &ReplayArgs, speed: Option<f64>) -> anyhow::Result<()> 
     let mut source = ReplaySource::start(&args.file, opts, tx).await?;
     tui::forward(rx, app.0.clone());
     let model = Model::new(source.info.clone());
-    let ui = UiState::new(Env {
-        interval: Duration::from_millis(source.header.sample_interval_ms.max(1)),
-        color: tui::color_allowed(),
-        bucket_walker: true,
-        ..Env::default()
-    });
+    let ui = UiState::new(replay_env(&source.header, tui::color_allowed()));
     let file = args.file.file_name().map_or_else(
         || args.file.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
@@ -137,6 +132,20 @@ async fn on_screen(args: &ReplayArgs, speed: Option<f64>) -> anyhow::Result<()> 
         super::say_after_screen(&format!("ctscope: {message}"));
     }
     damage_is_an_error(&args.file, &summary?)
+}
+
+/// What the view knows of the recorded machine, from the trace's header:
+/// the figures must be the ones the live view showed, not this machine's.
+fn replay_env(header: &Header, color: bool) -> Env {
+    Env {
+        interval: Duration::from_millis(header.sample_interval_ms.max(1)),
+        // The recorded machine's entry size: this machine's slab may differ
+        // (another kernel), and the guide's upper figure is only a guess.
+        objsize: header.objsize,
+        color,
+        bucket_walker: true,
+        ..Env::default()
+    }
 }
 
 /// The recording's length, read through in the background.
@@ -203,5 +212,42 @@ impl Driver for ReplayDriver<'_> {
                 ui.say(format!("speed {}", feed::speed_label(speed)));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Live, `top` shows the slab's size (256 B here); a replay of the same
+    /// table showed the guide's 320 B because it never read the recorded
+    /// one (issue 18).
+    #[test]
+    fn a_replay_uses_the_recorded_entry_size() {
+        let header = Header {
+            objsize: Some(256),
+            sample_interval_ms: 500,
+            ..Header::default()
+        };
+        let env = replay_env(&header, false);
+        assert_eq!(env.objsize, Some(256));
+        assert_eq!(env.interval, Duration::from_millis(500));
+        // A trace that did not record it: the view says it estimates.
+        assert_eq!(replay_env(&Header::default(), false).objsize, None);
+    }
+
+    #[test]
+    fn the_entry_size_survives_the_header_and_old_headers_read() {
+        let header = Header {
+            objsize: Some(256),
+            ..Header::default()
+        };
+        let json = serde_json::to_string(&header).expect("json");
+        let back: Header = serde_json::from_str(&json).expect("read back");
+        assert_eq!(back.objsize, Some(256));
+        // Headers written before the field existed.
+        let old: Header =
+            serde_json::from_str(r#"{"format_version":2,"ring_bytes":65536}"#).expect("old header");
+        assert_eq!(old.objsize, None);
     }
 }

@@ -34,6 +34,11 @@ const IDLE_EVENTS: u32 = setting::EVENTS_DROP;
 /// (the demo's load), and ends the view when it returns a reason.
 pub type OnTick = Box<dyn FnMut(&mut UiState) -> Option<String> + Send>;
 
+/// Called after each sample is applied: updates the figures of a companion
+/// that must be of the same moment as the kernel's counters (the demo's
+/// flows sent and refused beside the drops counted).
+pub type OnSample = Box<dyn FnMut(&mut UiState) + Send>;
+
 /// What `ctscope demo` adds to the live view.
 #[derive(Default)]
 pub struct Extras {
@@ -44,6 +49,7 @@ pub struct Extras {
     /// Told once the screen is up.
     pub on_ready: Option<oneshot::Sender<()>>,
     pub on_tick: Option<OnTick>,
+    pub on_sample: Option<OnSample>,
 }
 
 pub async fn run(args: &TopArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
@@ -126,6 +132,7 @@ pub async fn run_live(
             ring_bytes,
         ),
         on_tick: extras.on_tick.take(),
+        on_sample: extras.on_sample.take(),
     };
     if let Some(ready) = extras.on_ready.take() {
         let _ = ready.send(());
@@ -192,9 +199,16 @@ fn record_dir(args: &TopArgs) -> anyhow::Result<PathBuf> {
 struct LiveDriver<'a> {
     recorder: LiveRecorder<'a>,
     on_tick: Option<OnTick>,
+    on_sample: Option<OnSample>,
 }
 
 impl Driver for LiveDriver<'_> {
+    fn sampled(&mut self, ui: &mut UiState) {
+        if let Some(f) = self.on_sample.as_mut() {
+            f(ui);
+        }
+    }
+
     fn tick(&mut self, ui: &mut UiState) -> Option<String> {
         self.recorder.tick(ui);
         self.on_tick.as_mut().and_then(|f| f(ui))

@@ -67,6 +67,11 @@ pub trait Driver {
     /// A key asked the source for something ([`Action::Record`],
     /// [`Action::Replay`]).
     fn act(&mut self, action: Action, ui: &mut UiState);
+
+    /// A sample (the kernel's counters) was just applied: figures of a
+    /// companion read now are of the same moment as the counters beside
+    /// them on screen (the demo's sent and refused flows).
+    fn sampled(&mut self, _ui: &mut UiState) {}
 }
 
 pub fn channel() -> (mpsc::Sender<AppEvent>, mpsc::Receiver<AppEvent>) {
@@ -155,7 +160,12 @@ pub async fn event_loop<B: Backend>(
                     msg,
                     Message::Sample(_) | Message::Buckets(_) | Message::Reset
                 );
+                let sampled = matches!(msg, Message::Sample(_));
                 model.apply(msg);
+                // Paused, the screen keeps the figures of the frozen model.
+                if sampled && frozen.is_none() {
+                    driver.sampled(&mut ui);
+                }
                 news
             }
             AppEvent::Tick => {

@@ -270,6 +270,11 @@ impl fmt::Display for Endpoint {
 /// - every key whose true count exceeds `N / cap` is kept, so a heavy hitter
 ///   (more than 1/4096 of the drops with the default cap) is always listed.
 ///
+/// Each slot keeps the count it inherited (its `error`): a count with no
+/// inherited part is exact, and views say which counts are bounds
+/// ([`Tally`]). Without that, a destination dropped once showed `2` (it took
+/// the place of a key counted once) where a trace held one event.
+///
 /// Memory is three arrays of `cap` entries and a hash table of `cap` slot
 /// numbers. Keys are hashed once per add with std's randomly keyed SipHash
 /// (the keys are addresses an attacker chooses); an evicted key leaves the
@@ -295,10 +300,41 @@ struct Slot<K> {
     /// `hasher.hash_one(&key)`.
     hash: u64,
     count: u64,
+    /// The part of `count` inherited from the key this one replaced: the
+    /// key's true count is between `count - error` and `count`.
+    error: u64,
     /// Position in `order`.
     rank: u32,
     /// The run (in `runs`) holding this slot.
     run: u32,
+}
+
+/// A key's count in a [`TopN`]: exact, or (once more distinct keys came
+/// than are kept) an upper bound on the true count, which is at least
+/// `count - error`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub count: u64,
+    pub error: u64,
+}
+
+impl Tally {
+    pub fn exact(count: u64) -> Self {
+        Self { count, error: 0 }
+    }
+
+    pub fn is_exact(&self) -> bool {
+        self.error == 0
+    }
+
+    /// The count as shown: `≤N` when it is an upper bound.
+    pub fn text(&self, number: impl Fn(u64) -> String) -> String {
+        if self.is_exact() {
+            number(self.count)
+        } else {
+            format!("≤{}", number(self.count))
+        }
+    }
 }
 
 /// Ranks `start..=end` of `order` all hold `count`.
@@ -360,6 +396,7 @@ impl<K: Clone + Eq + Hash + Ord> TopN<K> {
         let slot = &mut self.slots[s as usize];
         let evicted = std::mem::replace(&mut slot.key, key);
         slot.hash = hash;
+        slot.error = slot.count;
         let slots = &self.slots;
         self.index
             .insert_unique(hash, s, |x| slots[*x as usize].hash);
@@ -403,6 +440,7 @@ impl<K: Clone + Eq + Hash + Ord> TopN<K> {
             key,
             hash,
             count: 1,
+            error: 0,
             rank,
             run,
         });
@@ -464,8 +502,18 @@ impl<K: Clone + Eq + Hash + Ord> TopN<K> {
         slot.run = joined;
     }
 
-    /// The `n` largest counts, largest first (ties by key).
+    /// The `n` largest counts, largest first (ties by key). Past the cap
+    /// they are upper bounds: [`Self::top_tallies`] says which.
     pub fn top(&self, n: usize) -> Vec<(K, u64)> {
+        self.top_tallies(n)
+            .into_iter()
+            .map(|(k, t)| (k, t.count))
+            .collect()
+    }
+
+    /// The `n` largest counts, largest first (ties by key), each with the
+    /// part of it that may not be the key's own.
+    pub fn top_tallies(&self, n: usize) -> Vec<(K, Tally)> {
         let Some(last) = n.min(self.order.len()).checked_sub(1) else {
             return Vec::new();
         };
@@ -473,14 +521,18 @@ impl<K: Clone + Eq + Hash + Ord> TopN<K> {
         // ties are broken by key rather than by arrival.
         let s = self.order[last] as usize;
         let end = self.runs[self.slots[s].run as usize].end as usize;
-        let mut v: Vec<(K, u64)> = self.order[..=end]
+        let mut v: Vec<(K, Tally)> = self.order[..=end]
             .iter()
             .map(|s| {
                 let slot = &self.slots[*s as usize];
-                (slot.key.clone(), slot.count)
+                let tally = Tally {
+                    count: slot.count,
+                    error: slot.error,
+                };
+                (slot.key.clone(), tally)
             })
             .collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v.sort_by(|a, b| b.1.count.cmp(&a.1.count).then_with(|| a.0.cmp(&b.0)));
         v.truncate(n);
         v
     }
@@ -814,6 +866,42 @@ mod tests {
         // Every other count is at most N / cap (each key's own count is 1).
         let second = top.top(2)[1].1;
         assert!(second <= n / CAP as u64 + 1, "{second}");
+    }
+
+    /// More distinct keys than kept, each added once (a demo's table-full
+    /// drops, one per new destination): a key that took another's place
+    /// counted 2 and showed as exactly 2 (issue 18). Its tally now says the
+    /// count is only a bound, and the bound holds its true count.
+    #[test]
+    fn inherited_counts_are_marked_as_bounds() {
+        let mut top = TopN::new(4);
+        for k in 0..6u32 {
+            top.add(k);
+        }
+        top.add(0);
+        check_invariants(&top);
+        let all = top.top_tallies(10);
+        assert_eq!(all.len(), 4);
+        for (k, t) in &all {
+            // True counts: 2 for key 0 (evicted once, then back), 1 else.
+            let truth = if *k == 0 { 2 } else { 1 };
+            assert!(t.count - t.error <= truth && truth <= t.count, "{k}: {t:?}");
+        }
+        let replaced: Vec<_> = all.iter().filter(|(_, t)| !t.is_exact()).collect();
+        assert!(!replaced.is_empty(), "{all:?}");
+        // Keys 4 and 5 came after the cap and counted 2 for one add each.
+        for k in [4, 5] {
+            let t = all.iter().find(|(key, _)| *key == k).map(|(_, t)| *t);
+            assert_eq!(t, Some(Tally { count: 2, error: 1 }), "{all:?}");
+        }
+        assert_eq!(Tally { count: 2, error: 1 }.text(|n| n.to_string()), "≤2");
+        assert_eq!(Tally::exact(1).text(|n| n.to_string()), "1");
+        // Below the cap every count is exact.
+        let mut small = TopN::new(10);
+        for k in [1, 2, 1] {
+            small.add(k);
+        }
+        assert!(small.top_tallies(10).iter().all(|(_, t)| t.is_exact()));
     }
 
     #[test]

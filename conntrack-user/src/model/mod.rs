@@ -126,6 +126,14 @@ impl Model {
         }
     }
 
+    /// CLOCK_MONOTONIC time of the latest sample: the moment every counter
+    /// in [`Self::latest`] was read. Drops are counted by the kernel at that
+    /// moment and streamed as events around it; a view that shows both
+    /// counts only the events up to it.
+    pub fn sampled_mono_ns(&self) -> Option<u64> {
+        self.prev.as_ref().map(|m| m.mono_ns)
+    }
+
     /// Number of completed intervals.
     pub fn intervals(&self) -> usize {
         self.history.len()

@@ -11,11 +11,14 @@ use super::{
     format::{Header, Lost, Snapshot},
 };
 use crate::{
+    event::{Counters, NetnsSample},
     kernel::{netns::NetnsReading, stats::ConntrackStats, sysctl::Sysctls},
     model::drops::{Cause, proto_name, tcp_flags_text},
 };
 
-/// Names of the in-kernel counters, in `conntrack_common::counter` order.
+/// Names of the in-kernel counters, in `conntrack_common::counter` order,
+/// as docs/trace-format.md names them (format 2). Reserved slots are not
+/// exported.
 pub const COUNTER_NAMES: [&str; counter::COUNT as usize] = [
     "alloc",
     "free",
@@ -25,10 +28,10 @@ pub const COUNTER_NAMES: [&str; counter::COUNT as usize] = [
     "drop_chain_too_long",
     "drop_ruleset",
     "lost_events",
-    "pending_overflow",
+    "unresolved",
     "netns_overflow",
-    "resolved",
-    "resolved_at_free",
+    "reserved10",
+    "reserved11",
     "sampled_out",
     "early_drop_calls",
     "inserted",
@@ -75,14 +78,14 @@ pub struct EventRow {
     pub mark: Option<u32>,
     pub status: Option<u32>,
     /// Event flags, `|`-separated: has_ct, confirmed, truncated, non_ip,
-    /// no_netns.
-    pub flags: String,
+    /// no_netns. Not `flags`, which pandas reserves (`DataFrame.flags`).
+    pub event_flags: String,
 }
 
 impl EventRow {
     pub const CSV_HEADER: &str = "type,ts_ns,time,netns,cpu,cause,family,proto,src,sport,dst,\
                                   dport,tcp_flags,len,ifindex,ifname,ct,alloc_ts_ns,zone,mark,\
-                                  status,flags";
+                                  status,event_flags";
 
     pub fn new(header: &Header, ev: &Event) -> Self {
         let t = &ev.tuple;
@@ -120,7 +123,7 @@ impl EventRow {
             zone: has_ct.then_some(ev.zone),
             mark: has_ct.then_some(ev.mark),
             status: has_ct.then_some(ev.status),
-            flags: flag_names(ev.flags),
+            event_flags: flag_names(ev.flags),
         }
     }
 
@@ -148,7 +151,7 @@ impl EventRow {
             o(self.zone.map(|v| v.to_string())),
             o(self.mark.map(|v| v.to_string())),
             o(self.status.map(|v| v.to_string())),
-            self.flags.clone(),
+            self.event_flags.clone(),
         ];
         csv_line(&fields)
     }
@@ -179,8 +182,43 @@ fn flag_names(flags: u8) -> String {
         .join("|")
 }
 
+/// The first snapshot of a trace: exported counters count from it, not
+/// from when ctscope loaded its probes (a recording started with `r` in
+/// `top` minutes later began at those minutes' counts).
+#[derive(Clone, Debug, Default)]
+pub struct Baseline {
+    first: Option<(Counters, Vec<NetnsSample>)>,
+}
+
+impl Baseline {
+    /// `s` with its probe counters (machine-wide and per namespace) made
+    /// counts since the first snapshot seen; the first becomes the base.
+    pub fn rebase(&mut self, s: &Snapshot) -> Snapshot {
+        let (counters, netns) = self
+            .first
+            .get_or_insert_with(|| (s.counters, s.netns.clone()));
+        let mut out = s.clone();
+        for (v, b) in out.counters.0.iter_mut().zip(counters.0) {
+            *v = v.saturating_sub(b);
+        }
+        for n in &mut out.netns {
+            // A namespace first seen later counts from 0.
+            let Some(b) = netns.iter().find(|b| b.id == n.id && b.inum == n.inum) else {
+                continue;
+            };
+            n.alloc = n.alloc.saturating_sub(b.alloc);
+            n.free = n.free.saturating_sub(b.free);
+            for (v, b) in n.drops.iter_mut().zip(b.drops) {
+                *v = v.saturating_sub(b);
+            }
+        }
+        out
+    }
+}
+
 /// A snapshot as one JSON object: counters by name, per-namespace counters,
-/// the kernel's own counters and the sysctls, as recorded.
+/// the kernel's own counters and the sysctls. Pass it through
+/// [`Baseline::rebase`] for counts since the trace's start.
 #[derive(Serialize)]
 pub struct SnapshotRow<'a> {
     #[serde(rename = "type")]

@@ -192,6 +192,11 @@ pub struct Header {
     pub sample_interval_ms: u64,
     /// Kernel ring buffer size.
     pub ring_bytes: u32,
+    /// Bytes each conntrack entry takes in its slab on the recorded machine
+    /// (`/sys/kernel/slab/nf_conntrack/slab_size`), for the memory figures
+    /// of a replay; `None` when it could not be read (and in traces of
+    /// ctscope before 0.2), where the view says it estimates.
+    pub objsize: Option<u64>,
     /// Event classes recorded: "ct" (allocations and frees), "drop".
     pub event_classes: Vec<String>,
     /// Filters applied to events before writing (snapshots are never

@@ -42,11 +42,13 @@ pub const CHANNEL: usize = 64;
 /// The writer wakes at least this often to flush when idle.
 const WRITER_TICK: Duration = Duration::from_millis(100);
 
-/// The header of a trace of live capture started now.
+/// The header of a trace of live capture started now; `objsize` is the
+/// conntrack slab's object size read on this machine, if it could be.
 pub fn live_header(
     info: &ProbeInfo,
     interval: Duration,
     ring_bytes: u32,
+    objsize: Option<u64>,
     filter: &EventFilter,
 ) -> Header {
     let mut classes = Vec::new();
@@ -65,6 +67,7 @@ pub fn live_header(
         sysctls: Sysctls::read(),
         sample_interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
         ring_bytes,
+        objsize,
         event_classes: classes,
         filter: filter.describe(),
         run_id: run_id(),

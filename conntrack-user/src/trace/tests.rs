@@ -671,6 +671,48 @@ fn export_rows_and_times() {
     assert_eq!(json["proto"], "udp");
 }
 
+/// Issue 18 item 12: a pandas user's export. The events' flag names are
+/// not `flags` (`DataFrame.flags` hides such a column), the snapshot
+/// columns carry the documented names, and the snapshot counters count
+/// from the trace's first snapshot, not from when ctscope started.
+#[test]
+fn export_columns_suit_a_data_frame() {
+    use super::export::{Baseline, EventRow, snapshot_csv, snapshot_csv_header, snapshot_json};
+    let h = header();
+    let row = EventRow::new(&h, &event(5, kind::DROP));
+    let json: serde_json::Value = serde_json::to_value(&row).expect("json");
+    assert!(json.get("flags").is_none(), "{json}");
+    assert!(json["event_flags"].is_string(), "{json}");
+    let cols: Vec<&str> = EventRow::CSV_HEADER.split(',').collect();
+    assert!(cols.contains(&"event_flags") && !cols.contains(&"flags"));
+
+    let header_cols = snapshot_csv_header();
+    let cols: Vec<&str> = header_cols.split(',').collect();
+    assert!(cols.contains(&"unresolved"), "{header_cols}");
+    for stale in ["pending_overflow", "resolved", "resolved_at_free"] {
+        assert!(!cols.contains(&stale), "{stale}: {header_cols}");
+    }
+
+    // A recording that began when ctscope had counted 1,000 allocations.
+    let mut base = Baseline::default();
+    let first = base.rebase(&Snapshot::from(&sample(3, 1000)));
+    let second = base.rebase(&Snapshot::from(&sample(4, 1050)));
+    assert_eq!(first.counters.get(counter::ALLOC), 0);
+    assert_eq!(second.counters.get(counter::ALLOC), 50);
+    assert_eq!(second.counters.get(counter::LOST_EVENTS), 1);
+    assert_eq!((second.netns[0].alloc, second.netns[0].drops), (50, [0; 5]));
+    assert_eq!(second.netns[0].entries, Some(1049), "a level, not a count");
+    let csv = snapshot_csv(&h, &second);
+    let at = cols
+        .iter()
+        .position(|c| *c == "alloc")
+        .expect("alloc column");
+    assert_eq!(csv.split(',').nth(at), Some("50"), "{csv}");
+    let v: serde_json::Value = serde_json::from_str(&snapshot_json(&h, &second)).expect("json");
+    assert_eq!(v["counters"]["alloc"], 50, "{v}");
+    assert_eq!(v["netns"][0]["alloc"], 50, "{v}");
+}
+
 #[test]
 fn format_1_events_read_with_the_inode_as_identity() {
     let ev = event(7, kind::DROP);

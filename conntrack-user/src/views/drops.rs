@@ -8,7 +8,7 @@ use crate::{
     kallsyms::Kallsyms,
     model::{
         Model,
-        drops::{Cause, DropRecord},
+        drops::{Cause, DropRecord, Tally},
     },
 };
 
@@ -183,12 +183,17 @@ pub fn summary_json(model: &Model, input: &SummaryInput) -> serde_json::Value {
             "ruleset": totals.drop_ruleset,
             "other": totals.drop_other,
         },
-        "top_destinations": log.top_dst.top(input.top).iter()
-            .map(|(e, n)| json!({"endpoint": e.to_string(), "drops": n})).collect::<Vec<_>>(),
-        "top_sources": log.top_src.top(input.top).iter()
-            .map(|(a, n)| json!({"addr": a.to_string(), "drops": n})).collect::<Vec<_>>(),
-        "top_netns": log.top_netns.top(input.top).iter()
-            .map(|(ns, n)| json!({"netns": ns, "drops": n})).collect::<Vec<_>>(),
+        // `drops` is exact unless `exact` is false: then more distinct keys
+        // came than are kept, and it is an upper bound (model/drops.rs TopN).
+        "top_destinations": log.top_dst.top_tallies(input.top).iter()
+            .map(|(e, t)| json!({"endpoint": e.to_string(), "drops": t.count, "exact": t.is_exact()}))
+            .collect::<Vec<_>>(),
+        "top_sources": log.top_src.top_tallies(input.top).iter()
+            .map(|(a, t)| json!({"addr": a.to_string(), "drops": t.count, "exact": t.is_exact()}))
+            .collect::<Vec<_>>(),
+        "top_netns": log.top_netns.top_tallies(input.top).iter()
+            .map(|(ns, t)| json!({"netns": ns, "drops": t.count, "exact": t.is_exact()}))
+            .collect::<Vec<_>>(),
     })
 }
 
@@ -215,40 +220,44 @@ pub fn summary_text(model: &Model, input: &SummaryInput) -> String {
         totals.drop_ruleset,
         totals.drop_other
     ));
-    let section = |title: &str, rows: Vec<(String, u64)>, out: &mut String| {
+    let section = |title: &str, rows: Vec<(String, Tally)>, out: &mut String| {
         if rows.is_empty() {
             return;
         }
         out.push_str(title);
+        if rows.iter().any(|(_, t)| !t.is_exact()) {
+            out.push_str(" (≤: at most; more distinct keys than are kept)");
+        }
         out.push('\n');
-        for (k, n) in rows {
+        for (k, t) in rows {
+            let n = t.text(|n| n.to_string());
             out.push_str(&format!("  {n:>10}  {k}\n"));
         }
     };
     section(
         "top destinations:",
         log.top_dst
-            .top(input.top)
+            .top_tallies(input.top)
             .into_iter()
-            .map(|(e, n)| (e.to_string(), n))
+            .map(|(e, t)| (e.to_string(), t))
             .collect(),
         &mut out,
     );
     section(
         "top sources:",
         log.top_src
-            .top(input.top)
+            .top_tallies(input.top)
             .into_iter()
-            .map(|(a, n)| (a.to_string(), n))
+            .map(|(a, t)| (a.to_string(), t))
             .collect(),
         &mut out,
     );
     section(
         "top namespaces:",
         log.top_netns
-            .top(input.top)
+            .top_tallies(input.top)
             .into_iter()
-            .map(|(ns, n)| (ns.to_string(), n))
+            .map(|(ns, t)| (ns.to_string(), t))
             .collect(),
         &mut out,
     );

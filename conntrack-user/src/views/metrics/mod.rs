@@ -226,6 +226,7 @@ fn netns(reg: &mut Registry, i: &crate::model::Interval) {
     let entries = Family::<Labels, Gauge>::default();
     let alloc = Family::<Labels, Counter>::default();
     let drops = Family::<Labels, Counter>::default();
+    let info = Family::<Labels, Gauge>::default();
     for row in &i.netns {
         // The inode number is what people and kernel messages know; the id
         // (net_cookie) tells apart namespaces that reused it. A namespace's
@@ -233,6 +234,16 @@ fn netns(reg: &mut Registry, i: &crate::model::Interval) {
         // counts then live on in ctscope_departed_*.
         let ns = ("netns".to_owned(), row.inum.to_string());
         let id = ("netns_id".to_owned(), row.id.to_string());
+        // The name as an info series (join on netns_id), so the counters'
+        // series do not change identity when a name appears or goes.
+        if let Some(name) = &row.name {
+            info.get_or_create(&vec![
+                ns.clone(),
+                id.clone(),
+                ("name".to_owned(), name.clone()),
+            ])
+            .set(1);
+        }
         if let Some(e) = row.entries {
             entries
                 .get_or_create(&vec![ns.clone(), id.clone()])
@@ -273,6 +284,11 @@ fn netns(reg: &mut Registry, i: &crate::model::Interval) {
         "ctscope_netns_drops",
         "Drops per network namespace and cause since ctscope started",
         drops,
+    );
+    reg.register(
+        "ctscope_netns_info",
+        "The `ip netns` name of a network namespace that has one (value 1; join on netns_id)",
+        info,
     );
 }
 

@@ -237,3 +237,24 @@ fn holders_are_a_bounded_top_k() {
     );
     assert_eq!(value(&text, "ctscope_holders_entries"), Some(539.0));
 }
+
+/// Issue 18 item 10: per-namespace series carried only the inode number;
+/// a namespace with an `ip netns` name has it in an info series.
+#[test]
+fn named_namespaces_have_an_info_series() {
+    let mut m = model();
+    let mut latest = m.latest.clone().expect("interval");
+    latest.netns[0].name = Some("blue".to_owned());
+    m.latest = Some(latest);
+    let text = render(&m, 1, &[]);
+    assert_eq!(
+        value(
+            &text,
+            "ctscope_netns_info{netns=\"1000\",netns_id=\"1000\",name=\"blue\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    let unnamed = render(&model(), 1, &[]);
+    assert!(!unnamed.contains("ctscope_netns_info{"), "{unnamed}");
+}

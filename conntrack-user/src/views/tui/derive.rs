@@ -6,7 +6,7 @@
 use crate::model::{
     Interval, Model, NetnsRow,
     advice::{self, ChainFacts, Facts, Finding, NamespaceFill},
-    drops::{Cause, DropRecord, proto_name},
+    drops::{Cause, DropRecord, Tally, proto_name},
     holders::HolderRow,
 };
 
@@ -123,10 +123,13 @@ pub struct DropLine {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DropsView {
     pub lines: Vec<DropLine>,
-    pub top_dst: Vec<(String, u64)>,
+    /// Exact counts, or upper bounds once more destinations were dropped
+    /// than are kept (`Tally`).
+    pub top_dst: Vec<(String, Tally)>,
     /// What `top_dst` counts over.
     pub top_scope: String,
-    /// Exact drops per cause since start (the in-kernel counters).
+    /// Exact drops per cause since start (the in-kernel counters at the
+    /// latest sample), of the namespaces the filter selects.
     pub by_cause: Vec<(Cause, u64)>,
     pub early_drop: u64,
     /// Per-packet detail received (the kernel may sample under a flood).
@@ -423,34 +426,56 @@ fn namespaces(latest: &Interval, ui: &UiState) -> Vec<NsLine> {
         .collect()
 }
 
+/// Every figure of the drops panel is of one moment, the latest sample:
+/// the kernel's counts per cause were read then, so the drops listed and
+/// counted from events are those up to it (events stream in between
+/// samples; counted up to now, `857 matching` stood over `full 183`), and
+/// with a namespace filter the counts per cause are that namespace's, as
+/// the list is.
 fn drops(model: &Model, latest: &Interval, ui: &UiState, named: &[u32]) -> DropsView {
     let filter = &ui.filter;
     let filtered = !filter.is_empty();
+    let cutoff = model.sampled_mono_ns().unwrap_or(u64::MAX);
     let matching: Vec<&DropRecord> = model
         .drops
         .recent
         .iter()
         .rev()
-        .filter(|d| filter.matches_drop(d, named))
+        .filter(|d| d.ts_ns <= cutoff && filter.matches_drop(d, named))
         .collect();
+    // Whether `recent` still holds every drop the model kept.
+    let complete = model.drops.matched <= model.drops.recent.len() as u64;
     let (top_dst, top_scope) = if filtered {
         let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
         for d in &matching {
             *counts.entry(d.dst_endpoint().to_string()).or_default() += 1;
         }
-        let mut v: Vec<(String, u64)> = counts.into_iter().collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let mut v: Vec<(String, Tally)> = counts
+            .into_iter()
+            .map(|(k, n)| (k, Tally::exact(n)))
+            .collect();
+        v.sort_by(|a, b| b.1.count.cmp(&a.1.count).then_with(|| a.0.cmp(&b.0)));
         v.truncate(TOP_DESTINATIONS);
-        (v, format!("last {} matching", matching.len()))
+        let scope = if complete {
+            format!("{} matching since start", matching.len())
+        } else {
+            format!("last {} matching", matching.len())
+        };
+        (v, scope)
     } else {
-        let v = model
+        let v: Vec<(String, Tally)> = model
             .drops
             .top_dst
-            .top(TOP_DESTINATIONS)
+            .top_tallies(TOP_DESTINATIONS)
             .into_iter()
-            .map(|(e, n)| (e.to_string(), n))
+            .map(|(e, t)| (e.to_string(), t))
             .collect();
-        (v, "since start".to_owned())
+        let scope = if v.iter().all(|(_, t)| t.is_exact()) {
+            "since start"
+        } else {
+            "since start; ≤ at most"
+        };
+        (v, scope.to_owned())
     };
     let mut lines: Vec<&DropRecord> = matching.into_iter().take(DROP_LINES).collect();
     match ui.drop_sort {
@@ -458,7 +483,12 @@ fn drops(model: &Model, latest: &Interval, ui: &UiState, named: &[u32]) -> Drops
         DropSort::Cause => lines.sort_by_key(|d| d.cause),
         DropSort::Destination => lines.sort_by_key(|d| d.dst_endpoint()),
     }
-    let t = &latest.totals;
+    let narrowed = filter.drops.netns.is_some() || filter.netns_name.is_some();
+    let counts = if narrowed {
+        CauseCounts::of_rows(latest.netns.iter().filter(|r| filter.matches_netns(r)))
+    } else {
+        CauseCounts::of_totals(&latest.totals)
+    };
     DropsView {
         lines: lines
             .into_iter()
@@ -466,22 +496,62 @@ fn drops(model: &Model, latest: &Interval, ui: &UiState, named: &[u32]) -> Drops
             .collect(),
         top_dst,
         top_scope,
-        by_cause: [
-            (Cause::TableFull, t.drop_table_full),
-            (Cause::Invalid, t.drop_invalid),
-            (Cause::InsertFailed, t.drop_insert_failed),
-            (Cause::ChainTooLong, t.drop_chain_too_long),
-            (Cause::Ruleset, t.drop_ruleset),
-            (Cause::Other, t.drop_other),
-        ]
-        .into_iter()
-        // Kernel code other than conntrack and the ruleset is rare: shown
-        // once it happened.
-        .filter(|(c, n)| *c != Cause::Other || *n > 0)
-        .collect(),
-        early_drop: t.early_drop,
+        by_cause: counts
+            .by_cause
+            .into_iter()
+            // Kernel code other than conntrack and the ruleset is rare:
+            // shown once it happened.
+            .filter(|(c, n)| *c != Cause::Other || *n > 0)
+            .collect(),
+        early_drop: counts.early_drop,
         received: model.drops.received,
         filtered,
+    }
+}
+
+/// The exact counts per cause since start, of the whole machine or of the
+/// namespaces a filter selects.
+struct CauseCounts {
+    by_cause: [(Cause, u64); 6],
+    early_drop: u64,
+}
+
+impl CauseCounts {
+    fn of_totals(t: &crate::model::Totals) -> Self {
+        Self {
+            by_cause: [
+                (Cause::TableFull, t.drop_table_full),
+                (Cause::Invalid, t.drop_invalid),
+                (Cause::InsertFailed, t.drop_insert_failed),
+                (Cause::ChainTooLong, t.drop_chain_too_long),
+                (Cause::Ruleset, t.drop_ruleset),
+                (Cause::Other, t.drop_other),
+            ],
+            early_drop: t.early_drop,
+        }
+    }
+
+    /// Drops of cause `other` are counted machine-wide only, so a
+    /// namespace's are not known (0, and not shown).
+    fn of_rows<'a>(rows: impl Iterator<Item = &'a NetnsRow>) -> Self {
+        let mut c = Self::of_totals(&crate::model::Totals::default());
+        for r in rows {
+            let d = &r.drops_by_cause;
+            for (i, n) in [
+                d.table_full,
+                d.invalid,
+                d.insert_failed,
+                d.chain_too_long,
+                d.ruleset,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                c.by_cause[i].1 += n;
+            }
+            c.early_drop += r.kernel.map_or(0, |k| k.early_drop);
+        }
+        c
     }
 }
 

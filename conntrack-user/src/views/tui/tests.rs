@@ -255,6 +255,32 @@ fn dropping() -> Screen {
     for t in 0..=12u64 {
         let full = t.saturating_sub(6) * 40;
         let ruleset = t.saturating_sub(9);
+        // The drops of the second before each sample, streamed before it
+        // (the live source drains the ring before reading the counters).
+        if t >= 7 {
+            let before = t as f64 - 1.0;
+            let mut events: Vec<Event> = (0..5)
+                .map(|i| {
+                    drop_event(
+                        before + 0.1 * f64::from(i),
+                        cause::TABLE_FULL,
+                        [127, 0, 0, 1],
+                        5300 + (i % 2) as u16,
+                        TEST_NS,
+                    )
+                })
+                .collect();
+            if t >= 10 {
+                events.push(drop_event(
+                    before + 0.7,
+                    cause::RULESET,
+                    [10, 9, 8, 7],
+                    22,
+                    TEST_NS,
+                ));
+            }
+            screen.feed(Message::Events(events));
+        }
         screen.feed(s.sample(
             t,
             &[
@@ -266,29 +292,6 @@ fn dropping() -> Screen {
                 },
             ],
         ));
-        if t >= 7 {
-            let mut events: Vec<Event> = (0..5)
-                .map(|i| {
-                    drop_event(
-                        t as f64 + 0.1 * f64::from(i),
-                        cause::TABLE_FULL,
-                        [127, 0, 0, 1],
-                        5300 + (i % 2) as u16,
-                        TEST_NS,
-                    )
-                })
-                .collect();
-            if t >= 10 {
-                events.push(drop_event(
-                    t as f64 + 0.7,
-                    cause::RULESET,
-                    [10, 9, 8, 7],
-                    22,
-                    TEST_NS,
-                ));
-            }
-            screen.feed(Message::Events(events));
-        }
     }
     screen
 }
@@ -628,7 +631,7 @@ fn filter_narrows_drops_and_namespaces() {
     let shown = text(&screen.draw(120, 40));
     assert!(shown.contains("10.9.8.7:22"), "{shown}");
     assert!(!shown.contains("127.0.0.1:5300 "), "{shown}");
-    assert!(shown.contains("last 3 matching"), "{shown}");
+    assert!(shown.contains("3 matching since start"), "{shown}");
 
     screen.key(KeyCode::Char('/'));
     screen.ui.editing = Some(String::new());
@@ -830,5 +833,139 @@ fn demo_header_names_the_load() {
             "DEMO udp 2,000/s → netns 4026532999 · 24,000 sent · 310 refused · max 300 (squeezed)"
         ),
         "{header}"
+    );
+}
+
+/// Issue 18 item 6: a destination dropped once showed `2` among the top
+/// destinations once more destinations had been dropped than are kept
+/// (each new one takes the place of one counted once). Every count shown
+/// is now the true count, or marked as a bound that holds it.
+#[test]
+fn top_destinations_never_show_a_bound_as_a_count() {
+    let s = Scenario {
+        max: 1000,
+        buckets: 1024,
+        tcp_timeout: 21_600,
+    };
+    let mut screen = Screen::new(false);
+    screen.feed(s.sample(0, &[Ns::new(TEST_NS, 10)]));
+    // 5,000 destinations dropped once each: more than the 4,096 kept.
+    let events: Vec<Event> = (0..5000u16)
+        .map(|i| {
+            let dst = [127, 1, (i >> 8) as u8, i as u8];
+            drop_event(0.5, cause::TABLE_FULL, dst, 46_000 + i, TEST_NS)
+        })
+        .collect();
+    screen.feed(Message::Events(events));
+    screen.feed(s.sample(
+        1,
+        &[Ns {
+            table_full: 5000,
+            ..Ns::new(TEST_NS, 10)
+        }],
+    ));
+    screen.ui.refresh(&screen.model);
+    let top = &screen.ui.view.drops.top_dst;
+    assert!(!top.is_empty());
+    for (dst, t) in top {
+        assert!(
+            t.count == 1 || !t.is_exact(),
+            "{dst} shown as exactly {} for one drop",
+            t.count
+        );
+    }
+    assert!(screen.ui.view.drops.top_scope.contains('≤'));
+    let shown = text(&screen.draw(160, 50));
+    assert!(shown.contains("≤2"), "{shown}");
+}
+
+/// Issue 18 item 6: early in a demo one screen showed `863 refused`,
+/// `full 183` and `857 matching` for the same drops. The counts per cause
+/// are the kernel's at the latest sample; the drops listed and counted
+/// from events ran on to the present, and with a namespace filter the
+/// counts per cause were still the whole machine's. Every figure of the
+/// panel is now of the sample's moment and of the namespaces filtered.
+#[test]
+fn drop_figures_are_of_the_sample_and_of_the_filtered_namespace() {
+    let s = Scenario {
+        max: 1000,
+        buckets: 1024,
+        tcp_timeout: 21_600,
+    };
+    let mut screen = Screen::new(false);
+    screen.feed(s.sample(0, &[Ns::new(HOST_NS, 10), Ns::new(TEST_NS, 10)]));
+    let full = |secs: f64, netns: u32, port: u16| {
+        drop_event(secs, cause::TABLE_FULL, [127, 1, 0, 1], port, netns)
+    };
+    // Before the sample: 3 in the test namespace, 4 in the host's.
+    let mut events: Vec<Event> = (0..3).map(|i| full(0.5, TEST_NS, 5000 + i)).collect();
+    events.extend((0..4).map(|i| full(0.6, HOST_NS, 6000 + i)));
+    screen.feed(Message::Events(events));
+    screen.feed(s.sample(
+        1,
+        &[
+            Ns {
+                table_full: 4,
+                ..Ns::new(HOST_NS, 10)
+            },
+            Ns {
+                table_full: 3,
+                ..Ns::new(TEST_NS, 10)
+            },
+        ],
+    ));
+    // After it, streamed before the next one: 2 more in the test namespace.
+    screen.feed(Message::Events(vec![
+        full(1.2, TEST_NS, 5003),
+        full(1.3, TEST_NS, 5004),
+    ]));
+    screen
+        .key(KeyCode::Char('/'))
+        .keys(&format!("netns {TEST_NS}"))
+        .key(KeyCode::Enter);
+    screen.ui.refresh(&screen.model);
+    let d = &screen.ui.view.drops;
+    let table_full = d
+        .by_cause
+        .iter()
+        .find(|(c, _)| *c == crate::model::drops::Cause::TableFull)
+        .map(|(_, n)| *n);
+    assert_eq!(table_full, Some(3), "the namespace's, at the sample");
+    assert_eq!(d.lines.len(), 3, "{:?}", d.lines);
+    assert_eq!(d.top_scope, "3 matching since start");
+    let listed: u64 = d.top_dst.iter().map(|(_, t)| t.count).sum();
+    assert_eq!(listed, 3);
+    let shown = text(&screen.draw(160, 50));
+    assert!(shown.contains("full 3 "), "{shown}");
+    assert!(shown.contains("(3 matching since start)"), "{shown}");
+
+    // Without a filter: the machine's counts, the same moment.
+    screen.key(KeyCode::Char('/'));
+    screen.ui.editing = Some(String::new());
+    screen.key(KeyCode::Enter);
+    screen.ui.refresh(&screen.model);
+    let d = &screen.ui.view.drops;
+    assert_eq!(d.by_cause[0], (crate::model::drops::Cause::TableFull, 7));
+    assert_eq!(d.lines.len(), 7);
+}
+
+/// Issue 18 item 9: the top destinations continued the drop list's rows
+/// with nothing between them. They are in their own block: a rule above
+/// them when stacked, beside them when side by side.
+#[test]
+fn top_destinations_have_their_own_block() {
+    let stacked = text(&dropping().draw(120, 40));
+    let lines: Vec<&str> = stacked.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains("TOP DESTINATIONS"))
+        .expect("top destinations");
+    assert!(lines[at - 1].contains("││──────"), "{stacked}");
+    let side = text(&dropping().draw(200, 50));
+    assert!(side.contains("FLG │TOP DESTINATIONS"), "{side}");
+    assert!(
+        side.lines()
+            .any(|l| l.contains("→ 10.9.8.7:22") && l.contains("S   │127.0.0.1:5300")),
+        "{side}"
     );
 }

@@ -5,7 +5,7 @@ use ratatui::{
     Frame,
     layout::{Constraint, Layout, Rect},
     text::{Line, Span},
-    widgets::Paragraph,
+    widgets::{Block, Borders, Paragraph},
 };
 
 use super::visible_from;
@@ -52,12 +52,12 @@ pub fn draw(ui: &UiState, frame: &mut Frame, area: Rect, theme: Theme) {
         let [latest, top] =
             Layout::horizontal([Constraint::Min(0), Constraint::Length(top_w)]).areas(body);
         draw_latest(d, offset, ui, frame, latest, theme);
-        draw_top(d, offset, frame, top, theme);
+        draw_top(d, offset, frame, top, Borders::LEFT, theme);
     } else if body.height >= 9 {
         let [latest, top] =
             Layout::vertical([Constraint::Percentage(60), Constraint::Min(0)]).areas(body);
         draw_latest(d, offset, ui, frame, latest, theme);
-        draw_top(d, offset, frame, top, theme);
+        draw_top(d, offset, frame, top, Borders::TOP, theme);
     } else {
         draw_latest(d, offset, ui, frame, body, theme);
     }
@@ -212,7 +212,20 @@ fn drop_row(l: &DropLine, cols: &Columns, width: usize, theme: Theme) -> Line<'s
     ])
 }
 
-fn draw_top(d: &DropsView, offset: usize, frame: &mut Frame, area: Rect, theme: Theme) {
+/// The top destinations in their own block: a rule (`side`) parts them
+/// from the drop list, whose rows they would otherwise continue.
+fn draw_top(
+    d: &DropsView,
+    offset: usize,
+    frame: &mut Frame,
+    area: Rect,
+    side: Borders,
+    theme: Theme,
+) {
+    let block = Block::new().borders(side).border_style(theme.dim());
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let area = inner;
     let width = area.width as usize;
     let count_w = 8;
     let mut lines = vec![Line::styled(
@@ -228,7 +241,7 @@ fn draw_top(d: &DropsView, offset: usize, frame: &mut Frame, area: Rect, theme: 
         let name_w = width.saturating_sub(count_w + 1);
         lines.push(Line::from(vec![
             Span::raw(format!("{:<name_w$} ", fit(dst, name_w))),
-            Span::styled(format!("{:>count_w$}", thousands(*n)), theme.bold()),
+            Span::styled(format!("{:>count_w$}", n.text(thousands)), theme.bold()),
         ]));
     }
     frame.render_widget(Paragraph::new(lines), area);
