@@ -149,14 +149,17 @@ impl Default for TopArgs {
     }
 }
 
-/// Options for loading the probes, shared by every command that attaches.
+/// Options for loading the probes, shared by every command that attaches:
+/// under their own heading, and only in `--help` (every command accepts
+/// them, so `-h` of each would repeat them; issue 18).
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Probe options (every command; shown by --help, not -h)")]
 pub struct ProbeArgs {
     /// Size of the kernel-to-ctscope event ring buffer in MiB (a power of
     /// two). Events that do not fit are counted as lost, never dropped
     /// silently. Default: 1 for stats and serve (they stream no per-entry
     /// events), 4 for drops and top, 16 for commands that stream every event.
-    #[arg(long, global = true, value_name = "MIB", value_parser = parse_ring_mib)]
+    #[arg(long, global = true, hide_short_help = true, value_name = "MIB", value_parser = parse_ring_mib)]
     pub ring_size: Option<u32>,
 
     /// Which probes to use. kprobe: conntrack's own functions (distribution
@@ -165,17 +168,17 @@ pub struct ProbeArgs {
     /// kprobe when the kernel has kprobes and conntrack's functions are not
     /// inlined, else tracepoint. The choice and the reason are printed on
     /// stderr and reported as `backend` in stats.
-    #[arg(long, global = true, value_enum, env = "CTSCOPE_BACKEND",
+    #[arg(long, global = true, hide_short_help = true, value_enum, env = "CTSCOPE_BACKEND",
           default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
 
     /// Where to read the kernel's own conntrack counters.
-    #[arg(long, global = true, value_enum, default_value_t = StatsSourceArg::Auto)]
+    #[arg(long, global = true, hide_short_help = true, value_enum, default_value_t = StatsSourceArg::Auto)]
     pub kernel_stats: StatsSourceArg,
 
     /// How to find the conntrack hash table, whose address the kernel does
     /// not export (bucket walks and the chain-too-long drop cause).
-    #[arg(long, global = true, value_enum, default_value_t = Locate::Auto)]
+    #[arg(long, global = true, hide_short_help = true, value_enum, default_value_t = Locate::Auto)]
     pub locate: Locate,
 
     /// Attach programs that return at once to the hooks this command would

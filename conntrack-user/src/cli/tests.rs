@@ -203,3 +203,25 @@ fn holders_flags_parse() {
     };
     assert_eq!((args.by.as_str(), args.top, args.json), ("dst", 10, false));
 }
+
+#[test]
+fn probe_options_are_in_long_help_only_under_their_own_heading() {
+    use clap::CommandFactory as _;
+    for sub in [
+        "stats", "top", "record", "drops", "serve", "buckets", "holders",
+    ] {
+        let mut cmd = Cli::command();
+        // Global options reach the subcommands when the command is built.
+        cmd.build();
+        let sub_cmd = cmd
+            .find_subcommand_mut(sub)
+            .unwrap_or_else(|| panic!("{sub} is a subcommand"));
+        let short = sub_cmd.render_help().to_string();
+        let long = sub_cmd.render_long_help().to_string();
+        for opt in ["--ring-size", "--backend", "--kernel-stats", "--locate"] {
+            assert!(!short.contains(opt), "{sub} -h repeats {opt}:\n{short}");
+            assert!(long.contains(opt), "{sub} --help lacks {opt}");
+        }
+        assert!(long.contains("Probe options"), "{sub} --help: no heading");
+    }
+}
