@@ -46,7 +46,7 @@ pub async fn run(args: &HoldersArgs, probe: &ProbeArgs) -> anyhow::Result<()> {
             .collect(),
         None => list_namespaces()
             .into_iter()
-            .filter_map(|h| Some((h.inum, h.name?)))
+            .filter_map(|h| Some((h.inum, h.display_name()?)))
             .collect(),
     };
     let mut holders = cut(holders, top);

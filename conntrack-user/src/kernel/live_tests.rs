@@ -381,3 +381,53 @@ fn kept_stat_files_follow_counts_and_let_namespaces_go() {
         "the departed namespace's file is closed, so it does not keep it alive"
     );
 }
+
+/// A namespace held only by a process (no `ip netns` name) is shown by
+/// that process, entered by its pid (issue 18 item 10).
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn an_unnamed_namespace_is_shown_by_the_process_holding_it() {
+    use super::netns::Enter;
+    require_root();
+    let mut child = Command::new("unshare")
+        .args(["-n", "sleep", "30"])
+        .spawn()
+        .expect("unshare -n sleep");
+    let pid = child.id();
+    let own = std::fs::metadata("/proc/self/ns/net")
+        .expect("own ns")
+        .ino();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let inum = loop {
+        let ino = std::fs::metadata(format!("/proc/{pid}/ns/net")).map(|m| m.ino());
+        // unshare execs sleep once the namespace exists.
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if let Ok(ino) = ino
+            && ino != own
+            && comm.trim() == "sleep"
+        {
+            break ino as u32;
+        }
+        assert!(Instant::now() < deadline, "unshare did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let listed = list_namespaces();
+    let h = listed.iter().find(|h| h.inum == inum).expect("listed");
+    let want = format!("sleep (pid {pid})");
+    assert_eq!(
+        (h.name.as_deref(), h.owner.as_deref()),
+        (None, Some(want.as_str()))
+    );
+    let r = read_namespaces(StatsSource::Auto)
+        .into_iter()
+        .find(|r| r.inum == inum)
+        .expect("read");
+    assert_eq!(r.name.as_deref(), Some(want.as_str()), "{r:?}");
+    assert_eq!(
+        r.enter,
+        Enter::Pid(pid),
+        "entered by pid, not by the shown name"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -53,6 +53,18 @@ pub struct NetnsHandle {
     pub path: PathBuf,
     /// The `ip netns` name, when it has one.
     pub name: Option<String>,
+    /// For a namespace without one, found through a process: that process
+    /// and the container and pod its cgroup names ([`describe_owner`]),
+    /// shown where the name would be. Never used to enter the namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+impl NetnsHandle {
+    /// The name shown for the namespace: its `ip netns` name, else its owner.
+    pub fn display_name(&self) -> Option<String> {
+        self.name.clone().or_else(|| self.owner.clone())
+    }
 }
 
 /// The kernel's view of one namespace. Failures are per namespace, in `error`.
@@ -174,7 +186,7 @@ pub fn list_namespaces() -> Vec<NetnsHandle> {
     // bind mount is gone is a plain tmpfs file and is skipped.
     let nsfs_dev = std::fs::metadata(OWN_NS).ok().map(|m| m.dev());
     let mut found: BTreeMap<u32, NetnsHandle> = BTreeMap::new();
-    let mut add = |path: PathBuf, name: Option<String>| {
+    let mut add = |path: PathBuf, name: Option<String>, pid: Option<&str>| {
         let Ok(meta) = std::fs::metadata(&path) else {
             return;
         };
@@ -182,14 +194,19 @@ pub fn list_namespaces() -> Vec<NetnsHandle> {
             return;
         }
         let Ok(inum) = inum_of(&meta) else { return };
-        found
-            .entry(inum)
-            .or_insert(NetnsHandle { inum, path, name });
+        // The process is described once per namespace, for the first
+        // process found in it (two small /proc reads).
+        found.entry(inum).or_insert_with(|| NetnsHandle {
+            inum,
+            owner: pid.and_then(describe_process),
+            path,
+            name,
+        });
     };
     for dir in NAMED_DIRS {
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            add(entry.path(), Some(name));
+            add(entry.path(), Some(name), None);
         }
     }
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -200,17 +217,72 @@ pub fn list_namespaces() -> Vec<NetnsHandle> {
         if !pid.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
-        add(Path::new("/proc").join(pid).join("ns/net"), None);
+        add(Path::new("/proc").join(pid).join("ns/net"), None, Some(pid));
         // Threads can live in other namespaces than their leader (setns
         // is per thread; `ctscope load` works that way).
         let tasks = Path::new("/proc").join(pid).join("task");
         for task in std::fs::read_dir(&tasks).into_iter().flatten().flatten() {
             if task.file_name() != file_name {
-                add(task.path().join("ns/net"), None);
+                add(task.path().join("ns/net"), None, Some(pid));
             }
         }
     }
     found.into_values().collect()
+}
+
+/// `COMM (pid N[, container ID][, pod UID])` for process `pid`, from its
+/// comm and cgroup.
+fn describe_process(pid: &str) -> Option<String> {
+    let proc_dir = Path::new("/proc").join(pid);
+    let comm = std::fs::read_to_string(proc_dir.join("comm")).ok()?;
+    let cgroup = std::fs::read_to_string(proc_dir.join("cgroup")).unwrap_or_default();
+    Some(describe_owner(comm.trim(), pid, &cgroup))
+}
+
+/// The owner text from a process's comm, pid and `/proc/PID/cgroup`: the
+/// container id (12 digits, as `docker ps`, `podman ps` and `crictl ps`
+/// show it) and the Kubernetes pod UID when the cgroup path holds them
+/// (systemd and cgroupfs layouts of docker, podman, containerd and CRI-O).
+pub fn describe_owner(comm: &str, pid: &str, cgroup: &str) -> String {
+    let mut text = format!("{comm} (pid {pid}");
+    // The v2 line ("0::PATH"), else the first line that names a container.
+    let path = cgroup
+        .lines()
+        .find(|l| l.starts_with("0::"))
+        .or_else(|| cgroup.lines().find(|l| container_of(l).is_some()))
+        .and_then(|l| l.splitn(3, ':').nth(2))
+        .unwrap_or("");
+    if let Some(id) = container_of(path) {
+        text.push_str(&format!(", container {}", &id[..12]));
+    }
+    if let Some(uid) = pod_of(path) {
+        text.push_str(&format!(", pod {uid}"));
+    }
+    text.push(')');
+    text
+}
+
+/// The last 64-hex-digit container id in a cgroup path, bare (cgroupfs:
+/// `/docker/ID`, `/kubepods/…/pod…/ID`) or in a systemd scope
+/// (`docker-ID.scope`, `libpod-ID.scope`, `cri-containerd-ID.scope`,
+/// `crio-ID.scope`).
+fn container_of(path: &str) -> Option<&str> {
+    path.rsplit('/').find_map(|part| {
+        let part = part.strip_suffix(".scope").unwrap_or(part);
+        let id = part.rsplit('-').next().unwrap_or(part);
+        (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+    })
+}
+
+/// The pod UID in a Kubernetes cgroup path: `pod<uid>` (cgroupfs) or
+/// `kubepods-<qos>-pod<uid with _ for ->.slice` (systemd).
+fn pod_of(path: &str) -> Option<String> {
+    path.split('/').find_map(|part| {
+        let part = part.strip_suffix(".slice").unwrap_or(part);
+        let uid = part.rsplit_once("pod").map(|(_, uid)| uid)?;
+        let uid = uid.replace('_', "-");
+        (uid.len() == 36 && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')).then_some(uid)
+    })
 }
 
 /// Reads every reachable namespace (see [`list_namespaces`]).
@@ -389,7 +461,7 @@ fn read_with(
 fn failed(h: &NetnsHandle, error: String, own: Option<u32>) -> NetnsReading {
     NetnsReading {
         inum: h.inum,
-        name: h.name.clone(),
+        name: h.display_name(),
         count: None,
         max: None,
         stats: None,
@@ -489,6 +561,66 @@ fn via_ctnetlink() -> Result<Current, CtnetlinkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ID: &str = "3f1c2b9a8d7e6f50413a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e";
+
+    #[test]
+    fn owners_name_their_container_and_pod() {
+        let cases = [
+            // podman (systemd)
+            (
+                format!("0::/machine.slice/libpod-{ID}.scope/container"),
+                "nginx (pid 42, container 3f1c2b9a8d7e)",
+            ),
+            // containerd under Kubernetes (systemd)
+            (
+                format!(
+                    "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0b6e4a52_1c3d_4e5f_8a9b_0c1d2e3f4a5b.slice/cri-containerd-{ID}.scope"
+                ),
+                "nginx (pid 42, container 3f1c2b9a8d7e, pod 0b6e4a52-1c3d-4e5f-8a9b-0c1d2e3f4a5b)",
+            ),
+            // Kubernetes with the cgroupfs driver, cgroup v1 lines
+            (
+                format!(
+                    "12:pids:/kubepods/burstable/pod0b6e4a52-1c3d-4e5f-8a9b-0c1d2e3f4a5b/{ID}\n1:name=systemd:/kubepods/burstable/pod0b6e4a52-1c3d-4e5f-8a9b-0c1d2e3f4a5b/{ID}"
+                ),
+                "nginx (pid 42, container 3f1c2b9a8d7e, pod 0b6e4a52-1c3d-4e5f-8a9b-0c1d2e3f4a5b)",
+            ),
+            // docker (cgroupfs)
+            (
+                format!("0::/docker/{ID}"),
+                "nginx (pid 42, container 3f1c2b9a8d7e)",
+            ),
+            // a plain process in a session scope: no container
+            (
+                "0::/user.slice/user-0.slice/session-3.scope".to_owned(),
+                "nginx (pid 42)",
+            ),
+            (String::new(), "nginx (pid 42)"),
+        ];
+        for (cgroup, want) in cases {
+            assert_eq!(describe_owner("nginx", "42", &cgroup), want, "{cgroup}");
+        }
+    }
+
+    /// A namespace found through a process is shown by its owner, entered
+    /// by pid; a named one keeps its name.
+    #[test]
+    fn the_owner_is_shown_but_never_used_to_enter() {
+        let h = NetnsHandle {
+            inum: 7,
+            path: PathBuf::from("/proc/42/ns/net"),
+            name: None,
+            owner: Some("nginx (pid 42)".to_owned()),
+        };
+        assert_eq!(h.display_name().as_deref(), Some("nginx (pid 42)"));
+        assert_eq!(Enter::of(&h, Some(1)), Enter::Pid(42));
+        let named = NetnsHandle {
+            name: Some("blue".to_owned()),
+            ..h
+        };
+        assert_eq!(named.display_name().as_deref(), Some("blue"));
+    }
 
     /// Works as root or not: never panics, and the own namespace is always listed.
     #[test]

@@ -287,7 +287,7 @@ fn netns(reg: &mut Registry, i: &crate::model::Interval) {
     );
     reg.register(
         "ctscope_netns_info",
-        "The `ip netns` name of a network namespace that has one (value 1; join on netns_id)",
+        "The name of a network namespace: its `ip netns` name, else the process (container, pod) holding it (value 1; join on netns_id)",
         info,
     );
 }
