@@ -185,6 +185,7 @@ pub fn list_namespaces() -> Vec<NetnsHandle> {
     // Every namespace file lives on the nsfs device; a leftover /run/netns file whose
     // bind mount is gone is a plain tmpfs file and is skipped.
     let nsfs_dev = std::fs::metadata(OWN_NS).ok().map(|m| m.dev());
+    let mut owners = Owners::lock();
     let mut found: BTreeMap<u32, NetnsHandle> = BTreeMap::new();
     let mut add = |path: PathBuf, name: Option<String>, pid: Option<&str>| {
         let Ok(meta) = std::fs::metadata(&path) else {
@@ -194,11 +195,9 @@ pub fn list_namespaces() -> Vec<NetnsHandle> {
             return;
         }
         let Ok(inum) = inum_of(&meta) else { return };
-        // The process is described once per namespace, for the first
-        // process found in it (two small /proc reads).
         found.entry(inum).or_insert_with(|| NetnsHandle {
             inum,
-            owner: pid.and_then(describe_process),
+            owner: pid.and_then(|pid| owners.describe(inum, pid)),
             path,
             name,
         });
@@ -227,7 +226,41 @@ pub fn list_namespaces() -> Vec<NetnsHandle> {
             }
         }
     }
+    owners.keep(&found);
     found.into_values().collect()
+}
+
+/// Owner texts by (namespace, pid), kept from one listing to the next so
+/// that a sample reads /proc/PID/comm and cgroup only for namespaces new
+/// since the last one (a listing runs at every sample).
+struct Owners<'a>(std::sync::MutexGuard<'a, BTreeMap<(u32, String), Option<String>>>);
+
+impl Owners<'_> {
+    fn lock() -> Self {
+        static CACHE: std::sync::Mutex<BTreeMap<(u32, String), Option<String>>> =
+            std::sync::Mutex::new(BTreeMap::new());
+        Owners(
+            CACHE
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    fn describe(&mut self, inum: u32, pid: &str) -> Option<String> {
+        self.0
+            .entry((inum, pid.to_owned()))
+            .or_insert_with(|| describe_process(pid))
+            .clone()
+    }
+
+    /// Forgets what the listing no longer holds.
+    fn keep(&mut self, found: &BTreeMap<u32, NetnsHandle>) {
+        self.0.retain(|(inum, pid), _| {
+            found
+                .get(inum)
+                .is_some_and(|h| h.path.starts_with(Path::new("/proc").join(pid)))
+        });
+    }
 }
 
 /// `COMM (pid N[, container ID][, pod UID])` for process `pid`, from its
