@@ -422,7 +422,11 @@ fn an_unnamed_namespace_is_shown_by_the_process_holding_it() {
         .into_iter()
         .find(|r| r.inum == inum)
         .expect("read");
-    assert_eq!(r.name.as_deref(), Some(want.as_str()), "{r:?}");
+    assert_eq!(
+        (r.name.as_deref(), r.owner.as_deref()),
+        (None, Some(want.as_str())),
+        "{r:?}"
+    );
     assert_eq!(
         r.enter,
         Enter::Pid(pid),

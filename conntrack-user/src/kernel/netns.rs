@@ -53,9 +53,9 @@ pub struct NetnsHandle {
     pub path: PathBuf,
     /// The `ip netns` name, when it has one.
     pub name: Option<String>,
-    /// For a namespace without one, found through a process: that process
-    /// and the container and pod its cgroup names ([`describe_owner`]),
-    /// shown where the name would be. Never used to enter the namespace.
+    /// The first process found in it, with the container and pod its
+    /// cgroup names ([`describe_owner`]); shown beside the name, or instead
+    /// of it. Never used to enter the namespace.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
 }
@@ -71,7 +71,12 @@ impl NetnsHandle {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NetnsReading {
     pub inum: u32,
+    /// Its `ip netns` name (podman's `netns-UUID`, CNI's `cni-UUID`).
     pub name: Option<String>,
+    /// The process holding it, with its container and pod
+    /// ([`describe_owner`]): who it belongs to, named or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// Entries in this namespace (`nf_conntrack_count`).
     pub count: Option<u64>,
     /// `nf_conntrack_max` (global, the same in every namespace).
@@ -186,6 +191,7 @@ pub fn list_namespaces() -> Vec<NetnsHandle> {
     // bind mount is gone is a plain tmpfs file and is skipped.
     let nsfs_dev = std::fs::metadata(OWN_NS).ok().map(|m| m.dev());
     let mut owners = Owners::lock();
+    let own = own_netns_inode().ok();
     let mut found: BTreeMap<u32, NetnsHandle> = BTreeMap::new();
     let mut add = |path: PathBuf, name: Option<String>, pid: Option<&str>| {
         let Ok(meta) = std::fs::metadata(&path) else {
@@ -195,12 +201,20 @@ pub fn list_namespaces() -> Vec<NetnsHandle> {
             return;
         }
         let Ok(inum) = inum_of(&meta) else { return };
-        found.entry(inum).or_insert_with(|| NetnsHandle {
+        let h = found.entry(inum).or_insert_with(|| NetnsHandle {
             inum,
-            owner: pid.and_then(|pid| owners.describe(inum, pid)),
+            owner: None,
             path,
             name,
         });
+        // The first process found in it owns it, named or not (not
+        // ctscope's own namespace: that is the host's, or ctscope's pod).
+        if h.owner.is_none()
+            && own != Some(inum)
+            && let Some(pid) = pid
+        {
+            h.owner = owners.describe(inum, pid);
+        }
     };
     for dir in NAMED_DIRS {
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -255,10 +269,10 @@ impl Owners<'_> {
 
     /// Forgets what the listing no longer holds.
     fn keep(&mut self, found: &BTreeMap<u32, NetnsHandle>) {
-        self.0.retain(|(inum, pid), _| {
+        self.0.retain(|(inum, _), owner| {
             found
                 .get(inum)
-                .is_some_and(|h| h.path.starts_with(Path::new("/proc").join(pid)))
+                .is_some_and(|h| h.owner.is_some() && h.owner == *owner)
         });
     }
 }
@@ -494,7 +508,8 @@ fn read_with(
 fn failed(h: &NetnsHandle, error: String, own: Option<u32>) -> NetnsReading {
     NetnsReading {
         inum: h.inum,
-        name: h.display_name(),
+        name: h.name.clone(),
+        owner: h.owner.clone(),
         count: None,
         max: None,
         stats: None,

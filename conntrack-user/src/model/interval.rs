@@ -183,6 +183,10 @@ pub struct NetnsRow {
     pub alive: bool,
     /// `ip netns` name, when it has one.
     pub name: Option<String>,
+    /// The process holding it, with its container and pod, when one is
+    /// found (`kernel::netns::describe_owner`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// The kernel's `nf_conntrack_count` for this namespace.
     pub entries: Option<u64>,
     /// Entries allocated in this namespace since start.

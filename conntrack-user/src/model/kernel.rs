@@ -113,6 +113,7 @@ mod tests {
         NetnsReading {
             inum,
             name: None,
+            owner: None,
             count: Some(0),
             max: None,
             stats: Some(ConntrackStats {

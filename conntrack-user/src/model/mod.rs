@@ -294,6 +294,7 @@ impl Model {
             }
             if let Some(r) = by_inum.get(&row.inum) {
                 row.name.clone_from(&r.name);
+                row.owner.clone_from(&r.owner);
                 row.enter.clone_from(&r.enter);
                 row.tcp_timeout_established = r.tcp_timeout_established;
                 if row.entries.is_none() {

@@ -7,6 +7,7 @@ fn reading(inum: u32, count: u64, drop: u64, early_drop: u64) -> NetnsReading {
     NetnsReading {
         inum,
         name: None,
+        owner: None,
         count: Some(count),
         max: Some(1000),
         stats: Some(ConntrackStats {

@@ -620,6 +620,7 @@ fn snapshots_keep_every_field_of_the_sample() {
     s.kernel.push(crate::kernel::netns::NetnsReading {
         inum: 4_026_531_840,
         name: Some("blue".into()),
+        owner: None,
         count: Some(9),
         max: Some(262_144),
         stats: Some(crate::kernel::stats::ConntrackStats {

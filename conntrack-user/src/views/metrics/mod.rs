@@ -236,13 +236,14 @@ fn netns(reg: &mut Registry, i: &crate::model::Interval) {
         let id = ("netns_id".to_owned(), row.id.to_string());
         // The name as an info series (join on netns_id), so the counters'
         // series do not change identity when a name appears or goes.
-        if let Some(name) = &row.name {
-            info.get_or_create(&vec![
-                ns.clone(),
-                id.clone(),
-                ("name".to_owned(), name.clone()),
-            ])
-            .set(1);
+        if row.name.is_some() || row.owner.is_some() {
+            let mut labels = vec![ns.clone(), id.clone()];
+            for (label, value) in [("name", &row.name), ("owner", &row.owner)] {
+                if let Some(v) = value {
+                    labels.push((label.to_owned(), v.clone()));
+                }
+            }
+            info.get_or_create(&labels).set(1);
         }
         if let Some(e) = row.entries {
             entries
@@ -287,7 +288,7 @@ fn netns(reg: &mut Registry, i: &crate::model::Interval) {
     );
     reg.register(
         "ctscope_netns_info",
-        "The name of a network namespace: its `ip netns` name, else the process (container, pod) holding it (value 1; join on netns_id)",
+        "Who a network namespace is: its `ip netns` name and the process holding it, with its container id and pod UID (value 1; join on netns_id)",
         info,
     );
 }

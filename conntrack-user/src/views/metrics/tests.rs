@@ -18,6 +18,7 @@ fn model_with_kernel_drops(kernel_after: u64) -> Model {
     let reading = |drop| NetnsReading {
         inum: 1000,
         name: None,
+        owner: None,
         count: Some(42),
         max: Some(65536),
         stats: Some(ConntrackStats {
@@ -257,4 +258,18 @@ fn named_namespaces_have_an_info_series() {
     );
     let unnamed = render(&model(), 1, &[]);
     assert!(!unnamed.contains("ctscope_netns_info{"), "{unnamed}");
+    // The process holding it, named or not.
+    let mut m = model();
+    let mut latest = m.latest.clone().expect("interval");
+    latest.netns[0].owner = Some("nginx (pid 42, container 3f1c2b9a8d7e)".to_owned());
+    m.latest = Some(latest);
+    let text = render(&m, 1, &[]);
+    assert_eq!(
+        value(
+            &text,
+            "ctscope_netns_info{netns=\"1000\",netns_id=\"1000\",owner=\"nginx (pid 42, container 3f1c2b9a8d7e)\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
 }

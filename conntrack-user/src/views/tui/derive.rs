@@ -415,7 +415,7 @@ fn namespaces(latest: &Interval, ui: &UiState) -> Vec<NsLine> {
     rows.into_iter()
         .map(|r| NsLine {
             inum: r.inum,
-            name: r.name.clone(),
+            name: shown_name(r.name.as_deref(), r.owner.as_deref()),
             entries: r.entries,
             fill_pct: r.entries.zip(max).map(|(e, m)| (e * 100 + m / 2) / m),
             alloc: r.alloc,
@@ -566,5 +566,23 @@ fn drop_line(d: &DropRecord, wall_ms: Option<u64>) -> DropLine {
         flags: d.flags_text(),
         ifname: d.ifname.clone(),
         netns: d.netns,
+    }
+}
+
+/// The name a namespace is shown by: its `ip netns` name, unless a container
+/// runtime made that up (podman's `netns-UUID`, CNI's `cni-UUID`), where the
+/// process holding it (with its container and pod) says more.
+pub fn shown_name(name: Option<&str>, owner: Option<&str>) -> Option<String> {
+    let made_up = |n: &str| {
+        let uuid = n
+            .strip_prefix("netns-")
+            .or_else(|| n.strip_prefix("cni-"))
+            .unwrap_or("");
+        uuid.len() == 36 && uuid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+    };
+    match (name, owner) {
+        (Some(n), Some(o)) if made_up(n) => Some(o.to_owned()),
+        (Some(n), _) => Some(n.to_owned()),
+        (None, o) => o.map(str::to_owned),
     }
 }

@@ -93,6 +93,7 @@ impl Scenario {
             kernel.push(NetnsReading {
                 inum: ns.inum,
                 name: (ns.inum == TEST_NS).then(|| "loadtest".to_owned()),
+                owner: None,
                 count: Some(ns.entries),
                 max: Some(self.max),
                 stats: Some(ConntrackStats {
@@ -968,4 +969,20 @@ fn top_destinations_have_their_own_block() {
             .any(|l| l.contains("→ 10.9.8.7:22") && l.contains("S   │127.0.0.1:5300")),
         "{side}"
     );
+}
+
+/// Issue 18 item 10: a namespace is shown by its `ip netns` name, unless a
+/// container runtime made that name up; then by who holds it.
+#[test]
+fn namespaces_are_shown_by_name_or_by_who_holds_them() {
+    use super::derive::shown_name;
+    let owner = Some("nginx (pid 42, container 3f1c2b9a8d7e)");
+    let podman = "netns-0ddc2975-0fb6-5bab-4d75-a3e84dc992fb";
+    let cni = "cni-0ddc2975-0fb6-5bab-4d75-a3e84dc992fb";
+    assert_eq!(shown_name(Some(podman), owner).as_deref(), owner);
+    assert_eq!(shown_name(Some(cni), owner).as_deref(), owner);
+    assert_eq!(shown_name(Some(podman), None).as_deref(), Some(podman));
+    assert_eq!(shown_name(Some("blue"), owner).as_deref(), Some("blue"));
+    assert_eq!(shown_name(None, owner).as_deref(), owner);
+    assert_eq!(shown_name(None, None), None);
 }
