@@ -380,20 +380,24 @@ pub fn refused(ev: &Event) -> Option<bool> {
     if conf!(kp_hooks) & kprobe_hook::ALLOC == 0 {
         return None;
     }
+    // A drop the kprobes are blind to had its refusal, if any, unseen too:
+    // both run in one softirq (or one process-context call), and a softirq
+    // is blind from start to end when it runs inside a kprobe program or
+    // handler. Such a drop must not take a refusal off the stack either:
+    // the one there belongs to the call this softirq interrupted (its
+    // return probe pushed it, and the interrupt came before its drop),
+    // whose own drop would then find nothing. The namespace's count
+    // decides.
+    if kprobes_blind() {
+        return None;
+    }
     // SAFETY: this CPU's value. The drop probe is not a kprobe program: a
     // conntrack probe may run in a softirq that interrupts it here, but it
     // pushes and takes frames of its own packet.
     let seen = REFUSED
         .get_ptr_mut(0)
         .is_some_and(|r| unsafe { (*r).take(u64::from(ev.netns)) }.is_some());
-    if seen {
-        Some(true)
-    } else if kprobes_blind() {
-        // The refusal, if any, went unseen: the namespace's count decides.
-        None
-    } else {
-        Some(false)
-    }
+    Some(seen)
 }
 
 /// Did the kernel's insert-failure path run for this packet, which
@@ -408,6 +412,11 @@ pub fn refused(ev: &Event) -> Option<bool> {
 #[inline(always)]
 pub fn insert_evidence(skb: u64, ct: u64) -> InsertEvidence {
     if conf!(kp_hooks) & kprobe_hook::CONFIRM != 0 {
+        // Unseen while the kprobes were blind (see `refused`): the chain
+        // decides, and nothing is taken from the stack.
+        if kprobes_blind() {
+            return InsertEvidence::Unknown;
+        }
         let found = match FAILED.get_ptr_mut(0) {
             // SAFETY: this CPU's value; see `refused`.
             Some(f) => unsafe { (*f).take(skb) },
@@ -417,8 +426,6 @@ pub fn insert_evidence(skb: u64, ct: u64) -> InsertEvidence {
             Some(c) => InsertEvidence::Failed {
                 chain_too_long: c == u64::from(cause::CHAIN_TOO_LONG),
             },
-            // Unseen while the kprobes were blind: the chain decides.
-            None if kprobes_blind() => InsertEvidence::Unknown,
             None => InsertEvidence::NotFailed,
         };
     }
