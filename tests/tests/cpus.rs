@@ -229,9 +229,12 @@ fn assert_causes(rec: &Value, ns: &Netns, kernel: &HashMap<&str, u64>) {
     // it reads as absolute symbols, which were not accepted (issue 16,
     // docs/drop-causes.md "When the kprobes are blind"). What remains is a
     // drop probe run the kernel skipped: its packet's refusal or failed
-    // confirm is left on the CPU's stack, where a later drop can take it or
-    // where eight of them evict a live one, so at most the probe misses
-    // (seen once: 1 of 594 insert failures as ruleset on 6.1, 39 misses).
+    // confirm is left on the CPU's stack, where a later drop could take it
+    // or eight of them evict a live one (seen once: 1 of 594 insert
+    // failures as ruleset on 6.1, 39 misses). Findings made while the drop
+    // probe runs now go to a stack of their own (kprobe.rs, DropLevel),
+    // which leaves only the instant before it starts classifying: still at
+    // most the probe misses.
     let total = k("drop") + k("insert_failed") + k("invalid");
     let other = num(rec, "/totals/drop_other");
     let budget = misses;
