@@ -69,14 +69,85 @@ static DELETE_ARG: PerCpuArray<Frames<u64>> = PerCpuArray::with_max_entries(1, 0
 /// Allocation refusals not yet matched with their drop, keyed by the
 /// namespace's inode number. Conntrack returns `NF_DROP` and `nf_hook_slow`
 /// frees the packet right after, on the same CPU; a stack, because a
-/// softirq can refuse and drop a packet of its own in between.
+/// softirq can refuse and drop a packet of its own in between. Two stacks
+/// per CPU, by [`DropLevel`]: index 1 for packets whose drop will come
+/// while the drop probe is already running on the CPU.
 #[map]
-static REFUSED: PerCpuArray<Frames<u64>> = PerCpuArray::with_max_entries(1, 0);
+static REFUSED: PerCpuArray<Frames<u64>> = PerCpuArray::with_max_entries(2, 0);
 
 /// Packets whose confirm failed, keyed by the packet, with the cause; for
 /// the drop probe, like [`REFUSED`].
 #[map]
-static FAILED: PerCpuArray<Frames<u64>> = PerCpuArray::with_max_entries(1, 0);
+static FAILED: PerCpuArray<Frames<u64>> = PerCpuArray::with_max_entries(2, 0);
+
+/// How many runs of the drop probe are in progress on this CPU (0, or 1;
+/// 2 where a softirq's drop runs it nested inside another run).
+#[map]
+static DROP_DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Which of a CPU's two finding stacks a refusal or failed confirm goes to,
+/// and its drop takes from: 1 when the drop probe was running on the CPU
+/// when the softirq that refused or confirmed the packet began, else 0.
+///
+/// Since 6.1 the kernel skips a run of the drop probe nested in another on
+/// the same CPU (`probe_misses`): the drops of a softirq that interrupts
+/// the drop probe are never classified, and their findings would stay on
+/// the stack. Eight of them push out the frame of the drop the softirq
+/// interrupted (a failed confirm then reads as none: `ruleset` before 6.7,
+/// `other` after; seen once, 1 of 594 insert failures on 6.1), and a later
+/// drop with none of its own could take one. On their own stack they only
+/// push out each other. Where the nested run does happen, it takes from the
+/// same stack its softirq pushed to.
+pub struct DropLevel(bool);
+
+impl DropLevel {
+    /// Marks a run of the drop probe on this CPU (kprobe backend only).
+    #[inline(always)]
+    pub fn enter() -> Self {
+        if conf!(kp_hooks) == 0 {
+            return Self(false);
+        }
+        match DROP_DEPTH.get_ptr_mut(0) {
+            Some(d) => {
+                // SAFETY: this CPU's value; the drop probe does not migrate,
+                // and a nested run leaves it as it found it.
+                unsafe { *d = (*d).wrapping_add(1) };
+                Self(true)
+            }
+            None => Self(false),
+        }
+    }
+
+    /// Ends the run [`DropLevel::enter`] marked.
+    #[inline(always)]
+    pub fn leave(self) {
+        if !self.0 {
+            return;
+        }
+        if let Some(d) = DROP_DEPTH.get_ptr_mut(0) {
+            // SAFETY: as in `enter`.
+            unsafe { *d = (*d).saturating_sub(1) };
+        }
+    }
+}
+
+/// The finding stack for a refusal or confirm happening now: 1 inside a
+/// run of the drop probe (see [`DropLevel`]).
+#[inline(always)]
+fn push_level() -> u32 {
+    // SAFETY: this CPU's value.
+    let depth = DROP_DEPTH.get_ptr(0).map_or(0, |d| unsafe { *d });
+    u32::from(depth != 0)
+}
+
+/// The finding stack for the drop being classified: the drop probe's own
+/// run is counted already, so one more run under it means nested.
+#[inline(always)]
+fn take_level() -> u32 {
+    // SAFETY: this CPU's value.
+    let depth = DROP_DEPTH.get_ptr(0).map_or(0, |d| unsafe { *d });
+    u32::from(depth > 1)
+}
 
 /// `nf_nat_icmp_reply_translation`'s packet, kept for its return probe.
 #[map]
@@ -151,7 +222,7 @@ pub fn alloc_return(ctx: &RetProbeContext) {
     let ct: u64 = ctx.ret();
     let net = leave(&ALLOC_NET).unwrap_or(0);
     if ct == 0 || is_err(ct) {
-        if let Some(r) = REFUSED.get_ptr_mut(0) {
+        if let Some(r) = REFUSED.get_ptr_mut(push_level()) {
             // SAFETY: this CPU's value; see `enter`.
             unsafe { (*r).push(u64::from(kernel::net_inum(net)), 0) };
         }
@@ -260,7 +331,7 @@ pub fn confirm_return(ctx: &RetProbeContext) {
     } else {
         cause::INSERT_FAILED
     };
-    if let Some(f) = FAILED.get_ptr_mut(0) {
+    if let Some(f) = FAILED.get_ptr_mut(push_level()) {
         // SAFETY: this CPU's value; see `enter`.
         unsafe { (*f).push(args.skb, u64::from(cause)) };
     }
@@ -380,20 +451,24 @@ pub fn refused(ev: &Event) -> Option<bool> {
     if conf!(kp_hooks) & kprobe_hook::ALLOC == 0 {
         return None;
     }
+    // A drop the kprobes are blind to had its refusal, if any, unseen too:
+    // both run in one softirq (or one process-context call), and a softirq
+    // is blind from start to end when it runs inside a kprobe program or
+    // handler. Such a drop must not take a refusal off the stack either:
+    // the one there belongs to the call this softirq interrupted (its
+    // return probe pushed it, and the interrupt came before its drop),
+    // whose own drop would then find nothing. The namespace's count
+    // decides.
+    if kprobes_blind() {
+        return None;
+    }
     // SAFETY: this CPU's value. The drop probe is not a kprobe program: a
     // conntrack probe may run in a softirq that interrupts it here, but it
     // pushes and takes frames of its own packet.
     let seen = REFUSED
-        .get_ptr_mut(0)
+        .get_ptr_mut(take_level())
         .is_some_and(|r| unsafe { (*r).take(u64::from(ev.netns)) }.is_some());
-    if seen {
-        Some(true)
-    } else if kprobes_blind() {
-        // The refusal, if any, went unseen: the namespace's count decides.
-        None
-    } else {
-        Some(false)
-    }
+    Some(seen)
 }
 
 /// Did the kernel's insert-failure path run for this packet, which
@@ -408,7 +483,12 @@ pub fn refused(ev: &Event) -> Option<bool> {
 #[inline(always)]
 pub fn insert_evidence(skb: u64, ct: u64) -> InsertEvidence {
     if conf!(kp_hooks) & kprobe_hook::CONFIRM != 0 {
-        let found = match FAILED.get_ptr_mut(0) {
+        // Unseen while the kprobes were blind (see `refused`): the chain
+        // decides, and nothing is taken from the stack.
+        if kprobes_blind() {
+            return InsertEvidence::Unknown;
+        }
+        let found = match FAILED.get_ptr_mut(take_level()) {
             // SAFETY: this CPU's value; see `refused`.
             Some(f) => unsafe { (*f).take(skb) },
             None => None,
@@ -417,8 +497,6 @@ pub fn insert_evidence(skb: u64, ct: u64) -> InsertEvidence {
             Some(c) => InsertEvidence::Failed {
                 chain_too_long: c == u64::from(cause::CHAIN_TOO_LONG),
             },
-            // Unseen while the kprobes were blind: the chain decides.
-            None if kprobes_blind() => InsertEvidence::Unknown,
             None => InsertEvidence::NotFailed,
         };
     }

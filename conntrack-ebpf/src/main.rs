@@ -143,6 +143,15 @@ pub fn ct_drop(ctx: BtfTracePointContext) -> i32 {
 /// in the programs of kernels without it, legacy.rs).
 #[inline(always)]
 pub(crate) fn on_drop(ctx: &BtfTracePointContext, chain_walk: bool) {
+    // The kprobe backend's findings for packets dropped in a softirq that
+    // interrupts this run go to stacks of their own (kprobe.rs, `DropLevel`).
+    let level = kprobe::DropLevel::enter();
+    classify_drop(ctx, chain_walk);
+    level.leave();
+}
+
+#[inline(always)]
+fn classify_drop(ctx: &BtfTracePointContext, chain_walk: bool) {
     let skb: u64 = ctx.arg(0);
     let location = lifecycle::void_arg(ctx, 1);
     let Some(ev) = scratch_event(scratch::DROP) else {

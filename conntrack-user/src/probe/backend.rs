@@ -266,12 +266,18 @@ impl KernelSymbols {
                 continue;
             };
             let data = matches!(kind, "D" | "d" | "R" | "r" | "B" | "b");
+            // x86_64 kernels before 6.15 link per-CPU variables at offsets
+            // from 0 and list them as absolute symbols ("0000000000030640 A
+            // bpf_prog_active" on Debian's 5.10, 6.1 and 6.12); elsewhere
+            // they are data symbols. Either way the address plus the CPU's
+            // `__per_cpu_offset` entry is the CPU's copy.
+            let per_cpu = data || matches!(kind, "A" | "a");
             let value = || u64::from_str_radix(addr, 16).unwrap_or(0);
             if data && name == "__per_cpu_offset" {
                 out.per_cpu_offset = value();
-            } else if data && name == "bpf_prog_active" {
+            } else if per_cpu && name == "bpf_prog_active" {
                 out.bpf_prog_active = value();
-            } else if data && name == "current_kprobe" {
+            } else if per_cpu && name == "current_kprobe" {
                 out.current_kprobe = value();
             } else if data && name == "nf_conntrack_max" {
                 out.max_ptr = value();
@@ -376,6 +382,23 @@ mod tests {
     fn forced_tracepoint_needs_nothing() {
         let c = decide(BackendRequest::Tracepoint, &offer(true, &ALL)).expect("choice");
         assert_eq!((c.backend, c.hooks), (Backend::Tracepoint, 0));
+    }
+
+    /// The blindness check of the kprobe backend (conntrack-ebpf/src/kprobe.rs
+    /// `kprobes_blind`) read nothing while only `D`/`d` were accepted: these
+    /// are the lines of Debian's 5.10 guest (6.1 and 6.12 list them the same
+    /// way), and with both variables unknown every refusal unseen by the
+    /// kprobes was counted as `invalid` (issue 16).
+    #[test]
+    fn per_cpu_variables_listed_as_absolute_symbols_are_found() {
+        let s = KernelSymbols::parse(
+            "0000000000020458 A current_kprobe\n\
+             0000000000030640 A bpf_prog_active\n\
+             ffffffff8bf85940 D __per_cpu_offset\n\
+             0000000000000000 A fixed_percpu_data\n",
+        );
+        assert_eq!(s.per_cpu_offset, 0xffffffff8bf85940);
+        assert_eq!((s.bpf_prog_active, s.current_kprobe), (0x30640, 0x20458));
     }
 
     #[test]
