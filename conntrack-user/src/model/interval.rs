@@ -5,7 +5,7 @@
 use conntrack_common::{cause, counter};
 use serde::Serialize;
 
-use crate::{event::Counters, kernel::stats::ConntrackStats};
+use crate::{event::Counters, kernel::stats::ConntrackStats, model::drops::Cause};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Interval {
@@ -100,6 +100,19 @@ impl Totals {
         }
     }
 
+    /// The drops of each cause, `other` last (the order of [`DropCounts::by_cause`]
+    /// then `other`).
+    pub fn by_cause(&self) -> [(Cause, u64); 6] {
+        [
+            (Cause::TableFull, self.drop_table_full),
+            (Cause::Invalid, self.drop_invalid),
+            (Cause::InsertFailed, self.drop_insert_failed),
+            (Cause::ChainTooLong, self.drop_chain_too_long),
+            (Cause::Ruleset, self.drop_ruleset),
+            (Cause::Other, self.drop_other),
+        ]
+    }
+
     /// All drops that conntrack itself caused (not the ruleset's).
     pub fn conntrack_drops(&self) -> u64 {
         self.drop_table_full
@@ -169,6 +182,17 @@ impl DropCounts {
             chain_too_long: a[cause::CHAIN_TOO_LONG as usize],
             ruleset: a[cause::RULESET as usize],
         }
+    }
+
+    /// The counts with their causes (`other` is counted machine-wide only).
+    pub fn by_cause(&self) -> [(Cause, u64); 5] {
+        [
+            (Cause::TableFull, self.table_full),
+            (Cause::Invalid, self.invalid),
+            (Cause::InsertFailed, self.insert_failed),
+            (Cause::ChainTooLong, self.chain_too_long),
+            (Cause::Ruleset, self.ruleset),
+        ]
     }
 }
 

@@ -23,7 +23,6 @@ use crate::{
     model::{
         Model,
         buckets::{BucketWalk, HISTOGRAM_LABELS},
-        drops::Cause,
         holders::{By, Holders},
     },
 };
@@ -93,14 +92,7 @@ pub fn render(model: &Model, own_netns: u32, build: &[(&str, &str)]) -> String {
             ConstCounter::new(t.probe_misses),
         );
         let drops = Family::<Labels, Counter>::default();
-        for (cause, n) in [
-            (Cause::TableFull, t.drop_table_full),
-            (Cause::Invalid, t.drop_invalid),
-            (Cause::InsertFailed, t.drop_insert_failed),
-            (Cause::ChainTooLong, t.drop_chain_too_long),
-            (Cause::Ruleset, t.drop_ruleset),
-            (Cause::Other, t.drop_other),
-        ] {
+        for (cause, n) in t.by_cause() {
             drops
                 .get_or_create(&vec![("cause".to_owned(), cause.as_str().to_owned())])
                 .inc_by(n);
@@ -253,14 +245,7 @@ fn netns(reg: &mut Registry, i: &crate::model::Interval) {
         alloc
             .get_or_create(&vec![ns.clone(), id.clone()])
             .inc_by(row.alloc);
-        let c = &row.drops_by_cause;
-        for (cause, n) in [
-            (Cause::TableFull, c.table_full),
-            (Cause::Invalid, c.invalid),
-            (Cause::InsertFailed, c.insert_failed),
-            (Cause::ChainTooLong, c.chain_too_long),
-            (Cause::Ruleset, c.ruleset),
-        ] {
+        for (cause, n) in row.drops_by_cause.by_cause() {
             drops
                 .get_or_create(&vec![
                     ns.clone(),
@@ -312,14 +297,7 @@ fn departed(reg: &mut Registry, d: &crate::model::Departed) {
         counter(d.alloc),
     );
     let drops = Family::<Labels, Counter>::default();
-    let c = &d.drops_by_cause;
-    for (cause, n) in [
-        (Cause::TableFull, c.table_full),
-        (Cause::Invalid, c.invalid),
-        (Cause::InsertFailed, c.insert_failed),
-        (Cause::ChainTooLong, c.chain_too_long),
-        (Cause::Ruleset, c.ruleset),
-    ] {
+    for (cause, n) in d.drops_by_cause.by_cause() {
         drops
             .get_or_create(&vec![("cause".to_owned(), cause.as_str().to_owned())])
             .inc_by(n);

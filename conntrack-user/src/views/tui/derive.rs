@@ -519,14 +519,7 @@ struct CauseCounts {
 impl CauseCounts {
     fn of_totals(t: &crate::model::Totals) -> Self {
         Self {
-            by_cause: [
-                (Cause::TableFull, t.drop_table_full),
-                (Cause::Invalid, t.drop_invalid),
-                (Cause::InsertFailed, t.drop_insert_failed),
-                (Cause::ChainTooLong, t.drop_chain_too_long),
-                (Cause::Ruleset, t.drop_ruleset),
-                (Cause::Other, t.drop_other),
-            ],
+            by_cause: t.by_cause(),
             early_drop: t.early_drop,
         }
     }
@@ -536,17 +529,8 @@ impl CauseCounts {
     fn of_rows<'a>(rows: impl Iterator<Item = &'a NetnsRow>) -> Self {
         let mut c = Self::of_totals(&crate::model::Totals::default());
         for r in rows {
-            let d = &r.drops_by_cause;
-            for (i, n) in [
-                d.table_full,
-                d.invalid,
-                d.insert_failed,
-                d.chain_too_long,
-                d.ruleset,
-            ]
-            .into_iter()
-            .enumerate()
-            {
+            // The same causes in the same order, `other` last.
+            for (i, (_, n)) in r.drops_by_cause.by_cause().into_iter().enumerate() {
                 c.by_cause[i].1 += n;
             }
             c.early_drop += r.kernel.map_or(0, |k| k.early_drop);
