@@ -131,22 +131,25 @@ impl DropLevel {
     }
 }
 
+/// Runs of the drop probe in progress on this CPU ([`DROP_DEPTH`]).
+#[inline(always)]
+fn drop_depth() -> u32 {
+    // SAFETY: this CPU's value.
+    DROP_DEPTH.get_ptr(0).map_or(0, |d| unsafe { *d })
+}
+
 /// The finding stack for a refusal or confirm happening now: 1 inside a
 /// run of the drop probe (see [`DropLevel`]).
 #[inline(always)]
 fn push_level() -> u32 {
-    // SAFETY: this CPU's value.
-    let depth = DROP_DEPTH.get_ptr(0).map_or(0, |d| unsafe { *d });
-    u32::from(depth != 0)
+    u32::from(drop_depth() != 0)
 }
 
 /// The finding stack for the drop being classified: the drop probe's own
 /// run is counted already, so one more run under it means nested.
 #[inline(always)]
 fn take_level() -> u32 {
-    // SAFETY: this CPU's value.
-    let depth = DROP_DEPTH.get_ptr(0).map_or(0, |d| unsafe { *d });
-    u32::from(depth > 1)
+    u32::from(drop_depth() > 1)
 }
 
 /// `nf_nat_icmp_reply_translation`'s packet, kept for its return probe.
